@@ -1,0 +1,81 @@
+"""Typed stage configs: pydantic models that YAML only serialises, overridden by command-line flags.
+
+A key that does not exist fails fast and names the closest real key:
+``recipe.yaml: unknown key 'lerning_rate' in ppo; did you mean 'learning_rate'?``
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rlhaif.errors import ConfigError
+
+C = TypeVar("C", bound="StageConfig")
+
+
+class StageConfig(BaseModel):
+    """Base of every stage's config: unknown keys are errors, fields are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @classmethod
+    def from_sources(cls: type[C], yaml_path: str | os.PathLike | None = None,
+                     overrides: dict[str, Any] | None = None, where: str | None = None) -> C:
+        """Build from an optional YAML file (or a sub-mapping of it, ``where``) then flag overrides.
+        Flags left at ``None`` do not override."""
+        data: dict[str, Any] = {}
+        source = "<flags>"
+        if yaml_path:
+            source = str(yaml_path)
+            data = load_yaml(yaml_path)
+            if where:
+                data = data.get(where) or {}
+        for k, v in (overrides or {}).items():
+            if v is not None:
+                data[k] = v
+        return cls.validate_dict(data, source)
+
+    @classmethod
+    def validate_dict(cls: type[C], data: dict[str, Any], source: str = "<config>") -> C:
+        check_keys(cls, data, source)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise ConfigError(f"{source}: key '{loc}': {err['msg']}") from None
+
+
+def check_keys(model: type[BaseModel], data: dict[str, Any], source: str) -> None:
+    """Reject unknown keys with a did-you-mean suggestion."""
+    known = list(model.model_fields)
+    for key in data:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+            hint = f"; did you mean '{near[0]}'?" if near else f"; known keys: {', '.join(sorted(known))}"
+            raise ConfigError(f"{source}: unknown key '{key}' for {model.__name__}{hint}")
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    return data
+
+
+def dump_yaml(cfg: BaseModel, path: str | os.PathLike) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

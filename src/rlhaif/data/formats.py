@@ -1,0 +1,139 @@
+"""Converters between ``PairRecord`` and the ecosystem's preference formats.
+
+- TRL standard:        {"prompt": str, "chosen": str, "rejected": str}
+- TRL conversational:  {"prompt": [messages], "chosen": [assistant message], "rejected": [assistant message]}
+- Anthropic hh-rlhf:   {"chosen": transcript, "rejected": transcript}, transcripts of
+                       "\\n\\nHuman: ...\\n\\nAssistant: ..." sharing every turn but the last reply.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterable
+
+from rlhaif.data.io import parse_record, read_jsonl, write_jsonl
+from rlhaif.data.records import Message, PairRecord, as_messages
+from rlhaif.errors import DataError
+
+_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+
+
+def parse_hh_transcript(text: str) -> list[dict[str, str]]:
+    """Split an hh-rlhf transcript into chat messages (Human -> user, Assistant -> assistant)."""
+    parts = _TURN.split(text)
+    # parts = [preamble, role1, text1, role2, text2, ...]
+    if len(parts) < 3:
+        raise ValueError("no '\\n\\nHuman:' / '\\n\\nAssistant:' turns found")
+    msgs = []
+    for role, content in zip(parts[1::2], parts[2::2]):
+        msgs.append({"role": "user" if role == "Human" else "assistant", "content": content.strip()})
+    return msgs
+
+
+def hh_to_pair(obj: dict[str, Any], path: str = "<hh>", lineno: int | None = None) -> PairRecord:
+    """One hh-rlhf record -> PairRecord: prompt = the conversation up to the last ``Assistant:``,
+    chosen / rejected = the two differing last replies."""
+    for key in ("chosen", "rejected"):
+        if not isinstance(obj.get(key), str):
+            raise DataError(path, lineno, key, "is missing or not a string (expected an hh-rlhf transcript)")
+    try:
+        c, r = parse_hh_transcript(obj["chosen"]), parse_hh_transcript(obj["rejected"])
+    except ValueError as e:
+        raise DataError(path, lineno, "chosen", str(e)) from None
+    if c[-1]["role"] != "assistant" or r[-1]["role"] != "assistant":
+        raise DataError(path, lineno, "chosen", "transcript does not end with an Assistant turn")
+    # The prompt is the chosen transcript's turns before its last assistant reply.
+    prompt = c[:-1]
+    if not prompt or prompt[-1]["role"] != "user":
+        raise DataError(path, lineno, "chosen", "the turn before the last Assistant reply is not a Human turn "
+                        "(a turn marker without its blank line?)")
+    chosen, rejected = c[-1]["content"], r[-1]["content"]
+    if not chosen:
+        raise DataError(path, lineno, "chosen", "the last Assistant reply is empty")
+    if not rejected:
+        raise DataError(path, lineno, "rejected", "the last Assistant reply is empty")
+    return PairRecord(prompt=[Message(**m) for m in prompt], chosen=chosen, rejected=rejected,
+                      p=1.0, source="hh-rlhf", id=None if lineno is None else f"hh-{lineno}")
+
+
+def read_hh_rlhf(path: str | os.PathLike, limit: int | None = None, skip_invalid: bool = False) -> list[PairRecord]:
+    """Read an hh-rlhf JSONL(.gz) file as PairRecords (line numbers in error messages are 1-based).
+
+    ``skip_invalid`` drops records whose last replies are empty (a handful exist in the public data)."""
+    out = []
+    for lineno, obj in read_jsonl(path):
+        try:
+            out.append(hh_to_pair(obj, str(path), lineno))
+        except DataError:
+            if not skip_invalid:
+                raise
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def pair_to_hh(pair: PairRecord) -> dict[str, str]:
+    """PairRecord -> hh-rlhf transcripts (the soft label is lost: hh-rlhf has none)."""
+    def transcript(reply: str) -> str:
+        turns = as_messages(pair.prompt) + [{"role": "assistant", "content": reply}]
+        return "".join(f"\n\n{'Human' if m['role'] != 'assistant' else 'Assistant'}: {m['content']}"
+                       for m in turns if m["role"] != "system")
+    return {"chosen": transcript(pair.chosen), "rejected": transcript(pair.rejected)}
+
+
+def pair_to_trl(pair: PairRecord, conversational: bool | None = None) -> dict[str, Any]:
+    """PairRecord -> TRL preference row. Conversational when the prompt is a message list (or asked)."""
+    conv = (not isinstance(pair.prompt, str)) if conversational is None else conversational
+    if conv:
+        row = {"prompt": as_messages(pair.prompt),
+               "chosen": [{"role": "assistant", "content": pair.chosen}],
+               "rejected": [{"role": "assistant", "content": pair.rejected}]}
+    else:
+        prompt = pair.prompt if isinstance(pair.prompt, str) else "\n\n".join(m.content for m in pair.prompt)
+        row = {"prompt": prompt, "chosen": pair.chosen, "rejected": pair.rejected}
+    if pair.margin:
+        row["margin"] = pair.margin
+    return row
+
+
+def trl_to_pair(obj: dict[str, Any], path: str = "<trl>", lineno: int | None = None) -> PairRecord:
+    """TRL preference row (standard or conversational) -> PairRecord."""
+    row = dict(obj)
+    for key in ("chosen", "rejected"):
+        v = row.get(key)
+        if isinstance(v, list):
+            if not v or not isinstance(v[-1], dict) or v[-1].get("role") != "assistant":
+                raise DataError(path, lineno, key, "conversational value must end with an assistant message")
+            row[key] = v[-1].get("content", "")
+    if "prompt" not in row:
+        raise DataError(path, lineno, "prompt", "is missing (implicit-prompt TRL data is not supported; add a 'prompt' column)")
+    row.setdefault("source", "trl")
+    return parse_record(PairRecord, row, path, lineno)
+
+
+def read_trl(path: str | os.PathLike) -> list[PairRecord]:
+    return [trl_to_pair(obj, str(path), n) for n, obj in read_jsonl(path)]
+
+
+def write_trl(path: str | os.PathLike, pairs: Iterable[PairRecord], conversational: bool | None = None) -> int:
+    return write_jsonl(path, (pair_to_trl(p, conversational) for p in pairs))
+
+
+def write_hh(path: str | os.PathLike, pairs: Iterable[PairRecord]) -> int:
+    return write_jsonl(path, (pair_to_hh(p) for p in pairs))
+
+
+def read_pairs(path: str | os.PathLike) -> list[PairRecord]:
+    """Read pairs in any supported format, detected from the first record's keys:
+    rlhaif pairs.jsonl, TRL (standard / conversational), or hh-rlhf transcripts."""
+    first = next(read_jsonl(path), None)
+    if first is None:
+        raise DataError(str(path), None, None, "the file holds no records")
+    _, obj = first
+    if "prompt" not in obj and isinstance(obj.get("chosen"), str) and "\n\nHuman:" in obj["chosen"]:
+        return read_hh_rlhf(path)
+    if isinstance(obj.get("chosen"), list):
+        return read_trl(path)
+    out = [parse_record(PairRecord, o, str(path), n) for n, o in read_jsonl(path)]
+    return out

@@ -1,0 +1,160 @@
+"""Prompts -> K sampled responses each -> completions.jsonl.
+
+Batched HF ``generate`` with left padding, KV cache and stop at EOS; seeded; the chat template is applied
+when the tokenizer has one. ``encode_prompts`` and ``left_pad`` are shared with the PPO rollout.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from rlhaif.data.records import CompletionRecord, Prompt, PromptRecord, as_messages, prompt_text
+from rlhaif.errors import RlhaifError
+
+
+def encode_prompts(tokenizer, prompts: Sequence[Prompt], max_prompt_length: int | None = None,
+                   truncate: bool = False) -> list[list[int]]:
+    """Token ids of each prompt with the chat template's generation prompt appended (plain text when the
+    tokenizer has no chat template). Too-long prompts are an error, or left-truncated when ``truncate``."""
+    out = []
+    for i, p in enumerate(prompts):
+        if getattr(tokenizer, "chat_template", None):
+            ids = tokenizer.apply_chat_template(as_messages(p), add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+        else:
+            ids = tokenizer(prompt_text(p), add_special_tokens=True)["input_ids"]
+        ids = list(ids)
+        if max_prompt_length and len(ids) > max_prompt_length:
+            if not truncate:
+                raise RlhaifError(f"prompt {i} is {len(ids)} tokens, longer than max_prompt_length="
+                                  f"{max_prompt_length}; raise the limit or pass --truncate-prompts")
+            ids = ids[-max_prompt_length:]
+        out.append(ids)
+    return out
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), both (B, T), padded on the left so generation continues each row."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, T - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+@dataclass
+class SamplingConfig:
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_p: float = 1.0
+    top_k: int = 0
+    do_sample: bool = True
+    repetition_penalty: float = 1.0
+
+
+def eos_ids(tokenizer, model=None) -> list[int]:
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gc = getattr(model, "generation_config", None)
+    if gc is not None and gc.eos_token_id is not None:
+        ids.update([gc.eos_token_id] if isinstance(gc.eos_token_id, int) else gc.eos_token_id)
+    return sorted(ids)
+
+
+@torch.no_grad()
+def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig,
+           batch_size: int = 16) -> list[tuple[list[int], bool]]:
+    """For each prompt, one sampled response: (response token ids without padding, reached EOS).
+    The EOS token is kept in the ids when reached."""
+    device = next(model.parameters()).device
+    eos = eos_ids(tokenizer, model)
+    results: list[tuple[list[int], bool]] = []
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(prompt_ids), batch_size):
+        chunk = prompt_ids[start:start + batch_size]
+        ids, mask = left_pad(chunk, tokenizer.pad_token_id, device)
+        gen_kw = dict(max_new_tokens=sampling.max_new_tokens, do_sample=sampling.do_sample,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=eos, use_cache=True)
+        if sampling.do_sample:
+            gen_kw.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
+        if sampling.repetition_penalty != 1.0:
+            gen_kw["repetition_penalty"] = sampling.repetition_penalty
+        out = model.generate(input_ids=ids, attention_mask=mask, **gen_kw)
+        for row in out[:, ids.shape[1]:].tolist():
+            resp, finished = [], False
+            for t in row:
+                resp.append(t)
+                if t in eos:
+                    finished = True
+                    break
+            # strip trailing pads the batch added after this row stopped (pad may equal eos: handled above)
+            if not finished:
+                while resp and resp[-1] == tokenizer.pad_token_id and tokenizer.pad_token_id not in eos:
+                    resp.pop()
+            results.append((resp, finished))
+    if was_training:
+        model.train()
+    return results
+
+
+def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: int, sampling: SamplingConfig,
+                         batch_size: int = 16, seed: int = 0, model_name: str = "",
+                         max_prompt_length: int | None = None, progress=None) -> tuple[list[CompletionRecord], dict]:
+    """K responses per prompt as CompletionRecords, plus throughput stats (new tokens per second)."""
+    torch.manual_seed(seed)
+    enc = encode_prompts(tokenizer, [p.prompt for p in prompts], max_prompt_length)
+    # Repeat each prompt K times next to each other: a batch shares prompt lengths, so less padding.
+    flat = [(i, j) for i in range(len(prompts)) for j in range(k)]
+    flat_ids = [enc[i] for i, _ in flat]
+    t0 = time.perf_counter()
+    results = []
+    for start in range(0, len(flat_ids), batch_size):
+        results += sample(model, tokenizer, flat_ids[start:start + batch_size], sampling, batch_size)
+        if progress is not None:
+            progress(min(start + batch_size, len(flat_ids)), len(flat_ids))
+    elapsed = time.perf_counter() - t0
+    n_tokens = sum(len(r) for r, _ in results)
+    settings = {**sampling.__dict__, "seed": seed, "k": k}
+    records = []
+    for (i, j), (resp, finished) in zip(flat, results):
+        text = tokenizer.decode(resp, skip_special_tokens=True).strip()
+        records.append(CompletionRecord(prompt_id=prompts[i].id or str(i), prompt=prompts[i].prompt, response=text,
+                                        model=model_name, index=j, finished=finished, sampling=settings))
+    stats = {"new_tokens": n_tokens, "seconds": round(elapsed, 3),
+             "tokens_per_second": round(n_tokens / elapsed, 2) if elapsed > 0 else None,
+             "responses": len(records), "finished_share": round(sum(f for _, f in results) / max(1, len(results)), 3)}
+    return records, stats
+
+
+def read_prompts(path) -> list[PromptRecord]:
+    """Prompts from JSONL ({"prompt": ...}; also accepts completions or pairs files) or plain text,
+    one prompt per line."""
+    from pathlib import Path
+
+    from rlhaif.data.io import parse_record, read_jsonl
+
+    path = Path(path)
+    if path.suffix in (".txt",):
+        if not path.exists():
+            raise RlhaifError(f"{path}: file not found")
+        lines = [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+        return [PromptRecord(id=str(i), prompt=l) for i, l in enumerate(lines)]
+    out = []
+    for lineno, obj in read_jsonl(path):
+        rec = parse_record(PromptRecord, obj, str(path), lineno)
+        if rec.id is None:
+            rec.id = str(obj.get("prompt_id", lineno - 1))
+        out.append(rec)
+    if not out:
+        raise RlhaifError(f"{path}: the file holds no prompts")
+    return out

@@ -1,0 +1,75 @@
+"""Stage manifests: ``manifest.json`` beside a stage's outputs (config, input hashes, versions, seed, time).
+
+A stage whose manifest matches (same config and input hashes) is skipped on re-run; the manifest is
+written last, so its presence means the stage finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rlhaif.data.io import atomic_write
+
+MANIFEST = "manifest.json"
+_PACKAGES = ("rlhaif", "torch", "transformers", "peft", "accelerate")
+
+
+def hash_path(path: str | os.PathLike) -> str:
+    """sha256 of a file, or of a folder's files (names and contents, sorted)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            h.update(str(f.relative_to(path)).encode())
+            h.update(hash_path(f).encode())
+    elif path.exists():
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    else:
+        h.update(f"missing:{path}".encode())
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for p in _PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def fingerprint(stage: str, config: dict[str, Any], inputs: dict[str, str | os.PathLike | None]) -> dict[str, Any]:
+    """What decides whether a finished stage can be reused: its config and the hashes of its inputs."""
+    return {"stage": stage, "config": config,
+            "inputs": {k: (hash_path(v) if v and Path(str(v)).exists() else str(v)) for k, v in inputs.items()}}
+
+
+def write_manifest(out_dir: str | os.PathLike, fp: dict[str, Any], seed: int | None = None,
+                   wall_time_s: float | None = None, outputs: dict[str, Any] | None = None) -> Path:
+    path = Path(out_dir) / MANIFEST
+    body = {**fp, "seed": seed, "wall_time_s": wall_time_s, "outputs": outputs or {}, "versions": versions()}
+    with atomic_write(path) as f:
+        json.dump(body, f, indent=2, default=str)
+    return path
+
+
+def manifest_matches(out_dir: str | os.PathLike, fp: dict[str, Any]) -> bool:
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        return False
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    return all(json.dumps(old.get(k), sort_keys=True, default=str) == json.dumps(fp[k], sort_keys=True, default=str)
+               for k in ("stage", "config", "inputs"))

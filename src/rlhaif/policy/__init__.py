@@ -1,0 +1,1 @@
+"""The policy: SFT, PPO (rollout, advantages, losses, KL control) and DPO."""

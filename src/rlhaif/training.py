@@ -1,0 +1,204 @@
+"""Blocks every training loop calls (SFT, reward, DPO, PPO): Accelerate set-up, optimizer and schedule,
+atomic checkpoints with exact resume, and the final ``save_pretrained``.
+
+Loops call these functions; nothing here is a base class to inherit.
+
+Checkpoint layout (``<out>/checkpoints/step-000040/``):
+    trainable.safetensors   the trainable parameters only (a LoRA adapter stays small)
+    optimizer.pt scheduler.pt rng-<rank>.pt
+    trainer_state.json      step, epoch, data position and any loop state (KL controller, ...)
+A checkpoint is written into a temporary folder and renamed into place, so a kill mid-save never
+leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CKPT_DIR = "checkpoints"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def make_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str = "no",
+                     log_with: str | None = None, project_dir: str | os.PathLike | None = None,
+                     cpu: bool = False):
+    """An Accelerator for one CPU, one or many GPUs, or ``accelerate launch`` multi-process runs."""
+    from accelerate import Accelerator
+
+    if mixed_precision == "bf16" and not bf16_supported():
+        mixed_precision = "no"
+    kwargs: dict[str, Any] = {}
+    if log_with and log_with != "none":
+        kwargs["log_with"] = log_with
+        kwargs["project_dir"] = str(project_dir) if project_dir else None
+    return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps,
+                       mixed_precision=mixed_precision, cpu=cpu, **kwargs)
+
+
+def bf16_supported() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:  # CPUs with AVX-512 BF16 / AMX run bf16 autocast fast; others emulate it slowly.
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception:
+        return False
+
+
+def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float = 0.0,
+                   warmup_steps: int = 0, total_steps: int | None = None):
+    """AdamW over the trainable parameters and a linear warm-up then linear decay (or constant)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params, "the model has no trainable parameters"
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+
+    def lr_lambda(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if total_steps:
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+        return 1.0
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+
+def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _rng_state() -> dict[str, Any]:
+    st = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict[str, Any]) -> None:
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save_checkpoint(out_dir: str | os.PathLike, step: int, model: torch.nn.Module, optimizer, scheduler,
+                    state: dict[str, Any], accelerator=None, keep: int = 2,
+                    extra_modules: dict[str, torch.nn.Module] | None = None) -> Path | None:
+    """Write ``<out_dir>/checkpoints/step-NNNNNN`` atomically; keep the newest ``keep`` checkpoints.
+
+    ``state`` is JSON-serialisable loop state (epoch, data position, KL coefficient...).
+    ``extra_modules`` are other trained modules (a separate value model) saved beside the policy."""
+    from safetensors.torch import save_file
+
+    root = Path(out_dir) / CKPT_DIR
+    rank = accelerator.process_index if accelerator is not None else 0
+    main = accelerator is None or accelerator.is_main_process
+    final = root / f"step-{step:06d}"
+    tmp = root / f".step-{step:06d}.tmp"
+    if main:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    unwrap = accelerator.unwrap_model if accelerator is not None else (lambda m: m)
+    torch.save(_rng_state(), tmp / f"rng-{rank}.pt")
+    if main:
+        save_file(trainable_state_dict(unwrap(model)), str(tmp / "trainable.safetensors"))
+        for name, mod in (extra_modules or {}).items():
+            save_file(trainable_state_dict(unwrap(mod)), str(tmp / f"{name}.safetensors"))
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **state}, indent=2))
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    if main:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in sorted(p for p in root.glob("step-*") if p.is_dir())[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return final
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    root = Path(out_dir) / CKPT_DIR
+    done = sorted(p for p in root.glob("step-*") if (p / "trainer_state.json").exists())
+    return done[-1] if done else None
+
+
+def load_checkpoint(ckpt: str | os.PathLike, model: torch.nn.Module, optimizer, scheduler,
+                    accelerator=None, extra_modules: dict[str, torch.nn.Module] | None = None) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and RNG from ``ckpt``; return the loop state it stored."""
+    from safetensors.torch import load_file
+
+    ckpt = Path(ckpt)
+    unwrap = accelerator.unwrap_model if accelerator is not None else (lambda m: m)
+
+    def load_into(mod: torch.nn.Module, file: Path) -> None:
+        sd = load_file(str(file))
+        params = dict(unwrap(mod).named_parameters())
+        missing = [n for n, p in params.items() if p.requires_grad and n not in sd]
+        assert not missing, f"checkpoint {file} lacks trainable parameters {missing[:3]}"
+        with torch.no_grad():
+            for n, t in sd.items():
+                params[n].copy_(t.to(params[n].device, params[n].dtype))
+
+    load_into(model, ckpt / "trainable.safetensors")
+    for name, mod in (extra_modules or {}).items():
+        load_into(mod, ckpt / f"{name}.safetensors")
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=False))
+    if scheduler is not None and (ckpt / "scheduler.pt").exists():
+        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=False))
+    rank = accelerator.process_index if accelerator is not None else 0
+    rng = ckpt / f"rng-{rank}.pt"
+    if rng.exists():
+        _set_rng_state(torch.load(rng, weights_only=False))
+    return json.loads((ckpt / "trainer_state.json").read_text())
+
+
+def save_pretrained_atomic(model, tokenizer, out_dir: str | os.PathLike, merge_lora: bool = False,
+                           accelerator=None) -> Path:
+    """``save_pretrained`` the model (adapter, or LoRA merged into the base) and tokenizer into a temp
+    folder, then rename it to ``out_dir``: transformers, PEFT and vLLM load the result unchanged."""
+    out_dir = Path(out_dir)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+        if not accelerator.is_main_process:
+            return out_dir
+        model = accelerator.unwrap_model(model)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        to_save = model
+        if merge_lora and hasattr(model, "merge_and_unload"):
+            import copy
+
+            to_save = copy.deepcopy(model).merge_and_unload()
+        to_save.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
