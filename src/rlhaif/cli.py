@@ -35,7 +35,16 @@ for _name, _group in GROUPS.items():
 
 # Modules that add commands with `register(app, groups)`. One line per module.
 COMMAND_MODULES = [
+    "rlhaif.cli_evaluate",
+    "rlhaif.cli_run",
     "rlhaif.cli_generate",
+    "rlhaif.cli_ppo",
+    "rlhaif.cli_feedback",
+    "rlhaif.cli_cai",
+    "rlhaif.cli_data",
+    "rlhaif.cli_dpo",
+    "rlhaif.cli_reward",
+    "rlhaif.cli_sft",
 ]
 
 

@@ -36,6 +36,8 @@ class StageConfig(BaseModel):
             data = load_yaml(yaml_path)
             if where:
                 data = data.get(where) or {}
+                if not isinstance(data, dict):
+                    raise ConfigError(f"{source}: '{where}' must be a mapping of keys to values")
         for k, v in (overrides or {}).items():
             if v is not None:
                 data[k] = v
@@ -49,20 +51,25 @@ class StageConfig(BaseModel):
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
-            raise ConfigError(f"{source}: key '{loc}': {err['msg']}") from None
+            msg = "is required" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{source}: key '{loc}': {msg}") from None
 
 
-def check_keys(model: type[BaseModel], data: dict[str, Any], source: str) -> None:
-    """Reject unknown keys with a did-you-mean suggestion."""
+def check_keys(model: type[BaseModel], data: dict[str, Any], source: str, prefix: str = "") -> None:
+    """Reject unknown keys with a did-you-mean suggestion (nested config models are checked too)."""
     known = list(model.model_fields)
-    for key in data:
+    for key, value in data.items():
         if key not in known:
             near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            hint = f"; did you mean '{near[0]}'?" if near else f"; known keys: {', '.join(sorted(known))}"
-            raise ConfigError(f"{source}: unknown key '{key}' for {model.__name__}{hint}")
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else f"; known keys: {', '.join(sorted(known))}"
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' for {model.__name__}{hint}")
+        sub = model.model_fields[key].annotation
+        if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
+            check_keys(sub, value, source, f"{prefix}{key}.")
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The top-level mapping of a YAML file; a syntax error names the file and line."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
@@ -78,4 +85,5 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def dump_yaml(cfg: BaseModel, path: str | os.PathLike) -> None:
+    """Write a config as YAML (the same keys ``from_sources`` reads back)."""
     Path(path).write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), encoding="utf-8")

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from rlhaif.data.records import CompletionRecord, Prompt, PromptRecord, as_messages, prompt_text
-from rlhaif.errors import RlhaifError
+from rlhaif.errors import DataError, RlhaifError
+
+if TYPE_CHECKING:
+    from rlhaif.cli import GenerateConfig
 
 
 def encode_prompts(tokenizer, prompts: Sequence[Prompt], max_prompt_length: int | None = None,
@@ -32,7 +35,7 @@ def encode_prompts(tokenizer, prompts: Sequence[Prompt], max_prompt_length: int 
         if max_prompt_length and len(ids) > max_prompt_length:
             if not truncate:
                 raise RlhaifError(f"prompt {i} is {len(ids)} tokens, longer than max_prompt_length="
-                                  f"{max_prompt_length}; raise the limit or pass --truncate-prompts")
+                                  f"{max_prompt_length}; raise max_prompt_length or shorten the prompt")
             ids = ids[-max_prompt_length:]
         out.append(ids)
     return out
@@ -52,6 +55,8 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[t
 
 @dataclass
 class SamplingConfig:
+    """Settings passed to HF ``generate``; written into every CompletionRecord's ``sampling``."""
+
     max_new_tokens: int = 128
     temperature: float = 0.7
     top_p: float = 1.0
@@ -148,13 +153,43 @@ def read_prompts(path) -> list[PromptRecord]:
         if not path.exists():
             raise RlhaifError(f"{path}: file not found")
         lines = [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-        return [PromptRecord(id=str(i), prompt=l) for i, l in enumerate(lines)]
-    out = []
-    for lineno, obj in read_jsonl(path):
-        rec = parse_record(PromptRecord, obj, str(path), lineno)
-        if rec.id is None:
-            rec.id = str(obj.get("prompt_id", lineno - 1))
-        out.append(rec)
+        out = [PromptRecord(id=str(i), prompt=l) for i, l in enumerate(lines)]
+    else:
+        out, seen = [], {}
+        for lineno, obj in read_jsonl(path):
+            rec = parse_record(PromptRecord, obj, str(path), lineno)
+            if rec.id is None:
+                rec.id = str(obj.get("prompt_id", lineno - 1))
+            if rec.id in seen:
+                raise DataError(str(path), lineno, "id", f"duplicate prompt id '{rec.id}' (first on line {seen[rec.id]})")
+            seen[rec.id] = lineno
+            out.append(rec)
     if not out:
         raise RlhaifError(f"{path}: the file holds no prompts")
     return out
+
+
+def run_generate(cfg: "GenerateConfig", progress=None) -> dict:
+    """The generate stage: read ``cfg.prompts``, sample ``cfg.k`` responses per prompt with ``cfg.model``,
+    write ``cfg.output`` (completions.jsonl, atomically) and ``generate_stats.json`` beside it.
+    Returns the throughput stats plus the output path."""
+    import json
+    from pathlib import Path
+
+    from rlhaif.data.io import atomic_write, write_records
+    from rlhaif.models.loading import load_causal_lm
+
+    recs = read_prompts(cfg.prompts)
+    if cfg.k < 1 or cfg.max_new_tokens < 1 or cfg.batch_size < 1:
+        raise RlhaifError("k, max_new_tokens and batch_size must be at least 1")
+    model, tok = load_causal_lm(cfg.model, dtype=cfg.dtype)
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                              top_k=cfg.top_k, do_sample=cfg.temperature > 0)
+    completions, stats = generate_completions(model, tok, recs, cfg.k, sampling, cfg.batch_size, cfg.seed,
+                                              model_name=cfg.model, max_prompt_length=cfg.max_prompt_length,
+                                              progress=progress)
+    out = Path(cfg.output)
+    write_records(out, completions)
+    with atomic_write(out.parent / "generate_stats.json") as f:
+        f.write(json.dumps(stats, indent=2))
+    return {**stats, "output": str(out)}

@@ -13,8 +13,8 @@ import re
 from typing import Any, Iterable
 
 from rlhaif.data.io import parse_record, read_jsonl, write_jsonl
-from rlhaif.data.records import Message, PairRecord, as_messages
-from rlhaif.errors import DataError
+from rlhaif.data.records import Message, PairRecord, as_messages, prompt_text
+from rlhaif.errors import DataError, RlhaifError
 
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
 
@@ -37,17 +37,23 @@ def hh_to_pair(obj: dict[str, Any], path: str = "<hh>", lineno: int | None = Non
     for key in ("chosen", "rejected"):
         if not isinstance(obj.get(key), str):
             raise DataError(path, lineno, key, "is missing or not a string (expected an hh-rlhf transcript)")
-    try:
-        c, r = parse_hh_transcript(obj["chosen"]), parse_hh_transcript(obj["rejected"])
-    except ValueError as e:
-        raise DataError(path, lineno, "chosen", str(e)) from None
-    if c[-1]["role"] != "assistant" or r[-1]["role"] != "assistant":
-        raise DataError(path, lineno, "chosen", "transcript does not end with an Assistant turn")
+    turns = {}
+    for key in ("chosen", "rejected"):
+        try:
+            turns[key] = parse_hh_transcript(obj[key])
+        except ValueError as e:
+            raise DataError(path, lineno, key, str(e)) from None
+        if turns[key][-1]["role"] != "assistant":
+            raise DataError(path, lineno, key, "transcript does not end with an Assistant turn")
+    c, r = turns["chosen"], turns["rejected"]
     # The prompt is the chosen transcript's turns before its last assistant reply.
     prompt = c[:-1]
     if not prompt or prompt[-1]["role"] != "user":
         raise DataError(path, lineno, "chosen", "the turn before the last Assistant reply is not a Human turn "
                         "(a turn marker without its blank line?)")
+    if r[:-1] != prompt:
+        raise DataError(path, lineno, "rejected", "the transcript differs from 'chosen' before the last "
+                        "Assistant reply (hh-rlhf pairs share every turn but the last)")
     chosen, rejected = c[-1]["content"], r[-1]["content"]
     if not chosen:
         raise DataError(path, lineno, "chosen", "the last Assistant reply is empty")
@@ -90,7 +96,10 @@ def pair_to_trl(pair: PairRecord, conversational: bool | None = None) -> dict[st
                "chosen": [{"role": "assistant", "content": pair.chosen}],
                "rejected": [{"role": "assistant", "content": pair.rejected}]}
     else:
-        prompt = pair.prompt if isinstance(pair.prompt, str) else "\n\n".join(m.content for m in pair.prompt)
+        prompt = pair.prompt
+        if not isinstance(prompt, str):
+            # one user turn -> its text; a longer conversation keeps who said what ("User: ...\n\nAssistant: ...")
+            prompt = prompt[0].content if len(prompt) == 1 and prompt[0].role == "user" else prompt_text(prompt)
         row = {"prompt": prompt, "chosen": pair.chosen, "rejected": pair.rejected}
     if pair.margin:
         row["margin"] = pair.margin
@@ -103,8 +112,9 @@ def trl_to_pair(obj: dict[str, Any], path: str = "<trl>", lineno: int | None = N
     for key in ("chosen", "rejected"):
         v = row.get(key)
         if isinstance(v, list):
-            if not v or not isinstance(v[-1], dict) or v[-1].get("role") != "assistant":
-                raise DataError(path, lineno, key, "conversational value must end with an assistant message")
+            if len(v) != 1 or not isinstance(v[0], dict) or v[0].get("role") != "assistant":
+                raise DataError(path, lineno, key, "conversational value must be a list of exactly one assistant "
+                                "message, e.g. [{\"role\": \"assistant\", \"content\": \"...\"}]")
             row[key] = v[-1].get("content", "")
     if "prompt" not in row:
         raise DataError(path, lineno, "prompt", "is missing (implicit-prompt TRL data is not supported; add a 'prompt' column)")
@@ -113,14 +123,17 @@ def trl_to_pair(obj: dict[str, Any], path: str = "<trl>", lineno: int | None = N
 
 
 def read_trl(path: str | os.PathLike) -> list[PairRecord]:
+    """Read a TRL preference file (standard or conversational, detected per row) as PairRecords."""
     return [trl_to_pair(obj, str(path), n) for n, obj in read_jsonl(path)]
 
 
 def write_trl(path: str | os.PathLike, pairs: Iterable[PairRecord], conversational: bool | None = None) -> int:
+    """Write TRL preference rows atomically (conversational when asked, or per row when None)."""
     return write_jsonl(path, (pair_to_trl(p, conversational) for p in pairs))
 
 
 def write_hh(path: str | os.PathLike, pairs: Iterable[PairRecord]) -> int:
+    """Write hh-rlhf transcripts atomically (p, weight and source are not representable and are dropped)."""
     return write_jsonl(path, (pair_to_hh(p) for p in pairs))
 
 
@@ -137,3 +150,40 @@ def read_pairs(path: str | os.PathLike) -> list[PairRecord]:
         return read_trl(path)
     out = [parse_record(PairRecord, o, str(path), n) for n, o in read_jsonl(path)]
     return out
+
+
+FROM_FORMATS = ("auto", "pairs", "trl", "hh")
+TO_FORMATS = ("pairs", "trl", "trl-conversational", "hh")
+
+
+def convert_pairs(src: str | os.PathLike, dst: str | os.PathLike, from_format: str = "auto", to_format: str = "pairs",
+                  skip_invalid: bool = False) -> dict[str, int]:
+    """Convert a preference file between rlhaif pairs, TRL (standard / conversational) and hh-rlhf.
+    ``skip_invalid`` drops malformed hh-rlhf records instead of stopping. Returns counts."""
+    from rlhaif.data.io import read_records, write_records
+
+    if from_format not in FROM_FORMATS:
+        raise DataError(str(src), None, None, f"unknown input format '{from_format}'; use one of {', '.join(FROM_FORMATS)}")
+    if to_format not in TO_FORMATS:
+        raise DataError(str(dst), None, None, f"unknown output format '{to_format}'; use one of {', '.join(TO_FORMATS)}")
+    n_in = sum(1 for _ in read_jsonl(src))
+    if from_format == "hh":
+        try:
+            pairs = read_hh_rlhf(src, skip_invalid=skip_invalid)
+        except DataError as e:
+            raise RlhaifError(f"{e} (--skip-invalid drops such records)") from None
+    elif from_format == "trl":
+        pairs = read_trl(src)
+    elif from_format == "pairs":
+        pairs = read_records(src, PairRecord)
+    else:
+        pairs = read_pairs(src)
+    if not pairs:
+        raise DataError(str(src), None, None, "no valid records to convert")
+    if to_format == "pairs":
+        n = write_records(dst, pairs)
+    elif to_format == "hh":
+        n = write_hh(dst, pairs)
+    else:
+        n = write_trl(dst, pairs, conversational=to_format == "trl-conversational")
+    return {"read": n_in, "written": n, "skipped": n_in - len(pairs)}

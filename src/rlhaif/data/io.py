@@ -56,8 +56,14 @@ def validation_error_to_data_error(path: str, lineno: int | None, err: Validatio
     # pydantic reports unions as e.g. "prompt.str" / "prompt.list[Message].0.role": keep the useful part.
     loc = loc.replace(".str", "").replace(".list[Message]", "")
     msg = first.get("msg", "invalid value")
-    if first.get("type") == "missing":
+    kind = first.get("type", "")
+    if kind == "missing":
         msg = "is missing"
+    elif kind == "literal_error":
+        msg = f"{msg}, got {first.get('input')!r}"
+    elif len({len(e.get("loc", ())) for e in errors}) == 1 and len(errors) > 1 and kind in ("string_type", "list_type"):
+        # every branch of a text-or-messages union failed at the top: the value has the wrong type.
+        msg = f"must be text or a list of {{role, content}} messages, got {type(first.get('input')).__name__}"
     msg = msg.removeprefix("Value error, ")
     return DataError(path, lineno, loc or None, msg)
 

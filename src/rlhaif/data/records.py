@@ -82,18 +82,32 @@ class DemoRecord(_Record):
     response: str | None = None
     messages: list[Message] | None = None
 
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: Prompt | None) -> Prompt | None:
+        return v if v is None else _check_prompt(v)
+
+    @field_validator("response")
+    @classmethod
+    def _response(cls, v: str | None) -> str | None:
+        return v if v is None else _non_empty(v, "response")
+
+    @field_validator("messages")
+    @classmethod
+    def _messages(cls, v: list[Message] | None) -> list[Message] | None:
+        if v is None:
+            return v
+        if len(v) < 2 or v[-1].role != "assistant":
+            raise ValueError("messages must end with an assistant turn (the response to learn)")
+        if not v[-1].content.strip():
+            raise ValueError("the last assistant message must not be empty")
+        return v
+
     @model_validator(mode="after")
     def _one_form(self) -> "DemoRecord":
-        if self.messages is not None:
-            if len(self.messages) < 2 or self.messages[-1].role != "assistant":
-                raise ValueError("messages must end with an assistant turn (the response to learn)")
-            if not self.messages[-1].content.strip():
-                raise ValueError("the last assistant message must not be empty")
-        elif self.prompt is None or self.response is None:
-            raise ValueError("give either 'prompt' and 'response', or 'messages'")
-        else:
-            _check_prompt(self.prompt)
-            _non_empty(self.response, "response")
+        if self.messages is None and (self.prompt is None or self.response is None):
+            missing = "prompt" if self.prompt is None else "response"
+            raise ValueError(f"'{missing}' is missing: give either 'prompt' and 'response', or 'messages'")
         return self
 
     def split(self) -> tuple[Prompt, str]:

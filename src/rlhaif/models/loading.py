@@ -74,7 +74,13 @@ def _convert_gguf(folder: Path, gguf_file: str, dest: Path) -> Path:
     tok.save_pretrained(tmp)
     if dest.exists():
         shutil.rmtree(dest)
-    os.replace(tmp, dest)
+    try:
+        os.replace(tmp, dest)
+    except OSError:
+        # another process finished the same conversion first: keep its folder, drop ours
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (dest / "config.json").exists():
+            raise
     return dest
 
 
@@ -108,13 +114,30 @@ def resolve_model(name_or_path: str) -> tuple[str, dict]:
     raise RlhaifError(f"unknown model '{name_or_path}': not a folder, a .gguf file or a built-in name ({known})")
 
 
-def load_tokenizer(name_or_path: str, padding_side: str = "left"):
-    from transformers import AutoTokenizer
+def _auto_tokenizer(path: str, **kw):
+    """AutoTokenizer, except that a folder whose tokenizer was saved as a generic fast tokenizer loads as one:
+    transformers 5 otherwise swaps in the architecture's own class for some model types (Qwen2), replacing
+    the saved pre-tokenizer and decoder (a word-level test tokenizer then decodes "a b" as "ab")."""
+    import json
 
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    cfg_file = Path(path) / "tokenizer_config.json"
+    if cfg_file.exists() and (Path(path) / "tokenizer.json").exists():
+        cls = json.loads(cfg_file.read_text(encoding="utf-8")).get("tokenizer_class")
+        if cls in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            return PreTrainedTokenizerFast.from_pretrained(path, **kw)
+    return AutoTokenizer.from_pretrained(path, **kw)
+
+
+def load_tokenizer(name_or_path: str, padding_side: str = "left"):
     path, kw = resolve_model(name_or_path)
     if (Path(path) / "adapter_config.json").exists() and not (Path(path) / "tokenizer_config.json").exists():
-        path = _adapter_base(path)
-    tok = AutoTokenizer.from_pretrained(path, **kw)
+        path, kw = resolve_model(_adapter_base(path))
+    try:
+        tok = _auto_tokenizer(path, **kw)
+    except (OSError, ValueError) as e:
+        raise RlhaifError(f"could not load a tokenizer from '{name_or_path}': {e}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
     tok.padding_side = padding_side
@@ -160,13 +183,13 @@ def load_causal_lm(name_or_path: str, dtype: str | torch.dtype | None = "float32
 def load_reward_backbone(name_or_path: str, dtype: str | torch.dtype | None = "float32", num_labels: int = 1):
     """(model, tokenizer) for a scalar-head reward model: AutoModelForSequenceClassification with
     ``num_labels=1`` (a fresh head on an encoder or a causal LM, or a saved reward model)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
     path, kw = resolve_model(name_or_path)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
                                                                    dtype=parse_dtype(dtype), **kw)
-        tok = AutoTokenizer.from_pretrained(path, **kw)
+        tok = _auto_tokenizer(path, **kw)
     except (OSError, ValueError) as e:
         raise RlhaifError(f"could not load a reward backbone from '{name_or_path}': {e}") from None
     if tok.pad_token is None:

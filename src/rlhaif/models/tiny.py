@@ -48,7 +48,9 @@ def make_config(arch: str, vocab_size: int, hidden: int = 64, layers: int = 2, h
     common = dict(vocab_size=vocab_size, pad_token_id=pad_token_id, bos_token_id=bos_token_id,
                   eos_token_id=eos_token_id, tie_word_embeddings=False)
     if arch == "gpt2":
-        return GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=max_pos, **common)
+        # dropout off, as in Llama/Qwen2 (GPT-2 defaults to 0.1): RLHF log-probabilities must be deterministic
+        return GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=max_pos, resid_pdrop=0.0,
+                          embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0, **common)
     if arch == "llama":
         return LlamaConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                            num_key_value_heads=heads // 2, intermediate_size=hidden * 2,

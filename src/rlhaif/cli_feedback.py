@@ -1,0 +1,133 @@
+"""`rlhaif feedback init | import | add-annotator | serve | status | export | report | simulate`.
+
+Thin wrappers over ``rlhaif.feedback.human.store`` / ``report`` and ``rlhaif.feedback.simulate``; none of
+them imports torch (except ``simulate`` with a reward-model scorer).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+DB_HELP = "Feedback store: a SQLite file path or a postgresql:// URL."
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    fb = groups["feedback"]
+
+    def _store(db: str, migrate: bool = False):
+        from rlhaif.feedback.human.store import Store
+
+        store = Store(db)
+        store.migrate() if migrate else store.check_ready()
+        return store
+
+    @fb.command("init")
+    def init_cmd(db: str = typer.Option("feedback.db", help=DB_HELP)):
+        """Create the feedback store (or upgrade its schema; stored labels are kept)."""
+        store = _store(db, migrate=True)
+        typer.echo(f"feedback store ready at {store.url} (schema revision {store.revision()})")
+
+    @fb.command("import")
+    def import_cmd(completions: Path = typer.Argument(..., help="completions.jsonl from `rlhaif generate`."),
+                   db: str = typer.Option("feedback.db", help=DB_HELP),
+                   campaign: str = typer.Option("default", help="Campaign name (created if new)."),
+                   kind: str = typer.Option("pairwise", help="pairwise | ranking | rating | thumbs | aspects."),
+                   overlap: int = typer.Option(1, "--overlap", "-k", help="Annotators per item."),
+                   guidelines: Optional[Path] = typer.Option(None, help="Guidelines (Markdown file) shown beside each task."),
+                   responses_per_task: int = typer.Option(4, help="Responses per ranking task.")):
+        """Import completions as annotation tasks and assign them to the annotators."""
+        from rlhaif.data.io import read_records
+        from rlhaif.data.records import CompletionRecord
+        from rlhaif.errors import RlhaifError
+
+        records = read_records(completions, CompletionRecord)  # a bad file stops before anything is written
+        store = _store(db, migrate=True)
+        text = ""
+        if guidelines is not None:
+            if not guidelines.exists():
+                raise RlhaifError(f"{guidelines}: guidelines file not found")
+            text = guidelines.read_text(encoding="utf-8")
+        store.create_campaign(campaign, kind, overlap, text)
+        n = store.import_completions(campaign, records, path=str(completions),
+                                     responses_per_task=responses_per_task)
+        typer.echo(f"campaign {campaign!r}: {n} new {kind} tasks, each for {overlap} annotator(s)")
+
+    @fb.command("add-annotator")
+    def add_annotator_cmd(name: str = typer.Argument(...), db: str = typer.Option("feedback.db", help=DB_HELP),
+                          admin: bool = typer.Option(False, help="An admin sees the admin page and labels nothing.")):
+        """Create an annotator and print their personal sign-in token (shown once; stored hashed)."""
+        token = _store(db, migrate=True).add_annotator(name, admin=admin)
+        typer.echo(token)
+
+    @fb.command("serve")
+    def serve_cmd(db: str = typer.Option("feedback.db", help=DB_HELP),
+                  host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+                  port: int = typer.Option(8000, help="TCP port.")):
+        """Serve the annotation app (migrates the store on startup)."""
+        import uvicorn
+
+        from rlhaif.feedback.human.app import Settings, create_app
+
+        uvicorn.run(create_app(Settings(db=db)), host=host, port=port, log_level="warning")
+
+    @fb.command("status")
+    def status_cmd(db: str = typer.Option("feedback.db", help=DB_HELP)):
+        """Progress per campaign."""
+        store = _store(db)
+        for p in store.progress():
+            typer.echo(f"{p['campaign']}: {p['kind']}, {p['tasks']} tasks, {p['done']}/{p['assignments']} assignments done")
+        typer.echo(f"{len(store.annotators())} annotators, {store.count_judgments()} judgments (all versions)")
+
+    @fb.command("export")
+    def export_cmd(db: str = typer.Option("feedback.db", help=DB_HELP),
+                   output: Path = typer.Option(Path("pairs.jsonl"), "--output", "-o", help="pairs.jsonl to write."),
+                   campaign: Optional[str] = typer.Option(None, help="Only this campaign."),
+                   keep_flagged: bool = typer.Option(False, help="Keep annotators flagged as unreliable."),
+                   weight_by_reliability: bool = typer.Option(False, help="Weight pairs by annotator agreement."),
+                   ties: str = typer.Option("half", help="half (p=0.5) | drop.")):
+        """Write preference pairs (p, weight, source=human:<annotator>) for `rlhaif reward train`."""
+        from rlhaif.feedback.human.report import export_pairs
+
+        res = export_pairs(_store(db), output, campaign, exclude_flagged=not keep_flagged,
+                           weight_by_reliability=weight_by_reliability, ties=ties)
+        typer.echo(f"wrote {res['pairs']} pairs to {output} from {res['judgments']} judgments"
+                   + (f"; excluded {', '.join(res['excluded_annotators'])}" if res["excluded_annotators"] else ""))
+
+    @fb.command("report")
+    def report_cmd(db: str = typer.Option("feedback.db", help=DB_HELP),
+                   campaign: Optional[str] = typer.Option(None, help="Only this campaign."),
+                   output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the report as JSON.")):
+        """Agreement, reliability and the Bradley–Terry / Elo leaderboard of models."""
+        from rlhaif.feedback.human.report import build_report
+
+        rep = build_report(_store(db), campaign)
+        if output:
+            output.write_text(json.dumps(rep, indent=2, default=str))
+        typer.echo(f"{rep['judgments']} labels; pairwise agreement {rep['agreement']}; Krippendorff alpha {rep['alpha']}")
+        for a, r in rep["reliability"].items():
+            typer.echo(f"  {a}: agreement {r['agreement']} on {r['units']} units, gold {r['gold_accuracy']}"
+                       + ("  FLAGGED" if r["flagged"] else ""))
+        for m in rep["models"]:
+            typer.echo(f"  #{m['rank']} {m['item']}: BT {m['rating']} [{m['lower']}, {m['upper']}], Elo {m['elo']}")
+
+    @fb.command("simulate")
+    def simulate_cmd(output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Where pairs.jsonl goes."),
+                     completions: Optional[str] = typer.Option(None, help="completions.jsonl to label."),
+                     db: Optional[str] = typer.Option(None, help=DB_HELP),
+                     campaign: Optional[str] = typer.Option(None, help="Campaign (default 'simulated')."),
+                     kind: Optional[str] = typer.Option(None, help="pairwise | ranking."),
+                     scorer: Optional[str] = typer.Option(None, help="'length' or 'reward_model:<path>'."),
+                     seed: Optional[int] = typer.Option(None, help="Seed of the annotators' noise."),
+                     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with the same keys.")):
+        """Label with a simulated panel (five annotators, one adversarial) and export pairs."""
+        from rlhaif.feedback.simulate import SimulatedPanelConfig, run_simulated_panel
+
+        cfg = SimulatedPanelConfig.from_sources(config, dict(output_dir=str(output_dir), completions=completions, db=db,
+                                                             campaign=campaign, kind=kind, scorer=scorer, seed=seed))
+        res = run_simulated_panel(cfg)
+        typer.echo(f"{res['judgments']} simulated judgments -> {res['pairs']} pairs in {res['pairs_path']}; "
+                   f"flagged: {', '.join(res['flagged']) or 'none'}")

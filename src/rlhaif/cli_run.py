@@ -1,0 +1,59 @@
+"""`rlhaif run recipe.yaml` and `rlhaif demo`: thin wrappers over rlhaif.pipeline.run_recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _print_report(summary: dict) -> None:
+    for st in summary["stages"]:
+        where = f" round {st['round']}" if st["round"] else ""
+        typer.echo(f"  {st['status']:>7}  {st['name']}{where}  ->  {st['output_dir']}")
+    for st in summary["stages"][::-1]:
+        html = st["outputs"].get("report_html")
+        if html:
+            typer.echo(f"report: {Path(html).resolve()}")
+            break
+
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    @app.command("run")
+    def run_cmd(
+        recipe: Path = typer.Argument(..., help="Recipe YAML: run_dir, policy, rounds, stages."),
+        run_dir: Optional[str] = typer.Option(None, help="Override the recipe's run_dir."),
+        rounds: Optional[int] = typer.Option(None, help="Override the recipe's rounds (iterated RLHF)."),
+        only: Optional[str] = typer.Option(None, help="Run only these stages (comma-separated names); "
+                                           "the others must have finished before."),
+        check: bool = typer.Option(False, "--check", help="Only check the recipe (stages exist, keys are "
+                                   "valid); run nothing."),
+    ):
+        """Run a recipe: every stage in order, skipping finished ones, resuming an interrupted one."""
+        from rlhaif.pipeline import check_recipe, load_recipe, run_recipe
+
+        r = load_recipe(recipe, {"run_dir": run_dir, "rounds": rounds})
+        if check:
+            for line in check_recipe(r):
+                typer.echo(line)
+            typer.echo(f"{recipe}: ok ({len(r.stages)} stages, {r.rounds} round(s))")
+            return
+        summary = run_recipe(r, only=only.split(",") if only else None, log=lambda m: typer.echo(m, err=True))
+        _print_report(summary)
+
+    @app.command("demo")
+    def demo_cmd(
+        human: bool = typer.Option(False, "--human", help="Label the responses yourself in the annotation app "
+                                   "instead of the simulated panel."),
+        cai: bool = typer.Option(False, "--cai", help="Run the Constitutional AI recipe instead."),
+        hh_rlhf: Optional[str] = typer.Option(None, "--hh-rlhf", help="Train the gold reward model on this "
+                                              "hh-rlhf file (.jsonl or .jsonl.gz) instead of the bundled pairs."),
+        run_dir: str = typer.Option("runs/demo", help="Where every stage writes."),
+    ):
+        """The whole loop on SmolLM2-135M-Instruct + LoRA on bundled prompts; prints where report.html is."""
+        from rlhaif.pipeline import demo_recipe, run_recipe
+
+        recipe = demo_recipe("cai" if cai else "rlhf", run_dir=run_dir, hh_rlhf=hh_rlhf, human=human)
+        summary = run_recipe(recipe, log=lambda m: typer.echo(m, err=True))
+        _print_report(summary)

@@ -1,0 +1,223 @@
+"""report.json + report.html: a self-contained page (plots embedded as base64 PNG, also written beside it
+under plots/) that opens in a browser with no server. Every piece of model text is HTML-escaped."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+from rlhaif.data.io import atomic_write, read_jsonl_tolerant
+
+
+def model_battles(scores: dict[str, list[float]]) -> list[tuple[str, str, float]]:
+    """Per prompt, every pair of models is a battle decided by the higher score: (a, b, 1.0 | 0.5 | 0.0)."""
+    names = list(scores)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            for sa, sb in zip(scores[a], scores[b]):
+                out.append((a, b, 1.0 if sa > sb else 0.0 if sa < sb else 0.5))
+    return out
+
+
+def leaderboard(scores: dict[str, list[float]], rounds: int, seed: int) -> tuple[list[dict] | None, str | None]:
+    """Bradley–Terry ratings of the models with bootstrap CIs, by ``rlhaif.feedback.aggregate``."""
+    if len(scores) < 2:
+        return None, "one model only: no leaderboard"
+    try:
+        from rlhaif.feedback import aggregate
+    except ImportError:
+        return None, "rlhaif.feedback.aggregate is not available: no Bradley-Terry leaderboard"
+    bt = aggregate.bootstrap_bt(model_battles(scores), rounds=rounds, seed=seed)
+    board = [{"model": m, "rating": r["rating"], "low": r["lower"], "high": r["upper"], "rank": r["rank"]}
+             for m, r in bt.items()]
+    return sorted(board, key=lambda r: -r["rating"]), None
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def training_curves(metrics: dict[str, str]) -> tuple[bytes | None, dict[str, Any]]:
+    """Score and KL over training steps from metrics.jsonl files (``objective/score``, ``objective/kl``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary: dict[str, Any] = {}
+    series = {}
+    for label, path in metrics.items():
+        rows = [r for r in read_jsonl_tolerant(path) if "objective/score" in r or "objective/kl" in r] \
+            if Path(path).exists() else []
+        if rows:
+            series[label] = rows
+            sc = [r["objective/score"] for r in rows if isinstance(r.get("objective/score"), (int, float))]
+            kl = [r["objective/kl"] for r in rows if isinstance(r.get("objective/kl"), (int, float))]
+            summary[label] = {"steps": len(rows), "score_first": sc[0] if sc else None,
+                              "score_last": sc[-1] if sc else None, "kl_last": kl[-1] if kl else None,
+                              "kl_max": max(kl) if kl else None}
+        else:
+            summary[label] = {"steps": 0, "note": f"no objective/score or objective/kl rows in {path}"}
+    if not series:
+        return None, summary
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for label, rows in series.items():
+        for ax, key in zip(axes, ("objective/score", "objective/kl")):
+            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            if pts:
+                ax.plot(*zip(*pts), marker=".", label=label)
+    for ax, title in zip(axes, ("reward-model score (objective/score)", "KL to reference (objective/kl)")):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    return _png(fig), summary
+
+
+def score_distributions(per_model: dict[str, dict[str, list[float]]]) -> bytes | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = [k for k in ("proxy", "gold") if any(k in s for s in per_model.values())]
+    if not kinds:
+        return None
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.5), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        for name, s in per_model.items():
+            if kind in s:
+                ax.hist(s[kind], bins=15, alpha=0.5, label=name)
+        ax.set_title(f"{kind} score per response")
+        ax.legend()
+    return _png(fig)
+
+
+def leaderboard_plot(board: list[dict]) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.5 * len(board)))
+    names = [r["model"] for r in board][::-1]
+    r = [x["rating"] for x in board][::-1]
+    lo = [x["rating"] - x["low"] for x in board][::-1]
+    hi = [x["high"] - x["rating"] for x in board][::-1]
+    ax.errorbar(r, range(len(names)), xerr=[lo, hi], fmt="o", capsize=4)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("Bradley-Terry rating (95 % bootstrap CI)")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, dict) and "mean" in v:
+        return f"{v['mean']:.3f} ± {1.96 * v['se']:.3f}" if math.isfinite(v["mean"]) else "–"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return "–" if v is None else html.escape(str(v))
+
+
+def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_ids: Sequence[str],
+                 responses: dict[str, list[str]], results: dict[str, dict[str, Any]], notes: list[str]) -> dict:
+    """Write report.json and report.html (+ plots/*.png) into ``out``; return the report dict."""
+    from rlhaif.data.records import prompt_text
+
+    per_model = {n: r.pop("_per_sample", {}) for n, r in results.items()}
+    plots: dict[str, bytes] = {}
+    curves, training = training_curves(cfg.training_metrics)
+    if curves:
+        plots["training_curves"] = curves
+    dist = score_distributions(per_model)
+    if dist:
+        plots["score_distributions"] = dist
+    kind = "gold" if cfg.gold_scorer else "proxy" if cfg.proxy_scorer else None
+    board, why = (leaderboard({n: s[kind] for n, s in per_model.items()}, cfg.bootstrap_rounds, cfg.seed)
+                  if kind else (None, "no scorer: no leaderboard"))
+    if why:
+        notes.append(why)
+    if board:
+        plots["leaderboard"] = leaderboard_plot(board)
+    for name, r in results.items():
+        for k in ("proxy", "gold"):
+            if k in r and name != baseline and k in results[baseline]:
+                r[f"{k}_delta_vs_baseline"] = r[k]["mean"] - results[baseline][k]["mean"]
+    report = {"baseline": baseline, "leaderboard_scorer": kind, "models": results, "leaderboard": board,
+              "training": training, "notes": notes, "prompts": len(set(prompt_ids)), "responses_per_model":
+              len(prompts), "config": cfg.model_dump(mode="json")}
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    for name, png in plots.items():
+        (out / "plots" / f"{name}.png").write_bytes(png)
+    with atomic_write(out / "report.json") as f:
+        json.dump(report, f, indent=2, default=str)
+    with atomic_write(out / "report.html") as f:
+        f.write(_html(report, plots, prompts, responses, per_model, cfg.samples_in_report, prompt_text))
+    return report
+
+
+_CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "vertical-align:top;text-align:left}th{background:#f4f4f4}.resp{white-space:pre-wrap;max-width:380px}"
+        "img{max-width:100%}.note{color:#666}")
+
+
+def _html(report, plots, prompts, responses, per_model, n_samples, prompt_text) -> str:
+    e = html.escape
+    models = report["models"]
+    cols = [("proxy", "proxy score"), ("gold", "gold score"), ("kl", "KL to ref (nats)"),
+            ("win_rate", "win rate vs baseline"), ("length", "length (tokens)"), ("distinct_1", "distinct-1"),
+            ("distinct_2", "distinct-2"), ("refusal_rate", "refusal rate")]
+    cols = [c for c in cols if any(c[0] in r for r in models.values())]
+    h = [f"<!doctype html><html><head><meta charset='utf-8'><title>rlhaif evaluation</title>"
+         f"<style>{_CSS}</style></head><body><h1>rlhaif evaluation</h1>",
+         f"<p>{report['prompts']} held-out prompts, {report['responses_per_model']} responses per model; "
+         f"baseline <b>{e(report['baseline'])}</b>. Scores: mean ± 95 % interval.</p>",
+         "<h2>Models</h2><table><tr><th>model</th>" + "".join(f"<th>{e(t)}</th>" for _, t in cols) + "</tr>"]
+    for name, r in models.items():
+        cells = []
+        for key, _ in cols:
+            v = r.get(key)
+            cells.append(f"{v['win_rate']:.3f} ({v['wins']}/{v['ties']}/{v['losses']})" if key == "win_rate"
+                         and isinstance(v, dict) else _fmt(v))
+        h.append(f"<tr><td>{e(name)}</td>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    h.append("</table>")
+    if report["leaderboard"]:
+        h.append(f"<h2>Leaderboard (Bradley-Terry on per-prompt {e(str(report['leaderboard_scorer']))} "
+                 "scores)</h2><table><tr><th>rank</th><th>model</th><th>rating</th><th>95 % CI</th></tr>")
+        for r in report["leaderboard"]:
+            h.append(f"<tr><td>{r.get('rank', '')}</td><td>{e(str(r['model']))}</td><td>{r['rating']:.1f}</td>"
+                     f"<td>{r['low']:.1f} – {r['high']:.1f}</td></tr>")
+        h.append("</table>")
+    titles = {"training_curves": "Score and KL over training", "score_distributions": "Score distributions",
+              "leaderboard": "Leaderboard"}
+    for name, png in plots.items():
+        h.append(f"<h2>{titles.get(name, name)}</h2><img alt='{e(name)}' src='data:image/png;base64,"
+                 f"{base64.b64encode(png).decode()}'>")
+    if report["training"]:
+        h.append("<h2>Training runs</h2><pre>" + e(json.dumps(report["training"], indent=2)) + "</pre>")
+    names = list(responses)
+    h.append("<h2>Side-by-side samples</h2><table><tr><th>prompt</th>" +
+             "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>")
+    for i in range(min(n_samples, len(prompts))):
+        h.append(f"<tr><td class='resp'>{e(prompt_text(prompts[i]))}</td>")
+        for n in names:
+            sc = " ".join(f"{k}={per_model[n][k][i]:.2f}" for k in ("proxy", "gold", "kl") if k in per_model[n])
+            h.append(f"<td><div class='resp'>{e(responses[n][i])}</div><div class='note'>{e(sc)}</div></td>")
+        h.append("</tr>")
+    h.append("</table>")
+    if report["notes"]:
+        h.append("<h2>Notes</h2><ul>" + "".join(f"<li class='note'>{e(n)}</li>" for n in report["notes"]) + "</ul>")
+    h.append("</body></html>")
+    return "\n".join(h)

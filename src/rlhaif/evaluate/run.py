@@ -1,0 +1,269 @@
+"""`rlhaif evaluate`: every model answers the same held-out prompts; score, KL, win rate, diversity, refusals.
+
+For each model (name -> path) the stage samples responses with the same seed, then measures
+- the proxy score (the reward model used in training) and, when given, a gold score from a separate scorer —
+  a proxy that rises while the gold score falls is reward hacking (Gao et al. 2022);
+- KL to the reference: Σ_t log π(a_t) − log π_ref(a_t) over the sampled response tokens, both at the sampling
+  temperature (the quantity PPO penalises);
+- win rate against the baseline by an AI judge, judged in both orders;
+- response length in tokens, distinct-1/2, refusal rate.
+Writes ``samples/<model>.jsonl``, ``report.json`` and ``report.html`` (see ``rlhaif.evaluate.report``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from rlhaif.config import StageConfig
+from rlhaif.errors import ConfigError, RlhaifError
+
+Scorer = Callable[[Sequence[Any], Sequence[str]], list[float]]
+
+
+class EvaluateConfig(StageConfig):
+    """Settings of `rlhaif evaluate`."""
+
+    models: dict[str, str]
+    """Models to compare, name -> model folder, LoRA adapter folder, .gguf or built-in name, in report order."""
+    prompts: str
+    """Held-out prompts (.jsonl with 'prompt', or .txt one per line)."""
+    output_dir: str = "eval"
+    """Where report.json, report.html and the sampled responses go."""
+    baseline: Optional[str] = None
+    """Name (a key of `models`) the win rate and score deltas are measured against; default the first model."""
+    reference: Optional[str] = None
+    """Model the KL is measured to (name in `models` or a path); default the baseline."""
+    proxy_scorer: Optional[str] = None
+    """The training reward model (folder) or a Python scorer 'module:function' / 'file.py:function'."""
+    gold_scorer: Optional[str] = None
+    """A separate scorer with the same interface, the held-out judge of quality."""
+    judge: Optional[str] = None
+    """AI judge model for win rates against the baseline (both orders); none = no win rate."""
+    constitution: Optional[str] = None
+    """Constitution YAML for the judge's principles (default: the project's own)."""
+    training_metrics: dict[str, str] = {}
+    """PPO/DPO metrics.jsonl files to plot, label -> path (score and KL over steps)."""
+    max_prompts: Optional[int] = None
+    """Use only the first N prompts."""
+    k: int = 1
+    """Responses per prompt and model."""
+    max_new_tokens: int = 64
+    """Response length cap, in tokens."""
+    temperature: float = 0.7
+    """Sampling temperature (the KL is measured at this temperature too)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1.0 = off)."""
+    batch_size: int = 8
+    """Sequences generated or scored together."""
+    seed: int = 0
+    """Every model samples with this seed."""
+    dtype: str = "float32"
+    """float32, bfloat16 or float16."""
+    samples_in_report: int = 6
+    """Prompts shown side by side in report.html."""
+    bootstrap_rounds: int = 100
+    """Bootstrap resamples for the Bradley-Terry leaderboard's confidence intervals."""
+
+
+# ----------------------------------------------------------------------------------------------- scorers
+
+
+def load_scorer(spec: str, dtype: str = "float32") -> Scorer:
+    """A scorer ``score(prompts, responses) -> list[float]`` from 'module:function', 'file.py:function' or
+    a reward-model folder (``rlhaif.reward.model.load_reward_model``)."""
+    if ":" in spec and not Path(spec).exists():
+        mod_name, fn_name = spec.rsplit(":", 1)
+        if mod_name.endswith(".py"):
+            path = Path(mod_name)
+            if not path.exists():
+                raise ConfigError(f"scorer '{spec}': file {path} not found")
+            mspec = importlib.util.spec_from_file_location(f"rlhaif_user_scorer_{path.stem}", path)
+            module = importlib.util.module_from_spec(mspec)
+            mspec.loader.exec_module(module)
+        else:
+            try:
+                module = importlib.import_module(mod_name)
+            except ImportError as e:
+                raise ConfigError(f"scorer '{spec}': cannot import module '{mod_name}' ({e})") from None
+        fn = getattr(module, fn_name, None)
+        if not callable(fn):
+            raise ConfigError(f"scorer '{spec}': '{fn_name}' is not a function of {mod_name}")
+        from rlhaif.data.records import prompt_text
+
+        # Python scorers get plain prompt text, as in PPO's reward_fn; reward models get the prompt as given.
+        return lambda prompts, responses: fn([prompt_text(p) for p in prompts], responses)
+    if not Path(spec).exists():
+        raise ConfigError(f"scorer '{spec}': not a folder, and not 'module:function' or 'file.py:function'")
+    try:
+        from rlhaif.reward.model import load_reward_model
+    except ImportError:
+        raise RlhaifError(f"scorer '{spec}' is a folder, but rlhaif.reward.model is not available to load it") from None
+    rm = load_reward_model(spec, dtype=dtype)
+    return rm.score
+
+
+def run_scorer(scorer: Scorer, prompts: Sequence[Any], responses: Sequence[str], name: str) -> list[float]:
+    scores = [float(s) for s in scorer(list(prompts), list(responses))]
+    if len(scores) != len(responses):
+        raise RlhaifError(f"{name} scorer returned {len(scores)} scores for {len(responses)} responses")
+    return scores
+
+
+# ----------------------------------------------------------------------------------------------- sampling + KL
+
+
+@torch.no_grad()
+def response_logprobs(model, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
+                      temperature: float, batch_size: int) -> list[torch.Tensor]:
+    """Per-token log-probabilities of each response (1-D tensors) under ``model`` at ``temperature``."""
+    from rlhaif.data.collate import Encoded, pad_batch
+    from rlhaif.policy.logprobs import token_logprobs
+
+    out: list[torch.Tensor] = []
+    model.eval()
+    device = next(model.parameters()).device
+    for s in range(0, len(prompt_ids), batch_size):
+        enc = [Encoded(p, r) for p, r in zip(prompt_ids[s:s + batch_size], response_ids[s:s + batch_size])]
+        b = pad_batch(enc, pad_id, side="left")
+        lp = token_logprobs(model, b["input_ids"].to(device), b["attention_mask"].to(device), temperature)
+        mask = b["response_mask"][:, 1:].bool()  # (B, T-1), aligned with lp
+        out += [lp[i][mask[i].to(lp.device)].float().cpu() for i in range(lp.shape[0])]
+    return out
+
+
+def _same_tokenizer(a, b) -> bool:
+    probe = "Hello there, how are you today? 123"
+    return len(a) == len(b) and a(probe)["input_ids"] == b(probe)["input_ids"]
+
+
+def _resolve_ref(cfg: EvaluateConfig, baseline: str) -> str:
+    ref = cfg.reference or baseline
+    return cfg.models.get(ref, ref)
+
+
+# ----------------------------------------------------------------------------------------------- the stage
+
+
+def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """Sample, score and measure every model; write samples, report.json and report.html. Returns the
+    paths and the per-model summary."""
+    from rlhaif.data.io import write_jsonl
+    from rlhaif.evaluate import metrics as M
+    from rlhaif.evaluate.report import write_report
+    from rlhaif.generate import SamplingConfig, encode_prompts, read_prompts, sample
+    from rlhaif.metrics import MetricsLogger
+    from rlhaif.models.loading import load_causal_lm
+
+    if not cfg.models:
+        raise ConfigError("evaluate: 'models' is empty; give at least one name: path")
+    baseline = cfg.baseline or next(iter(cfg.models))
+    if baseline not in cfg.models:
+        raise ConfigError(f"evaluate: baseline '{baseline}' is not one of the models ({', '.join(cfg.models)})")
+    t0 = time.time()
+    out = Path(cfg.output_dir)
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+    recs = read_prompts(cfg.prompts)[: cfg.max_prompts]
+    prompts = [r.prompt for r in recs for _ in range(cfg.k)]
+    prompt_ids_of = [r.id for r in recs for _ in range(cfg.k)]
+    scorers = {kind: load_scorer(spec, cfg.dtype) for kind, spec in
+               (("proxy", cfg.proxy_scorer), ("gold", cfg.gold_scorer)) if spec}
+    notes: list[str] = []
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+
+    ref_path = _resolve_ref(cfg, baseline)
+    ref_model, ref_tok = load_causal_lm(ref_path, dtype=cfg.dtype, merge_adapter=True)
+    results: dict[str, dict[str, Any]] = {}
+    responses: dict[str, list[str]] = {}
+    with MetricsLogger(out, total_steps=len(cfg.models), description="evaluate") as log:
+        for step, (name, path) in enumerate(cfg.models.items(), start=1):
+            if path == ref_path:
+                model, tok = ref_model, ref_tok
+            else:
+                model, tok = load_causal_lm(path, dtype=cfg.dtype, merge_adapter=True)
+            p_ids = encode_prompts(tok, prompts)
+            torch.manual_seed(cfg.seed)
+            sampled = sample(model, tok, p_ids, sampling, cfg.batch_size)
+            r_ids = [ids for ids, _ in sampled]
+            texts = [tok.decode(ids, skip_special_tokens=True).strip() for ids in r_ids]
+            lengths = [len(ids) - int(fin) for ids, fin in sampled]
+            row: dict[str, Any] = {"path": path, "length": M.mean_length(lengths),
+                                   "distinct_1": M.distinct_n(texts, 1), "distinct_2": M.distinct_n(texts, 2),
+                                   "refusal_rate": M.refusal_rate(texts),
+                                   "finished_share": sum(f for _, f in sampled) / len(sampled)}
+            per_sample: dict[str, list[float]] = {}
+            for kind, scorer in scorers.items():
+                per_sample[kind] = run_scorer(scorer, prompts, texts, kind)
+                row[kind] = M.mean_and_ci(per_sample[kind])
+            if model is ref_model:
+                kls = [0.0] * len(texts)
+            elif _same_tokenizer(tok, ref_tok):
+                lp = response_logprobs(model, p_ids, r_ids, tok.pad_token_id, cfg.temperature, cfg.batch_size)
+                ref_lp = response_logprobs(ref_model, p_ids, r_ids, tok.pad_token_id, cfg.temperature,
+                                           cfg.batch_size)
+                kls = [float(M.sequence_kl(a, b, torch.ones_like(a))) for a, b in zip(lp, ref_lp)]
+            else:
+                kls = None
+                notes.append(f"{name}: no KL, its tokenizer differs from the reference's")
+            if kls is not None:
+                per_sample["kl"] = kls
+                row["kl"] = M.mean_and_ci(kls)
+            results[name], responses[name] = row, texts
+            write_jsonl(out / "samples" / f"{name}.jsonl",
+                        [{"prompt_id": pid, "prompt": _plain(p), "response": t, "model": name, "tokens": n,
+                          **{k: v[i] for k, v in per_sample.items()}}
+                         for i, (pid, p, t, n) in enumerate(zip(prompt_ids_of, prompts, texts, lengths))])
+            results[name]["_per_sample"] = per_sample
+            log.log(step, {"eval/proxy_score": row.get("proxy", {}).get("mean"),
+                           "eval/gold_score": row.get("gold", {}).get("mean"),
+                           "eval/kl": row.get("kl", {}).get("mean"), "eval/length": row["length"],
+                           "eval/distinct_2": row["distinct_2"], "eval/refusal_rate": row["refusal_rate"],
+                           "model": name})
+            if model is not ref_model:
+                del model
+
+    if cfg.judge:
+        _judge_win_rates(cfg, baseline, prompts, responses, results, notes)
+    else:
+        notes.append("no AI judge given: no win rates")
+    report = write_report(out, cfg, baseline, prompts, prompt_ids_of, responses, results, notes)
+    return {"report_html": str(out / "report.html"), "report_json": str(out / "report.json"),
+            "models": {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in results.items()},
+            "leaderboard": report.get("leaderboard"), "wall_time_s": round(time.time() - t0, 1)}
+
+
+def _plain(p) -> Any:
+    return p if isinstance(p, str) else [m.model_dump() for m in p]
+
+
+def _judge_win_rates(cfg: EvaluateConfig, baseline: str, prompts, responses, results, notes) -> None:
+    """Win rate of every model against the baseline by the AI judge (rlhaif.feedback.ai.judge), each pair
+    judged in both orders, one constitution principle drawn at random per pair (seeded)."""
+    import random
+
+    try:
+        from rlhaif.feedback.ai.backends import make_backend
+        from rlhaif.feedback.ai.constitution import load_constitution
+        from rlhaif.feedback.ai.judge import judge_pairs
+    except ImportError:
+        notes.append("AI judge requested but rlhaif.feedback.ai.judge is not available: no win rates")
+        return
+    from rlhaif.evaluate.metrics import win_rate
+
+    backend = make_backend(cfg.judge, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    constitution = load_constitution(cfg.constitution)
+    for name, texts in responses.items():
+        if name == baseline:
+            continue
+        rng = random.Random(cfg.seed)
+        items = [(p, cand, base, constitution.sample_principle(rng))
+                 for p, cand, base in zip(prompts, texts, responses[baseline])]
+        judged = judge_pairs(backend, items, seed=cfg.seed)
+        # p_ab: P(candidate better) shown as (A); p_ba: P(A) with the candidate shown as (B), i.e. P(baseline).
+        results[name]["win_rate"] = win_rate([j.p_ab for j in judged], [1.0 - j.p_ba for j in judged])

@@ -1,0 +1,102 @@
+"""The annotation app: ``create_app(settings)`` builds a FastAPI application over a feedback store.
+
+Server-rendered pages (Jinja2, autoescape on) with a little JavaScript for keyboard shortcuts, plus a
+JSON API for scripts. No torch is imported here (a test checks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict
+
+from rlhaif.feedback.human.auth import NotSignedIn
+from rlhaif.feedback.human.schemas import MAX_BODY, InvalidValue
+from rlhaif.feedback.human.store import Conflict, NotFound, Store
+
+HERE = Path(__file__).parent
+
+
+class Settings(BaseModel):
+    """Settings of the annotation server."""
+
+    model_config = ConfigDict(extra="forbid")
+    db: str
+    """The feedback store: a SQLite file path or a database URL (postgresql://...)."""
+    migrate: bool = True
+    """Run the Alembic migrations on startup (create or upgrade the schema; labels are kept)."""
+    secure_cookies: bool = False
+    """Mark the sign-in cookie Secure (set when served over HTTPS)."""
+    bootstrap_rounds: int = 100
+    """Bootstrap rounds for the admin page's confidence intervals."""
+
+
+class BodyLimit:
+    """Reject request bodies over ``MAX_BODY`` bytes (by Content-Length, and while streaming)."""
+
+    def __init__(self, app, limit: int = MAX_BODY):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or {}).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            resp = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
+            return await resp(scope, receive, send)
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.limit:
+                raise ValueError("request body too large")
+            return msg
+
+        return await self.app(scope, limited, send)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from rlhaif.feedback.human.routes import admin, annotate, api
+
+    store = Store(settings.db)
+    if settings.migrate:
+        store.migrate()
+    else:
+        store.check_ready()
+    app = FastAPI(title="rlhaif annotation", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store = store
+    app.state.settings = settings
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(annotate.router)
+    app.include_router(admin.router)
+    app.include_router(api.router)
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(NotSignedIn)
+    async def _not_signed_in(request: Request, exc: NotSignedIn):
+        if request.url.path.startswith("/api/"):
+            return JSONResponse({"detail": "sign in: send 'Authorization: Bearer <token>'"}, status_code=401)
+        return RedirectResponse("/login", status_code=303)
+
+    @app.exception_handler(NotFound)
+    async def _not_found(request: Request, exc: NotFound):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def _conflict(request: Request, exc: Conflict):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(InvalidValue)
+    async def _invalid(request: Request, exc: InvalidValue):
+        return JSONResponse({"detail": f"invalid value: {exc}"}, status_code=422)
+
+    @app.get("/healthz")
+    def healthz() -> dict:
+        return {"ok": True}
+
+    return app

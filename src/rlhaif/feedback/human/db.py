@@ -1,0 +1,54 @@
+"""Engines for the feedback store: SQLite (a file; WAL, synchronous=FULL, foreign keys on) or PostgreSQL.
+
+Durability: a request commits before it answers, and SQLite's synchronous=FULL makes a commit survive a
+crash of the process (and of the machine). Write transactions on SQLite start with BEGIN IMMEDIATE so two
+writers queue on the busy timeout instead of failing with SQLITE_BUSY when one upgrades its read lock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+
+from rlhaif.errors import RlhaifError
+
+
+def normalize_url(url_or_path: str) -> str:
+    """A database URL; a plain path becomes ``sqlite:///path``; ``postgresql://`` uses psycopg 3."""
+    s = str(url_or_path)
+    if "://" not in s:
+        Path(s).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{Path(s).expanduser().resolve()}"
+    if s.startswith("postgresql://") or s.startswith("postgres://"):
+        return "postgresql+psycopg://" + s.split("://", 1)[1]
+    return s
+
+
+def make_engine(url_or_path: str, immediate: bool = False) -> Engine:
+    url = normalize_url(url_or_path)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, pool_size=8, max_overflow=64, connect_args={"check_same_thread": False, "timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    if url.startswith("postgresql"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise RlhaifError("PostgreSQL needs psycopg: pip install 'rlhaif[postgres]'") from None
+        return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
+    raise RlhaifError(f"unsupported database URL {url!r}: use a file path, sqlite:///... or postgresql://...")

@@ -1,0 +1,95 @@
+"""The feedback store's tables (SQLAlchemy 2.x). The schema itself is created by the Alembic migrations in
+``migrations/``; these classes must match the head revision (a test checks).
+
+A judgment is never overwritten: an edit adds a row with ``version + 1``; the latest version counts.
+``client_id`` is made by the client for each submission, so a retried post is stored once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Campaign(Base):
+    __tablename__ = "campaigns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # pairwise | ranking | rating | thumbs | aspects
+    overlap: Mapped[int] = mapped_column(Integer, default=1)  # annotators per task
+    guidelines: Mapped[str] = mapped_column(Text, default="")
+    guideline_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
+
+
+class Annotator(Base):
+    __tablename__ = "annotators"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the token; the token is never stored
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+    __table_args__ = (UniqueConstraint("campaign_id", "external_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    external_id: Mapped[str] = mapped_column(String(200))
+    prompt: Mapped[str] = mapped_column(Text)  # JSON: text or a list of messages
+
+
+class Response(Base):
+    __tablename__ = "responses"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"))
+    text: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(200), default="")  # model of origin: stored, never shown
+    idx: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Task(Base):
+    __tablename__ = "tasks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompts.id"))
+    kind: Mapped[str] = mapped_column(String(20))
+    response_ids: Mapped[str] = mapped_column(Text)  # JSON list of response ids
+    gold: Mapped[str | None] = mapped_column(Text, nullable=True)  # revision 0002: the known answer (canonical value)
+
+
+class Assignment(Base):
+    __tablename__ = "assignments"
+    __table_args__ = (UniqueConstraint("task_id", "annotator_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id"))
+    display_order: Mapped[str] = mapped_column(Text)  # JSON list of response ids as this annotator sees them
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending | done
+
+
+class Judgment(Base):
+    __tablename__ = "judgments"
+    __table_args__ = (UniqueConstraint("assignment_id", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64), unique=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"))
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)  # index: revision 0002
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    value: Mapped[str] = mapped_column(Text)  # JSON, canonical (response ids, not screen positions)
+    displayed_order: Mapped[str] = mapped_column(Text)  # JSON list of response ids as shown
+    guideline_version: Mapped[int] = mapped_column(Integer)
+    duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=now)

@@ -1,0 +1,133 @@
+"""From stored judgments to the admin numbers and to ``pairs.jsonl`` (no torch: served by the app too).
+
+Export: each annotator's latest judgment becomes pairs with ``source = "human:<annotator>"``; rankings go
+through ``rlhaif.data.rankings.ranking_to_pairs`` (weight 1/C(K,2)); a tie gives p = 0.5; "both bad" gives
+no pair. Flagged annotators are excluded (``exclude_flagged``) or every pair is weighted by the annotator's
+agreement with the others (``weight_by_reliability``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from rlhaif.data.io import write_records
+from rlhaif.data.rankings import ranking_to_pairs
+from rlhaif.data.records import PairRecord
+from rlhaif.feedback import aggregate as agg
+from rlhaif.feedback.human.store import Store
+
+
+def _gold_units(store: Store, campaign: str | None) -> dict[tuple, float]:
+    units: dict[tuple, float] = {}
+    for g in store.gold(campaign):
+        units.update(agg.decisions(g))
+    return units
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(float(x), 4)
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 1)
+
+
+def build_report(store: Store, campaign: str | None = None, bootstrap_rounds: int = 100, top: int = 20,
+                 max_bootstrap_items: int = 40) -> dict[str, Any]:
+    """Progress, agreement (pairwise rate, Krippendorff's α), reliability per annotator, and the BT / Elo
+    leaderboards of responses and of models with 95 % bootstrap intervals."""
+    judgments = store.latest_judgments(campaign)
+    responses = store.responses(campaign)
+    reliability = agg.annotator_reliability(judgments, _gold_units(store, campaign))
+    flagged = [a for a, r in reliability.items() if r["flagged"]]
+    comps = agg.comparisons_of(judgments, exclude=flagged)
+    model_of = {rid: (r["model"] or "?") for rid, r in responses.items()}
+    model_comps = agg.comparisons_of(judgments, key=model_of, exclude=flagged)
+
+    def board(comparisons: list, label, rounds: int) -> list[dict[str, Any]]:
+        if not comparisons:
+            return []
+        if rounds > 0:
+            bt = agg.bootstrap_bt(comparisons, rounds=rounds)
+        else:  # many items: the point estimate only (a bootstrap refits all of them every round)
+            bt = {k: {"rating": v, "lower": None, "upper": None, "rank": None}
+                  for k, v in agg.bradley_terry(comparisons).items()}
+        el = agg.elo_averaged(comparisons, rounds=20)
+        rows = [{"item": label(k), "rating": round(v["rating"], 1), "lower": _round(v["lower"]),
+                 "upper": _round(v["upper"]), "rank": v["rank"], "elo": round(el[k], 1)} for k, v in bt.items()]
+        return sorted(rows, key=lambda r: -r["rating"])
+
+    n_resp = len({x for c in comps for x in c[:2]})
+    per_response = board(comps, lambda rid: {"id": rid, "text": responses[rid]["text"][:120],
+                                             "model": responses[rid]["model"]},
+                         bootstrap_rounds if n_resp <= max_bootstrap_items else 0)[:top]
+    return {"progress": store.progress(),
+            "judgments": len(judgments),
+            "agreement": _finite(agg.pairwise_agreement(judgments)),
+            "alpha": _finite(agg.alpha_of_judgments(judgments)),
+            "reliability": {a: {k: (_finite(v) if isinstance(v, float) else v) for k, v in r.items()}
+                            for a, r in reliability.items()},
+            "flagged": flagged,
+            "models": board(model_comps, lambda k: k, bootstrap_rounds),
+            "responses": per_response}
+
+
+def export_pairs(store: Store, out: str | Path, campaign: str | None = None, exclude_flagged: bool = True,
+                 weight_by_reliability: bool = False, ties: str = "half") -> dict[str, Any]:
+    """Write ``pairs.jsonl`` (PairRecord) from the latest judgments; returns counts."""
+    judgments = store.latest_judgments(campaign)
+    responses = store.responses(campaign)
+    rel = agg.annotator_reliability(judgments, _gold_units(store, campaign))
+    pairs: list[PairRecord] = []
+    skipped = defaultdict(int)
+    for jd in judgments:
+        ann = jd["annotator"]
+        if exclude_flagged and rel.get(ann, {}).get("flagged"):
+            skipped["flagged_annotator"] += 1
+            continue
+        w_ann = rel[ann]["weight"] if (weight_by_reliability and ann in rel) else 1.0
+        src = f"human:{ann}"
+        v, ids = jd["value"], jd["responses"]
+        prompt = responses[ids[0]]["prompt"]
+        text = {i: responses[i]["text"] for i in ids}
+        if jd["kind"] == "pairwise":
+            if v["choice"] == "both_bad":
+                skipped["both_bad"] += 1
+                continue
+            if v["choice"] == "tie":
+                if ties == "drop":
+                    continue
+                pairs.append(PairRecord(prompt=prompt, chosen=text[ids[0]], rejected=text[ids[1]], p=0.5,
+                                        weight=w_ann, source=src))
+            else:
+                loser = ids[1] if v["winner"] == ids[0] else ids[0]
+                pairs.append(PairRecord(prompt=prompt, chosen=text[v["winner"]], rejected=text[loser], p=1.0,
+                                        weight=w_ann, source=src, strength=v.get("strength")))
+        elif jd["kind"] == "ranking":
+            ranks = [v["ranks"][str(i)] for i in ids]
+            for p in ranking_to_pairs(prompt, [text[i] for i in ids], ranks, source=src, ties=ties):
+                p.weight *= w_ann
+                pairs.append(p)
+        elif jd["kind"] == "aspects":
+            for aspect, win in v.items():
+                if win == "tie":
+                    continue
+                loser = ids[1] if win == ids[0] else ids[0]
+                pairs.append(PairRecord(prompt=prompt, chosen=text[win], rejected=text[loser], p=1.0,
+                                        weight=w_ann, source=f"{src}:{aspect}"))
+    prompt_of = {rid: r["prompt_id"] for rid, r in responses.items()}
+    for ann, _pid, better, worse, p in agg.rating_decisions(judgments, prompt_of):
+        if exclude_flagged and rel.get(ann, {}).get("flagged"):
+            continue
+        if p == 0.5 and ties == "drop":
+            continue
+        w_ann = rel[ann]["weight"] if (weight_by_reliability and ann in rel) else 1.0
+        pairs.append(PairRecord(prompt=responses[better]["prompt"], chosen=responses[better]["text"],
+                                rejected=responses[worse]["text"], p=p, weight=w_ann, source=f"human:{ann}"))
+    pairs = [p for p in pairs if p.chosen != p.rejected]
+    write_records(out, pairs) if pairs else Path(out).write_text("")
+    return {"pairs": len(pairs), "judgments": len(judgments), **skipped,
+            "excluded_annotators": [a for a, r in rel.items() if r["flagged"]] if exclude_flagged else []}

@@ -1,0 +1,41 @@
+"""JSON API for scripts (the simulated panel, the load benchmark): Bearer token or cookie + X-CSRF-Token."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Header
+
+from rlhaif.feedback.human.auth import CurrentAnnotator, check_csrf, current_admin, current_annotator, get_store
+from rlhaif.feedback.human.report import build_report
+from rlhaif.feedback.human.schemas import JudgmentIn, JudgmentOut
+from rlhaif.feedback.human.store import Store
+
+router = APIRouter(prefix="/api")
+
+
+@router.get("/next")
+def api_next(who: CurrentAnnotator = Depends(current_annotator), store: Store = Depends(get_store)) -> dict:
+    aid = store.next_assignment(who.id)
+    return {"assignment": None if aid is None else store.task_view(aid, who.id)}
+
+
+@router.get("/task/{assignment_id}")
+def api_task(assignment_id: int, who: CurrentAnnotator = Depends(current_annotator),
+             store: Store = Depends(get_store)) -> dict:
+    return store.task_view(assignment_id, who.id)
+
+
+@router.post("/judgments")
+def api_submit(j: JudgmentIn, who: CurrentAnnotator = Depends(current_annotator), store: Store = Depends(get_store),
+               x_csrf_token: str | None = Header(default=None)) -> JudgmentOut:
+    check_csrf(who, x_csrf_token)
+    return store.submit(who.id, j)
+
+
+@router.get("/judgments")
+def api_mine(who: CurrentAnnotator = Depends(current_annotator), store: Store = Depends(get_store)) -> list[dict]:
+    return store.my_judgments(who.id)
+
+
+@router.get("/report")
+def api_report(who: CurrentAnnotator = Depends(current_admin), store: Store = Depends(get_store)) -> dict:
+    return build_report(store)

@@ -1,0 +1,382 @@
+"""`rlhaif dpo`: align a policy straight from preference pairs (DPO, IPO, conservative DPO for soft labels).
+
+    load pairs → tokenize → reference log-probs (cached once, or LoRA adapter disabled) → loop → eval → save
+
+One forward per step over the batch laid out ``[chosen; rejected]`` (2B rows); response tokens only.
+The losses live in ``policy/dpo_losses.py``; Accelerate set-up, checkpoints and the final save in
+``rlhaif.training``. Outputs in ``output_dir``: ``model/`` (adapter or full), ``metrics.jsonl``,
+``eval.json``, ``ref_logprobs.pt`` (precomputed reference), ``checkpoints/``, ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Literal, Optional
+
+import torch
+
+from rlhaif.config import StageConfig
+from rlhaif.data.collate import Encoded, encode_prompt_response, pad_batch
+from rlhaif.data.formats import read_pairs
+from rlhaif.data.records import PairRecord
+from rlhaif.errors import ConfigError, DataError
+from rlhaif.policy.dpo_losses import LOSSES, chosen_nll_loss, smooth_labels
+
+REF_CACHE = "ref_logprobs.pt"
+
+
+class DPOConfig(StageConfig):
+    """Settings of `rlhaif dpo`."""
+
+    model: str = "smollm2-135m-instruct"
+    """Policy to start from (folder, .gguf, built-in name). A LoRA SFT adapter folder is merged into its base first."""
+    pairs: str
+    """Training pairs: rlhaif pairs.jsonl, TRL preference JSONL (standard or conversational) or hh-rlhf."""
+    eval_pairs: Optional[str] = None
+    """Held-out pairs (any format above). When absent, `eval_fraction` of `pairs` is held out."""
+    eval_fraction: float = 0.1
+    """Share of `pairs` held out for the final preference accuracy when `eval_pairs` is not given."""
+    max_pairs: Optional[int] = None
+    """Train on at most this many pairs (after the held-out split); None = all."""
+    output_dir: str = "runs/dpo"
+    """Where the model, metrics.jsonl, eval.json and checkpoints go."""
+    loss: Literal["sigmoid", "ipo"] = "sigmoid"
+    """sigmoid = DPO (conservative DPO when p < 1); ipo = IPO. Both use each pair's soft label p."""
+    beta: float = 0.1
+    """β: strength of the implicit KL constraint (IPO: τ)."""
+    label_smoothing: float = 0.0
+    """Extra label-noise rate ε: p ← (1 − ε)·p + ε·(1 − p) (cDPO's ε with hard labels)."""
+    nll_alpha: float = 0.0
+    """Weight of an SFT (per-token NLL) term on the chosen responses (RPO); 0 = off."""
+    reference: Literal["precompute", "adapter"] = "precompute"
+    """precompute: reference log-probs computed once and cached in output_dir; adapter: on the fly with LoRA disabled."""
+    ref_model: Optional[str] = None
+    """A different reference model for `precompute` (default: the starting policy itself)."""
+    lora: bool = True
+    """Train a LoRA adapter (True) or all weights (False)."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling α."""
+    merge_lora: bool = False
+    """Save the LoRA merged into the base (a full model) instead of the adapter alone."""
+    max_length: int = 512
+    """Tokens per sequence (prompt + response); the prompt is cut from the left first, equally for both responses."""
+    batch_size: int = 8
+    """Pairs per micro-batch per process (the forward sees 2× this many sequences)."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step."""
+    learning_rate: float = 5e-5
+    """Peak AdamW learning rate (linear warm-up, then linear decay to 0)."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warm-up."""
+    epochs: float = 1.0
+    """Passes over the training pairs (fractions allowed); `max_steps` wins when set."""
+    max_steps: Optional[int] = None
+    """Optimizer steps to run; None = from `epochs`."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm (0 = off)."""
+    dtype: str = "float32"
+    """Weights dtype: float32, bfloat16 or float16."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast through Accelerate (bf16 falls back to no where unsupported)."""
+    save_steps: int = 100
+    """Write a checkpoint every this many optimizer steps (and at the end); a re-run resumes from the latest."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept on disk."""
+    eval_batch_size: int = 16
+    """Pairs per batch for the reference pre-computation and the held-out evaluation."""
+    seed: int = 0
+    """Random seed (data order, LoRA init)."""
+    log_with: Optional[str] = None
+    """Tracker through Accelerate: tensorboard, wandb, or None."""
+
+
+# ---------------------------------------------------------------- data
+
+def load_pairs(cfg: DPOConfig) -> tuple[list[PairRecord], list[PairRecord]]:
+    """(train, eval) pairs; a seeded shuffle picks the held-out share when no eval file is given."""
+    train = read_pairs(cfg.pairs)
+    if cfg.eval_pairs:
+        held = read_pairs(cfg.eval_pairs)
+    else:
+        order = list(range(len(train)))
+        random.Random(cfg.seed).shuffle(order)
+        n_eval = int(round(cfg.eval_fraction * len(train)))
+        held = [train[i] for i in sorted(order[:n_eval])]
+        train = [train[i] for i in sorted(order[n_eval:])]
+    if cfg.max_pairs is not None:
+        train = train[: cfg.max_pairs]
+    if not train:
+        raise DataError(cfg.pairs, None, None, "no training pairs left after the held-out split")
+    return train, held
+
+
+def encode_pair(tokenizer, pair: PairRecord, max_length: int) -> tuple[Encoded, Encoded]:
+    """Chosen and rejected on the *same* prompt tokens: the prompt is cut from the left by the amount the
+    longer response needs, then each response from the right (DPO compares the two given one prompt)."""
+    c = encode_prompt_response(tokenizer, pair.prompt, pair.chosen)
+    r = encode_prompt_response(tokenizer, pair.prompt, pair.rejected)
+    prompt = c.prompt_ids
+    longest = max(len(c.response_ids), len(r.response_ids))
+    if len(prompt) + longest > max_length:
+        prompt = prompt[-max(max_length // 2, max_length - longest):]
+    room = max_length - len(prompt)
+    return Encoded(prompt, c.response_ids[:room]), Encoded(prompt, r.response_ids[:room])
+
+
+def collate_pairs(encoded: list[tuple[Encoded, Encoded]], pairs: list[PairRecord], pad_id: int,
+                  label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask, response_mask (2B, T) laid out [chosen; rejected]; p, weights (B,).
+    Left padding, as for generation (responses end together at column T-1)."""
+    batch = pad_batch([c for c, _ in encoded] + [r for _, r in encoded], pad_id, side="left")
+    p = torch.tensor([pr.p for pr in pairs], dtype=torch.float32)
+    batch["p"] = smooth_labels(p, label_smoothing)
+    batch["weights"] = torch.tensor([pr.weight for pr in pairs], dtype=torch.float32)
+    return batch
+
+
+def pair_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sequence log-probabilities of the responses, (2B,) [chosen; rejected], from ONE forward pass.
+
+    The LM head and log-softmax run on the response positions only, packed (N, H) → (N, V): with long
+    prompts, ragged responses and a large vocabulary they are most of the time and memory of a step."""
+    from rlhaif.policy.logprobs import selective_log_softmax
+
+    ids, attn, resp = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at the first real token
+    base = getattr(model, "module", model)  # DDP wraps
+    if getattr(base.config, "final_logit_softcapping", None):  # logits are not head(hidden): the plain way
+        from rlhaif.policy.logprobs import sequence_logprob, token_logprobs
+
+        return sequence_logprob(token_logprobs(model, ids, attn), resp)
+    out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False, logits_to_keep=1,
+                output_hidden_states=True)
+    sel = resp[:, 1:].bool()  # (2B, T-1): position t predicts token t+1, a response token
+    hidden = out.hidden_states[-1][:, :-1][sel]  # (N, H) final (normed) hidden states
+    lp = selective_log_softmax(base.get_output_embeddings()(hidden), ids[:, 1:][sel])  # (N,)
+    rows = torch.arange(ids.shape[0], device=ids.device).unsqueeze(1).expand_as(sel)[sel]
+    return torch.zeros(ids.shape[0], dtype=lp.dtype, device=lp.device).index_add(0, rows, lp)
+
+
+def _to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def micro_batch_indices(k: int, n: int, size: int, seed: int) -> tuple[list[int], float]:
+    """Indices of the k-th micro-batch (global, before the split across processes) of an endless stream of
+    seeded permutations of range(n), and the epoch it ends in. A function of k alone: resume is exact."""
+    start = k * size
+    out: list[int] = []
+    while len(out) < size:
+        epoch, pos = divmod(start + len(out), n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
+        out.extend(perm[pos: pos + size - len(out)])
+    return out, (start + size) / n
+
+
+# ---------------------------------------------------------------- reference log-probabilities
+
+@torch.no_grad()
+def compute_logprobs(model, encoded, pairs, pad_id: int, batch_size: int, device) -> torch.Tensor:
+    """(N, 2) [chosen, rejected] sequence log-probs of every pair under ``model`` (eval mode, no grad).
+    Pairs are batched by length (less padding), the result is in the input order."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: max(len(e.input_ids) for e in encoded[i]))
+    out = torch.zeros(len(encoded), 2)
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        batch = _to(collate_pairs([encoded[j] for j in idx], [pairs[j] for j in idx], pad_id), device)
+        out[idx] = pair_logprobs(model, batch).float().cpu().view(2, -1).T
+    model.train(was_training)
+    return out
+
+
+def _cache_key(cfg: DPOConfig, pairs: list[PairRecord]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([cfg.ref_model or cfg.model, cfg.max_length, cfg.dtype, cfg.mixed_precision]).encode())
+    for pr in pairs:
+        h.update(json.dumps([pr.model_dump(mode="json")["prompt"], pr.chosen, pr.rejected]).encode())
+    return h.hexdigest()
+
+
+def reference_cache(cfg: DPOConfig, accelerator, policy, tokenizer, encoded, pairs) -> torch.Tensor:
+    """Reference log-probs of every pair, computed once and saved to ``output_dir/ref_logprobs.pt``.
+
+    Called before any checkpoint is loaded, so the starting policy *is* the reference (no second copy);
+    a resumed run finds the file and reuses it. A separate ``ref_model`` is loaded, used and freed."""
+    path = Path(cfg.output_dir) / REF_CACHE
+    key = _cache_key(cfg, pairs)
+    if path.exists():
+        saved = torch.load(path, weights_only=True)
+        if saved.get("key") == key:
+            return saved["logprobs"]
+    if cfg.ref_model:
+        from rlhaif.models.loading import load_causal_lm
+
+        ref, _ = load_causal_lm(cfg.ref_model, dtype=cfg.dtype, padding_side="left", merge_adapter=True)
+        ref.to(accelerator.device)
+        with accelerator.autocast():
+            out = compute_logprobs(ref, encoded, pairs, tokenizer.pad_token_id, cfg.eval_batch_size, accelerator.device)
+        del ref
+    else:
+        out = compute_logprobs(policy, encoded, pairs, tokenizer.pad_token_id, cfg.eval_batch_size, accelerator.device)
+    if accelerator.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save({"key": key, "logprobs": out}, tmp)
+        os.replace(tmp, path)
+    accelerator.wait_for_everyone()
+    return out
+
+
+def adapter_ref_logprobs(accelerator, model, batch) -> torch.Tensor:
+    """Reference = the same weights with the LoRA adapter disabled (one copy of the base model)."""
+    with torch.no_grad(), accelerator.unwrap_model(model).disable_adapter():
+        return pair_logprobs(model, batch)
+
+
+# ---------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate(cfg: DPOConfig, accelerator, model, encoded, pairs, ref: torch.Tensor | None, pad_id: int) -> dict:
+    """Held-out preference accuracy: the share of pairs whose implicit reward ranks chosen above rejected
+    (a tie counts one half), the mean implicit-reward margin and the loss."""
+    if not pairs:
+        return {"eval/pairs": 0}
+    loss_fn = LOSSES[cfg.loss]
+    policy = compute_logprobs(model, encoded, pairs, pad_id, cfg.eval_batch_size, accelerator.device)
+    if ref is None:
+        with accelerator.unwrap_model(model).disable_adapter():
+            ref = compute_logprobs(model, encoded, pairs, pad_id, cfg.eval_batch_size, accelerator.device)
+    p = smooth_labels(torch.tensor([pr.p for pr in pairs]), cfg.label_smoothing)
+    w = torch.tensor([pr.weight for pr in pairs])
+    loss, stats = loss_fn(policy.T.reshape(-1), ref.T.reshape(-1), cfg.beta, p, w)
+    return {"eval/pairs": len(pairs), "eval/accuracy": stats["rewards/accuracy"].item(),
+            "eval/margin": stats["rewards/margin"].item(), "eval/loss": loss.item(),
+            "eval/rewards_chosen": stats["rewards/chosen"].item(),
+            "eval/rewards_rejected": stats["rewards/rejected"].item()}
+
+
+# ---------------------------------------------------------------- the loop
+
+def run_dpo(cfg: DPOConfig) -> dict:
+    """Train with DPO / IPO / cDPO on ``cfg.pairs``; returns the output paths and held-out metrics."""
+    from rlhaif.manifest import fingerprint, write_manifest
+    from rlhaif.metrics import MetricsLogger
+    from rlhaif.models.loading import add_lora, load_causal_lm, resolve_model
+    from rlhaif.training import (latest_checkpoint, load_checkpoint, make_accelerator, make_optimizer,
+                                 save_checkpoint, save_pretrained_atomic, seed_everything)
+
+    t0 = time.time()
+    out = Path(cfg.output_dir)
+    if cfg.reference == "adapter" and not cfg.lora:
+        raise ConfigError("reference 'adapter' needs lora: true (the reference is the model with its adapter "
+                          "disabled); use reference 'precompute' for full fine-tuning")
+    if cfg.reference == "adapter" and cfg.ref_model:
+        raise ConfigError("ref_model is only used with reference 'precompute'")
+    seed_everything(cfg.seed)
+    train_pairs, eval_pairs = load_pairs(cfg)
+    accelerator = make_accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.log_with, project_dir=out)
+    world, rank = accelerator.num_processes, accelerator.process_index
+
+    # A LoRA SFT adapter is merged first: "adapter disabled" must mean the SFT policy, not its base.
+    model, tok = load_causal_lm(cfg.model, dtype=cfg.dtype, padding_side="left", merge_adapter=True)
+    started_from_adapter = (Path(resolve_model(cfg.model)[0]) / "adapter_config.json").exists()
+    if cfg.lora:
+        model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha)
+    pad_id = tok.pad_token_id
+    train_enc = [encode_pair(tok, pr, cfg.max_length) for pr in train_pairs]
+    eval_enc = [encode_pair(tok, pr, cfg.max_length) for pr in eval_pairs]
+
+    micro_per_epoch = len(train_pairs) / (cfg.batch_size * world)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.gradient_accumulation_steps))
+    optimizer, scheduler = make_optimizer(model, cfg.learning_rate, 0.0, cfg.warmup_steps, total)
+    model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler steps once per optimizer step, by us
+    if accelerator.is_main_process and cfg.log_with:
+        accelerator.init_trackers("rlhaif-dpo", config=cfg.model_dump(mode="json"))
+
+    ref_train = ref_eval = None
+    if cfg.reference == "precompute":  # before any checkpoint is loaded: the policy is still the reference
+        ref_all = reference_cache(cfg, accelerator, model, tok, train_enc + eval_enc, train_pairs + eval_pairs)
+        ref_train, ref_eval = ref_all[: len(train_pairs)], ref_all[len(train_pairs):]
+
+    step = 0
+    ckpt = latest_checkpoint(out)
+    if ckpt is not None:
+        step = load_checkpoint(ckpt, model, optimizer, scheduler, accelerator)["step"]
+    loss_fn = LOSSES[cfg.loss]
+    accum = cfg.gradient_accumulation_steps
+    show = ("dpo/loss", "rewards/accuracy", "rewards/margin")
+    with MetricsLogger(out, total_steps=total, description="dpo", accelerator=accelerator, show=show) as log:
+        if step:
+            log.print(f"resumed from {ckpt} (step {step})")
+            log._progress and log._progress.update(log._task, completed=step)
+        model.train()
+        while step < total:
+            sums: dict[str, float] = {}
+            for micro in range(accum):
+                idx, epoch = micro_batch_indices(step * accum + micro, len(train_pairs), cfg.batch_size * world, cfg.seed)
+                idx = idx[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
+                pairs = [train_pairs[i] for i in idx]
+                batch = _to(collate_pairs([train_enc[i] for i in idx], pairs, pad_id, cfg.label_smoothing),
+                            accelerator.device)
+                sync = accelerator.no_sync(model) if micro < accum - 1 else contextlib.nullcontext()
+                with sync:
+                    logprobs = pair_logprobs(model, batch)  # (2B,) [chosen; rejected]
+                    if ref_train is not None:
+                        ref_logprobs = torch.cat([ref_train[idx, 0], ref_train[idx, 1]]).to(logprobs.device)
+                    else:
+                        ref_logprobs = adapter_ref_logprobs(accelerator, model, batch)
+                    loss, stats = loss_fn(logprobs.float(), ref_logprobs.float(), cfg.beta, batch["p"], batch["weights"])
+                    if cfg.nll_alpha:
+                        n = len(idx)
+                        lengths = batch["response_mask"][:n].sum(-1)
+                        nll, nll_stats = chosen_nll_loss(logprobs[:n].float(), lengths, batch["weights"])
+                        loss = loss + cfg.nll_alpha * nll
+                        stats.update(nll_stats)
+                    accelerator.backward(loss / accum)
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) / accum
+            grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                         if cfg.max_grad_norm else None)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+
+            if world > 1:
+                vals = accelerator.reduce(torch.tensor(list(sums.values()), device=accelerator.device), "mean")
+                sums = dict(zip(sums, vals.tolist()))
+            row = {**sums, "train/lr": scheduler.get_last_lr()[0], "train/epoch": round(epoch, 4)}
+            if grad_norm is not None:
+                row["train/grad_norm"] = float(grad_norm)
+            log.log(step, row)
+            if step % cfg.save_steps == 0 or step == total:
+                save_checkpoint(out, step, model, optimizer, scheduler, {"pairs": len(train_pairs)}, accelerator,
+                                keep=cfg.keep_checkpoints)
+
+        results = evaluate(cfg, accelerator, model, eval_enc, eval_pairs, ref_eval, pad_id)
+        if eval_pairs:
+            log.log(step, results, advance=0)
+            log.print(f"held-out preference accuracy {results['eval/accuracy']:.3f} on {len(eval_pairs)} pairs, "
+                      f"implicit-reward margin {results['eval/margin']:.4f}")
+
+    merge = cfg.merge_lora or (cfg.lora and started_from_adapter)  # the SFT adapter was merged into the base
+    model_dir = save_pretrained_atomic(model, tok, out / "model", merge_lora=merge, accelerator=accelerator)
+    if accelerator.is_main_process:
+        (out / "eval.json").write_text(json.dumps(results, indent=2))
+        fp = fingerprint("dpo", cfg.model_dump(mode="json"), {"model": cfg.model, "pairs": cfg.pairs, "eval_pairs": cfg.eval_pairs})
+        write_manifest(out, fp, seed=cfg.seed, wall_time_s=round(time.time() - t0, 2),
+                       outputs={"model": str(model_dir), "eval": results, "steps": step})
+    accelerator.end_training()
+    return {"model": str(model_dir), "eval": results, "steps": step, "train_pairs": len(train_pairs),
+            "output_dir": str(out)}

@@ -1,0 +1,52 @@
+"""The KL penalty: per-token estimators of KL(π_θ‖π_ref) and the reward they fold into.
+
+Estimators (Schulman, "Approximating KL divergence", 2020), with ``log r = ref_logprobs − logprobs`` on
+tokens sampled from π_θ:  k1 = −log r (unbiased, can be negative per token);  k3 = (r − 1) − log r
+(unbiased, always ≥ 0, lower variance). Both need ``logprobs`` from the distribution that sampled the
+tokens, which is why rollouts use the plain softmax at temperature T (TRL issue 1857).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    return logprobs - ref_logprobs
+
+
+def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    log_r = ref_logprobs - logprobs
+    return torch.expm1(log_r) - log_r
+
+
+KL_ESTIMATORS = {"k1": kl_k1, "k3": kl_k3}
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of each row's last real response token (right padding)."""
+    assert bool((mask.sum(-1) > 0).all()), "every response has at least one token"
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    return (positions * mask.long()).max(-1).values
+
+
+@torch.no_grad()
+def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
+                         mask: torch.Tensor, beta: float, eos_reached: torch.Tensor | None = None,
+                         missing_eos_penalty: float | None = None, estimator: str = "k1"
+                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-token rewards  r_t = −β·kl_t + [t = last real token]·(score − penalty if no EOS).
+
+    ``scores`` (B,) are the sequence scores; ``eos_reached`` (B,) says whether the *response* ended with EOS
+    (the prompt's own EOS tokens never count, TRL issue 6805). The score goes on the last real response
+    token, never on a pad (TRL issue 3750). Returns (rewards (B, R), stats) with stats ``kl`` (B,) the
+    per-sequence KL sum and ``scores`` (B,) after the penalty."""
+    m = mask.to(logprobs.dtype)
+    kl = KL_ESTIMATORS[estimator](logprobs, ref_logprobs) * m  # (B, R)
+    scores = scores.to(logprobs.dtype).clone()
+    if missing_eos_penalty is not None and eos_reached is not None:
+        scores = scores - missing_eos_penalty * (~eos_reached.bool()).to(scores.dtype)
+    rewards = -beta * kl
+    last = last_token_index(mask)
+    rewards[torch.arange(len(scores), device=rewards.device), last] += scores
+    return rewards, {"kl": kl.sum(-1), "scores": scores}

@@ -1,0 +1,408 @@
+"""`rlhaif ppo`: PPO with a KL penalty against a reference policy (Ouyang et al. 2022; Ziegler et al. 2019).
+
+One step: sample a response per prompt (rollout.py) → score the text (reward model or a Python function)
+→ old log-probs, values and reference log-probs → per-token rewards with the KL penalty (kl.py) → GAE and
+whitening (advantages.py) → ``ppo_epochs`` passes over minibatches of the clipped losses (losses.py) →
+β update (kl_control.py) → metrics, samples, checkpoint.
+
+Reference policy: with LoRA, the same weights with the adapter disabled (one copy of the base in memory);
+a LoRA SFT adapter given as ``model`` is merged into the base first, so the reference is the SFT policy,
+not the raw base (TRL issues 495, 536). With full fine-tuning, a frozen copy.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import math
+import time
+from pathlib import Path
+from typing import Callable, Literal, Optional
+
+import torch
+
+from rlhaif.config import StageConfig
+from rlhaif.data.records import prompt_text
+from rlhaif.errors import ConfigError, RlhaifError
+from rlhaif.models.loading import DEFAULT_POLICY
+
+Scorer = Callable[[list, list], list]
+
+
+class PPOConfig(StageConfig):
+    """Settings of `rlhaif ppo`. Defaults start from TRL 1.0.0's PPO (γ=1, λ=0.95, clips 0.2, vf 0.1,
+    β=0.05, 4 epochs, T=0.7) and add LoRA, an entropy bonus (off), adaptive KL (off) and a KL ceiling."""
+
+    model: str = DEFAULT_POLICY
+    """Policy to start from: folder (full model or LoRA SFT adapter, merged first), .gguf or built-in name."""
+    prompts: str
+    """Prompts: JSONL with a 'prompt' field (text or messages), or .txt one per line."""
+    output_dir: str = "runs/ppo"
+    """Where metrics.jsonl, samples.jsonl, checkpoints/ and the final model/ go."""
+    reward_model: Optional[str] = None
+    """A reward model folder (rlhaif reward train); scores are computed from text with its own tokenizer."""
+    reward_fn: Optional[str] = None
+    """Instead of a reward model: 'module:function' or 'file.py:function', score(prompts, responses) -> floats."""
+    value_model: Optional[str] = None
+    """A separate value model (causal LM folder or name) for the critic; default: a head on the policy's trunk."""
+    lora_r: int = 16
+    """LoRA rank; 0 = full fine-tuning with a frozen copy as the reference."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (alpha / r)."""
+    learning_rate: float = 1e-5
+    """AdamW learning rate, linear decay to 0 over `steps` (use ~1e-4 with LoRA on small models)."""
+    steps: int = 100
+    """PPO steps (one rollout batch and its update each)."""
+    batch_size: int = 16
+    """Rollouts per step per process."""
+    mini_batch_size: int = 4
+    """Rollouts per optimizer step; must divide batch_size."""
+    ppo_epochs: int = 4
+    """Passes over each rollout batch."""
+    max_new_tokens: int = 64
+    """Response length cap in tokens."""
+    max_prompt_length: int = 256
+    """Longest prompt in tokens; a longer one is an error naming it."""
+    temperature: float = 0.7
+    """Sampling temperature; the log-probs for ratio and KL use the same temperature (plain softmax)."""
+    gamma: float = 1.0
+    """GAE discount γ."""
+    lam: float = 0.95
+    """GAE λ."""
+    clip_range: float = 0.2
+    """PPO ratio clip ε."""
+    clip_range_value: float = 0.2
+    """Value clip ε_v around the rollout's values."""
+    vf_coef: float = 0.1
+    """Value-loss coefficient c₁."""
+    entropy_coef: float = 0.0
+    """Entropy-bonus coefficient c₂ (0 = off, as in TRL)."""
+    kl_coef: float = 0.05
+    """Initial (or fixed) KL penalty β."""
+    kl_target: Optional[float] = None
+    """Adaptive KL: target KL per sequence in nats (Ziegler et al. use 6); None keeps β fixed."""
+    kl_horizon: int = 10000
+    """Adaptive KL horizon (samples)."""
+    kl_estimator: Literal["k1", "k3"] = "k1"
+    """Per-token KL estimator for the penalty: k1 = log π − log π_ref, k3 = (r − 1) − log r (≥ 0)."""
+    kl_ceiling: Optional[float] = 0.5
+    """Stop a step's remaining PPO epochs once its approx KL to the rollout policy exceeds this (nats/token)."""
+    missing_eos_penalty: Optional[float] = None
+    """Subtracted from the score of a response that hits the length cap without EOS; None = off."""
+    score_clip: Optional[float] = 10.0
+    """Clip scores to ±this before the KL penalty (OpenRLHF uses 10); None = no clip."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clip."""
+    seed: int = 0
+    """Random seed (each process adds its rank for sampling)."""
+    save_every: int = 50
+    """Checkpoint every N steps (and at the end); resume continues exactly from the newest."""
+    sample_every: int = 10
+    """Write a few prompt/response/score samples to samples.jsonl every N steps."""
+    score_threshold: Optional[float] = None
+    """Stop early once the step's mean score reaches this."""
+    merge_lora: bool = False
+    """Save the final policy with the LoRA adapter merged into the base (default: the adapter alone)."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Accelerate autocast for the update (bf16 falls back to fp32 where unsupported)."""
+    log_with: Optional[str] = None
+    """Accelerate tracker: tensorboard or wandb."""
+    dtype: str = "float32"
+    """Weights dtype: float32, bfloat16 or float16."""
+    resume: bool = True
+    """Continue from the newest checkpoint in output_dir when one exists."""
+
+
+# ---------------------------------------------------------------------------------------------- set-up
+
+
+def check_batch_sizes(cfg: PPOConfig, world_size: int = 1) -> None:
+    """One message naming the sizes that must divide each other and how to fix them (veRL 2333, 3095)."""
+    if cfg.batch_size % cfg.mini_batch_size:
+        divisors = [d for d in range(1, cfg.batch_size + 1) if cfg.batch_size % d == 0]
+        raise ConfigError(f"batch_size ({cfg.batch_size}) must be a multiple of mini_batch_size "
+                          f"({cfg.mini_batch_size}): set mini_batch_size to one of {divisors} "
+                          f"(batch_size is per process; {world_size} process(es) give "
+                          f"{cfg.batch_size * world_size} rollouts per step)")
+    if cfg.reward_model is None and cfg.reward_fn is None:
+        raise ConfigError("ppo needs a scorer: give reward_model (a folder from `rlhaif reward train`) or "
+                          "reward_fn ('module:function' or 'file.py:function')")
+
+
+def load_scorer(cfg: PPOConfig, device=None) -> tuple[Scorer, str]:
+    """(score(prompts, responses) -> list of floats, its name). Reward models get the prompt as given
+    (text or messages); Python functions get plain prompt text."""
+    if cfg.reward_fn:
+        target, _, fn_name = cfg.reward_fn.rpartition(":")
+        if not target or not fn_name:
+            raise ConfigError(f"reward_fn '{cfg.reward_fn}' must look like 'module:function' or 'file.py:function'")
+        try:
+            if target.endswith(".py"):
+                if not Path(target).exists():
+                    raise RlhaifError(f"reward_fn file not found: {target}")
+                spec = importlib.util.spec_from_file_location(Path(target).stem, target)
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+            else:
+                module = importlib.import_module(target)
+        except ImportError as e:
+            raise RlhaifError(f"reward_fn '{cfg.reward_fn}': cannot import '{target}': {e}") from None
+        fn = getattr(module, fn_name, None)
+        if not callable(fn):
+            raise RlhaifError(f"reward_fn '{cfg.reward_fn}': '{target}' has no function '{fn_name}'")
+        return (lambda prompts, responses: fn([prompt_text(p) for p in prompts], list(responses))), cfg.reward_fn
+    from rlhaif.reward.model import load_reward_model
+
+    rm = load_reward_model(cfg.reward_model, device=device)
+    return rm.score, f"reward model {cfg.reward_model}"
+
+
+def check_scores(scores, n: int, name: str) -> torch.Tensor:
+    """(n,) float tensor, or a clear error naming the scorer: wrong count, not numbers, NaN or infinite."""
+    try:
+        values = [float(s) for s in scores]
+    except (TypeError, ValueError) as e:
+        raise RlhaifError(f"{name} must return a list of numbers, got {type(scores).__name__}: {e}") from None
+    if len(values) != n:
+        raise RlhaifError(f"{name} returned {len(values)} scores for {n} responses; it must return one per response")
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        raise RlhaifError(f"{name} returned {values[bad[0]]} for response {bad[0]} "
+                          f"({len(bad)} non-finite score(s) in the batch); scores must be finite numbers")
+    return torch.tensor(values)
+
+
+def load_policy(cfg: PPOConfig):
+    """(ActorCritic, frozen reference model or None when LoRA's disabled adapter is the reference, tokenizer)."""
+    from rlhaif.models.loading import add_lora, load_causal_lm
+    from rlhaif.policy.value_head import ActorCritic
+
+    policy, tok = load_causal_lm(cfg.model, dtype=cfg.dtype, merge_adapter=True)  # SFT adapter → merged base
+    ref = None
+    if cfg.lora_r > 0:
+        policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha)
+    else:
+        ref = copy.deepcopy(policy).eval().requires_grad_(False)
+    value_model = None
+    if cfg.value_model:
+        value_model, _ = load_causal_lm(cfg.value_model, dtype=cfg.dtype, merge_adapter=True)
+        if cfg.lora_r > 0:
+            value_model = add_lora(value_model, r=cfg.lora_r, alpha=cfg.lora_alpha)
+        else:  # the LM head is unused by the critic: freeze it (DDP rejects parameters without gradients)
+            value_model.get_output_embeddings().requires_grad_(False)
+    model = ActorCritic(policy, value_model)
+    model.eval()  # no dropout: old and new log-probs must come from the same deterministic function
+    return model, ref, tok
+
+
+def context_length(model) -> int | None:
+    cfg = model.config
+    return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+
+def encode_all_prompts(cfg: PPOConfig, tok, records, context: int | None) -> list[list[int]]:
+    from rlhaif.generate import encode_prompts
+
+    try:
+        ids = encode_prompts(tok, [r.prompt for r in records], cfg.max_prompt_length)
+    except RlhaifError as e:
+        raise RlhaifError(f"{cfg.prompts}: {e}") from None
+    for i, p in enumerate(ids):
+        if context and len(p) + cfg.max_new_tokens > context:
+            raise RlhaifError(f"{cfg.prompts}: prompt {records[i].id or i} is {len(p)} tokens; with max_new_tokens="
+                              f"{cfg.max_new_tokens} it exceeds the model's context of {context} tokens: shorten "
+                              f"it, or lower max_new_tokens or max_prompt_length")
+    return ids
+
+
+def prompt_indices(step: int, n: int, batch: int, rank: int, world: int, seed: int) -> list[int]:
+    """Indices of this process's prompts at ``step``: a fixed function of the step, so a resumed run draws
+    exactly the prompts the uninterrupted run would (each epoch a fresh seeded permutation)."""
+    out, perms = [], {}
+    for i in range(batch):
+        epoch, j = divmod(((step - 1) * world + rank) * batch + i, n)
+        if epoch not in perms:
+            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
+        out.append(int(perms[epoch][j]))
+    return out
+
+
+def forward_response(model, batch: dict, temperature: float):
+    """(logprobs (B, R), values (B, R), logits/T (B, R, V)) of the response tokens; position P−1+t predicts
+    response token t and its hidden state is the state V(s_t) is read from."""
+    from rlhaif.policy.logprobs import selective_log_softmax
+
+    R = batch["response_ids"].shape[1]
+    logits, values = model(batch["input_ids"], batch["attention_mask"], logits_to_keep=R + 1)
+    logits = logits[:, :-1].float() / temperature
+    return selective_log_softmax(logits, batch["response_ids"]), values[:, :-1].float(), logits
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def run_ppo(cfg: PPOConfig) -> dict:
+    from rlhaif.data.io import append_jsonl, read_jsonl_tolerant, write_jsonl
+    from rlhaif.generate import eos_ids, read_prompts
+    from rlhaif.metrics import MetricsLogger
+    from rlhaif.policy.advantages import gae, masked_mean, whiten
+    from rlhaif.policy.kl import kl_penalized_rewards
+    from rlhaif.policy.kl_control import AdaptiveKLController, FixedKLController
+    from rlhaif.policy.losses import entropy_from_logits, explained_variance, policy_loss, value_loss
+    from rlhaif.policy.rollout import decode_responses, response_logprobs, sample_responses
+    from rlhaif.training import (latest_checkpoint, load_checkpoint, make_accelerator, make_optimizer,
+                                 save_checkpoint, save_pretrained_atomic, seed_everything)
+
+    out = Path(cfg.output_dir)
+    acc = make_accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.log_with, project_dir=out)
+    rank, world = acc.process_index, acc.num_processes
+    check_batch_sizes(cfg, world)
+    seed_everything(cfg.seed)
+    records = read_prompts(cfg.prompts)
+    scorer, scorer_name = load_scorer(cfg, device=acc.device)
+    model, ref, tok = load_policy(cfg)
+    prompt_ids = encode_all_prompts(cfg, tok, records, context_length(model.policy))
+    eos = eos_ids(tok, model.policy)
+    optimizer, scheduler = make_optimizer(model, cfg.learning_rate, total_steps=cfg.steps)
+    model, optimizer = acc.prepare(model, optimizer)
+    if ref is not None:
+        ref.to(acc.device)
+    kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target
+              else FixedKLController(cfg.kl_coef))
+
+    start = 0
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, model, optimizer, scheduler, acc)  # weights, optimizer, scheduler, RNG
+        start = state["step"]
+        kl_ctl.load_state_dict(state["kl_ctl"])
+        if acc.is_main_process and (out / "metrics.jsonl").exists():  # drop rows logged after that checkpoint
+            write_jsonl(out / "metrics.jsonl", [r for r in read_jsonl_tolerant(out / "metrics.jsonl")
+                                                if r.get("step", 0) <= start])
+    else:
+        seed_everything(cfg.seed + rank)  # each process samples differently
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "ppo_config.json").write_text(cfg.model_dump_json(indent=2))
+    if cfg.log_with:
+        acc.init_trackers("ppo", config=cfg.model_dump(mode="json"))
+
+    mb_per_epoch = cfg.batch_size // cfg.mini_batch_size
+    step, row = start, {}
+    show = ("objective/score", "objective/kl", "objective/beta", "policy/clipfrac")
+    with MetricsLogger(out, total_steps=cfg.steps - start, description="ppo", accelerator=acc, show=show) as log:
+        for step in range(start + 1, cfg.steps + 1):
+            # 1. Rollout: sample from the current policy (LoRA on), plain softmax at T.
+            t0 = time.perf_counter()
+            idx = prompt_indices(step, len(records), cfg.batch_size, rank, world, cfg.seed)
+            core = acc.unwrap_model(model)
+            rollout = sample_responses(core.policy, [prompt_ids[i] for i in idx], tok.pad_token_id, eos,
+                                       cfg.max_new_tokens, cfg.temperature)
+            responses = decode_responses(tok, rollout)
+            t1 = time.perf_counter()
+
+            # 2. Score the text (the reward model re-tokenizes with its own tokenizer).
+            prompts = [records[i].prompt for i in idx]
+            scores = check_scores(scorer(prompts, responses), len(idx), scorer_name).to(acc.device)
+            if cfg.score_clip is not None:
+                scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
+            t2 = time.perf_counter()
+
+            # 3. Old log-probs and values, reference log-probs, KL-penalized rewards, GAE.
+            batch = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask,
+                     "response_ids": rollout.response_ids}
+            mask = rollout.response_mask.float()  # (B, R)
+            with torch.no_grad():
+                old_logprobs, old_values, logits = forward_response(core, batch, cfg.temperature)
+                rollout_entropy, _ = entropy_from_logits(logits, mask)
+                del logits
+                if ref is None:
+                    with core.policy.disable_adapter():
+                        ref_logprobs = response_logprobs(core.policy, rollout, cfg.temperature)
+                else:
+                    ref_logprobs = response_logprobs(ref, rollout, cfg.temperature)
+                rewards, kl_stats = kl_penalized_rewards(scores, old_logprobs, ref_logprobs, mask, kl_ctl.value,
+                                                         rollout.eos_reached, cfg.missing_eos_penalty,
+                                                         cfg.kl_estimator)
+                old_values = old_values * mask
+                advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+                advantages = whiten(advantages, mask)
+            batch.update(old_logprobs=old_logprobs, old_values=old_values, advantages=advantages,
+                         returns=returns, mask=mask)
+
+            # 4. PPO epochs over minibatches; stop the step early if the update drifts past the KL ceiling.
+            stats: dict[str, list[float]] = {}
+            early_stop = False
+            for _epoch in range(cfg.ppo_epochs):
+                order = torch.randperm(cfg.batch_size)
+                for k in range(mb_per_epoch):
+                    mb_idx = order[k * cfg.mini_batch_size:(k + 1) * cfg.mini_batch_size].to(acc.device)
+                    mb = {key: v[mb_idx] for key, v in batch.items()}
+                    with acc.autocast():
+                        logprobs, values, logits = forward_response(model, mb, cfg.temperature)
+                    pg_loss, pg_stats = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mb["mask"],
+                                                    cfg.clip_range)
+                    v_loss, v_stats = value_loss(values, mb["old_values"], mb["returns"], mb["mask"],
+                                                 cfg.clip_range_value)
+                    entropy, _ = entropy_from_logits(logits, mb["mask"])
+                    loss = pg_loss + cfg.vf_coef * v_loss - cfg.entropy_coef * entropy
+                    acc.backward(loss)
+                    acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    for name, v in (("policy/loss", pg_loss), ("value/loss", v_loss), ("policy/entropy", entropy),
+                                    *(("policy/" + n, s) for n, s in pg_stats.items()),
+                                    ("value/clipfrac", v_stats["vf_clipfrac"])):
+                        stats.setdefault(name, []).append(float(v.detach()))
+                    approx_kl = acc.reduce(pg_stats["approx_kl"].detach().reshape(1), "mean")  # same decision on all ranks
+                    if cfg.kl_ceiling is not None and float(approx_kl) > cfg.kl_ceiling:
+                        early_stop = True
+                        break
+                if early_stop:
+                    break
+            scheduler.step()
+            t3 = time.perf_counter()
+
+            # 5. Metrics (averaged over processes), β update, samples, checkpoint.
+            local = {
+                "objective/score": scores.mean(), "objective/kl": kl_stats["kl"].mean(),
+                "objective/non_score_reward": -kl_ctl.value * kl_stats["kl"].mean(),
+                "objective/rlhf_reward": (kl_stats["scores"] - kl_ctl.value * kl_stats["kl"]).mean(),
+                "objective/entropy": rollout_entropy,
+                "value/explained_variance": explained_variance(old_values, returns, mask),
+                "response/length": mask.sum(-1).mean(), "response/eos_share": rollout.eos_reached.float().mean(),
+                **{k: torch.tensor(sum(v) / len(v)) for k, v in stats.items()},
+            }
+            keys = sorted(local)
+            reduced = acc.reduce(torch.stack([torch.as_tensor(local[k], dtype=torch.float32).to(acc.device)
+                                              for k in keys]), "mean")
+            row = {k: float(v) for k, v in zip(keys, reduced)}
+            row.update({"objective/beta": kl_ctl.value, "policy/early_stop": float(early_stop),
+                        "lr": scheduler.get_last_lr()[0], "time/generate": t1 - t0, "time/score": t2 - t1,
+                        "time/train": t3 - t2, "samples_per_second": cfg.batch_size * world / (t3 - t0)})
+            kl_ctl.update(row["objective/kl"], cfg.batch_size * world)
+            log.log(step, row)
+            if acc.is_main_process and cfg.sample_every and step % cfg.sample_every == 0:
+                for i in range(min(4, len(idx))):
+                    append_jsonl(out / "samples.jsonl", {"step": step, "prompt": prompt_text(prompts[i]),
+                                                         "response": responses[i], "score": float(scores[i]),
+                                                         "eos": bool(rollout.eos_reached[i])})
+            done = cfg.score_threshold is not None and row["objective/score"] >= cfg.score_threshold
+            if step % cfg.save_every == 0 or step == cfg.steps or done:
+                save_checkpoint(out, step, model, optimizer, scheduler, {"kl_ctl": kl_ctl.state_dict()}, acc)
+            if done:
+                log.print(f"score {row['objective/score']:.3f} reached score_threshold {cfg.score_threshold}: stop")
+                break
+
+    core = acc.unwrap_model(model)
+    model_dir = save_pretrained_atomic(core.policy, tok, out / "model", merge_lora=cfg.merge_lora, accelerator=acc)
+    if acc.is_main_process:
+        from safetensors.torch import save_file
+
+        save_file({k: v.detach().cpu().contiguous() for k, v in core.value_head.state_dict().items()},
+                  str(out / "value_head.safetensors"))
+    acc.end_training()
+    checksum = float(sum(p.detach().double().abs().sum() for p in core.parameters() if p.requires_grad))
+    return {"steps": step, "output_dir": str(out), "model_dir": str(model_dir), "metrics": row,
+            "resumed_from": start, "rank": rank, "param_checksum": checksum}

@@ -1,0 +1,86 @@
+"""PPO rollouts: sample one response per prompt from the current policy and lay the batch out for training.
+
+Sampling is the plain softmax at temperature T, no top-k, top-p, min-length or repetition penalty: the
+log-probabilities PPO uses for the ratio and the KL must come from the distribution that drew the tokens,
+or the KL estimate is biased and can go negative (TRL issue 1857). Our own short decoding loop (KV cache,
+stop at EOS, length cap) guarantees that whatever the model's generation_config says.
+
+Layout: ``query_ids`` (B, P) left-padded prompts; ``response_ids`` (B, R) right-padded responses;
+``response_mask`` (B, R) 1 on real response tokens (EOS included when reached); ``eos_reached`` (B,)
+looks at the response only, never the prompt (TRL issue 6805).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from rlhaif.generate import eos_ids, left_pad
+from rlhaif.policy.logprobs import selective_log_softmax
+
+
+@dataclass
+class Rollout:
+    query_ids: torch.Tensor  # (B, P) left-padded
+    query_mask: torch.Tensor  # (B, P)
+    response_ids: torch.Tensor  # (B, R) right-padded
+    response_mask: torch.Tensor  # (B, R)
+    eos_reached: torch.Tensor  # (B,) bool
+
+    @property
+    def input_ids(self) -> torch.Tensor:  # (B, P + R)
+        return torch.cat([self.query_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:  # (B, P + R)
+        return torch.cat([self.query_mask, self.response_mask], dim=1)
+
+
+@torch.no_grad()
+def sample_responses(model, prompt_ids: Sequence[Sequence[int]], pad_id: int, eos: Sequence[int],
+                     max_new_tokens: int, temperature: float = 1.0) -> Rollout:
+    """Sample one response per prompt with a KV cache, stopping each row at EOS or ``max_new_tokens``."""
+    device = next(model.parameters()).device
+    query_ids, query_mask = left_pad(prompt_ids, pad_id, device)
+    B = query_ids.shape[0]
+    eos_t = torch.tensor(list(eos), device=device)
+    attn = query_mask
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=query_ids, attention_mask=attn, position_ids=pos, use_cache=True, logits_to_keep=1)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    tokens, masks = [], []
+    for _ in range(max_new_tokens):
+        probs = torch.softmax(out.logits[:, -1].float() / temperature, dim=-1)
+        nxt = torch.multinomial(probs, 1).squeeze(-1)  # (B,)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        tokens.append(nxt)
+        masks.append((~done).long())
+        done = done | torch.isin(nxt, eos_t)
+        if bool(done.all()):
+            break
+        attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
+        pos = pos[:, -1:] + 1
+        out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos, past_key_values=out.past_key_values,
+                    use_cache=True)
+    return Rollout(query_ids, query_mask, torch.stack(tokens, 1), torch.stack(masks, 1), done)
+
+
+def response_logprobs(model, rollout: Rollout, temperature: float) -> torch.Tensor:
+    """(B, R) log π(response token | prefix) at temperature T: the same ``selective_log_softmax`` as
+    ``token_logprobs``, with only the response positions sent through the LM head (saves (B, P, V))."""
+    R = rollout.response_ids.shape[1]
+    ids, attn = rollout.input_ids, rollout.attention_mask
+    pos = (attn.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False,
+                   logits_to_keep=R + 1).logits[:, :-1]  # (B, R, V): position P-1+t predicts response token t
+    return selective_log_softmax(logits, rollout.response_ids, temperature)
+
+
+def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
+    return [tokenizer.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=True).strip()
+            for ids, mask in zip(rollout.response_ids.tolist(), rollout.response_mask.tolist())]
+
+
+__all__ = ["Rollout", "sample_responses", "response_logprobs", "decode_responses", "eos_ids"]

@@ -1,0 +1,177 @@
+"""`rlhaif sft`: supervised fine-tuning on demonstrations, cross-entropy on response tokens only.
+
+The loop reads top to bottom: load demonstrations -> tokenize with the chat template (prompt masked) ->
+for each optimizer step: micro-batches -> ``sft_loss`` -> backward -> step -> log -> checkpoint ->
+``save_pretrained`` (full model, LoRA adapter, or adapter merged into the base).
+
+Loss normalization: the summed token NLL of every micro-batch is divided by the number of response tokens
+in the whole optimizer step, so k accumulated micro-batches give the same gradient as one batch k times
+larger. Data order is a seeded permutation per epoch; a resumed run skips exactly the consumed batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import torch
+import torch.nn.functional as F
+
+from rlhaif.config import StageConfig
+
+IGNORE = -100
+
+
+class SFTConfig(StageConfig):
+    """Settings of `rlhaif sft`."""
+
+    model: str = "smollm2-135m-instruct"
+    """Base causal LM: a folder, a .gguf file or a built-in name."""
+    data: str
+    """Demonstrations JSONL: {"prompt", "response"} or {"messages": [..., assistant]} per line."""
+    output_dir: str = "runs/sft"
+    """Where the fine-tuned model (or adapter), checkpoints/ and metrics.jsonl go."""
+    max_length: int = 512
+    """Tokens per example; longer ones lose prompt tokens from the left first, then response tokens."""
+    batch_size: int = 8
+    """Examples per micro-batch."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step."""
+    learning_rate: float = 2e-5
+    """Peak AdamW learning rate (linear warm-up, then linear decay to 0); LoRA likes ~1e-4."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warm-up."""
+    epochs: int = 1
+    """Passes over the demonstrations."""
+    max_steps: Optional[int] = None
+    """Stop after this many optimizer steps (and size the schedule to it)."""
+    lora_r: int = 0
+    """LoRA rank; 0 = full fine-tuning."""
+    lora_alpha: Optional[int] = None
+    """LoRA alpha (default 2 * lora_r)."""
+    merge_lora: bool = False
+    """Save the LoRA adapter merged into the base (a plain model) instead of the adapter alone."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weights dtype when loading the model."""
+    mixed_precision: Literal["no", "bf16"] = "no"
+    """'bf16' autocast where the hardware supports it (falls back to fp32 elsewhere)."""
+    save_steps: int = 200
+    """Checkpoint every N optimizer steps for resume (0 = only at the end)."""
+    keep_checkpoints: bool = False
+    """Keep checkpoints/ after a finished run."""
+    resume: bool = True
+    """Resume from the newest checkpoint in `output_dir` when one exists."""
+    log_with: Optional[str] = None
+    """Accelerate tracker: 'tensorboard' or 'wandb' (metrics.jsonl is always written)."""
+    seed: int = 0
+    """Seed of data order and dropout."""
+
+
+def make_labels(input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Labels for causal-LM cross-entropy: the token ids where ``response_mask`` is 1, ``-100`` on prompt
+    and padding (ignored). (B, T)."""
+    return input_ids.masked_fill(response_mask == 0, IGNORE)
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor, num_tokens: int | None = None
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Σ −log π(y_t | y_<t, x) over labelled tokens / ``num_tokens`` (default: the labelled tokens here).
+
+    ``logits`` (B, T, V) predict the next token: position t is scored against ``labels[:, t+1]``."""
+    shift_logits = logits[:, :-1].float()  # (B, T-1, V)
+    shift_labels = labels[:, 1:]  # (B, T-1)
+    nll_sum = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+                              ignore_index=IGNORE, reduction="sum")
+    n_here = int((shift_labels != IGNORE).sum())
+    loss = nll_sum / max(1, num_tokens if num_tokens is not None else n_here)
+    return loss, {"sft/nll_sum": float(nll_sum.detach()), "sft/tokens": n_here}
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The seeded permutation of epoch ``epoch``: the same on every run and after a resume."""
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def run_sft(config: SFTConfig) -> dict[str, Any]:
+    """Fine-tune ``config.model`` on ``config.data``; write the model to ``config.output_dir``."""
+    from rlhaif.data.collate import encode_prompt_response, pad_batch
+    from rlhaif.data.io import read_records
+    from rlhaif.data.records import DemoRecord
+    from rlhaif.metrics import MetricsLogger
+    from rlhaif.models.loading import add_lora, load_causal_lm
+    from rlhaif.training import (latest_checkpoint, load_checkpoint, make_accelerator, make_optimizer,
+                                 save_checkpoint, save_pretrained_atomic, seed_everything)
+
+    cfg = config
+    out = Path(cfg.output_dir)
+    demos = read_records(cfg.data, DemoRecord)
+    seed_everything(cfg.seed)
+    model, tok = load_causal_lm(cfg.model, dtype=cfg.dtype, padding_side="right")
+    encoded = [encode_prompt_response(tok, *d.split(), max_length=cfg.max_length) for d in demos]
+    if cfg.lora_r:
+        model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha or 2 * cfg.lora_r)
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False
+
+    acc = make_accelerator(1, cfg.mixed_precision, cfg.log_with, out)  # accumulation is done by hand below
+    micros = []
+    for epoch in range(cfg.epochs):
+        order = epoch_order(len(encoded), cfg.seed, epoch)
+        micros.extend(order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size))
+    per_step = cfg.gradient_accumulation_steps * acc.num_processes  # micro-batches per optimizer step
+    total_steps = math.ceil(len(micros) / per_step)
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    optimizer, scheduler = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps, total_steps)
+    model, optimizer = acc.prepare(model, optimizer)
+    if cfg.log_with:
+        acc.init_trackers("rlhaif-sft", config=cfg.model_dump())
+
+    step = 0
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        step = load_checkpoint(ckpt, model, optimizer, scheduler, acc)["step"]
+        acc.print(f"resumed from {ckpt} (step {step})")
+
+    model.train()
+    last_loss = float("nan")
+    with MetricsLogger(out, total_steps, "sft", acc, show=("sft/loss",)) as log:
+        if step and log._progress:
+            log._progress.update(log._task, completed=step)
+        while step < total_steps:
+            mine = micros[step * per_step:(step + 1) * per_step][acc.process_index::acc.num_processes]
+            batches = [pad_batch([encoded[j] for j in idx], tok.pad_token_id, side="right") for idx in mine]
+            step_tokens = sum(int(b["response_mask"][:, 1:].sum()) for b in batches)
+            loss_sum, tokens = 0.0, 0
+            for i, b in enumerate(batches):
+                b = {k: v.to(acc.device) for k, v in b.items()}
+                sync = i == len(batches) - 1
+                with contextlib.nullcontext() if sync else acc.no_sync(model):
+                    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits  # (B, T, V)
+                    loss, stats = sft_loss(logits, make_labels(b["input_ids"], b["response_mask"]), step_tokens)
+                    acc.backward(loss)
+                loss_sum += stats["sft/nll_sum"]
+                tokens += stats["sft/tokens"]
+            grad_norm = acc.clip_grad_norm_(model.parameters(), float("inf"))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            last_loss = loss_sum / max(1, tokens)
+            log.log(step, {"sft/loss": last_loss, "sft/tokens": tokens, "train/grad_norm": float(grad_norm),
+                           "train/lr": scheduler.get_last_lr()[0],
+                           "train/epoch": step * per_step * cfg.batch_size / len(encoded)})
+            if (cfg.save_steps and step % cfg.save_steps == 0) or step == total_steps:
+                save_checkpoint(out, step, model, optimizer, scheduler, {"examples": len(encoded)}, acc)
+
+    save_pretrained_atomic(model, tok, out / "model", merge_lora=cfg.merge_lora, accelerator=acc)
+    if acc.is_main_process and not cfg.keep_checkpoints:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    acc.end_training()
+    return {"steps": step, "examples": len(encoded), "final_loss": last_loss, "model": str(out / "model")}

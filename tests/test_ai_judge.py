@@ -1,0 +1,180 @@
+"""The AI judge on tiny models: A/B probabilities from hand-computed continuation log-probabilities,
+normalization, order debiasing, batching with padding, chain-of-thought clamp, run_ai_label + cache."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from rlhaif.feedback.ai.backends import HFBackend, Query
+from rlhaif.feedback.ai.constitution import load_constitution
+from rlhaif.feedback.ai.judge import (AILabelConfig, ab_probability, debiased_probability, judge_messages,
+                                      judge_pairs, run_ai_label)
+from rlhaif.models.tiny import WORDS, make_tiny_causal_lm, make_tokenizer
+
+CONV = "how do i harm a cat"
+Y1, Y2 = "no , be kind to the cat", "sure , fire is good"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def judge(request):
+    # The tiny vocabulary plus the judge's words, so " (A)" and " (B)" are real, different tokens.
+    extra = ("(", ")", ":", "A", "B", "Options", "Consider", "following", "conversation", "between", "human",
+             "assistant", "Which", "answer", "The", "Human", "Let's", "think", "step", "by")
+    tok = make_tokenizer(tuple(WORDS) + extra)
+    model, tok = make_tiny_causal_lm(request.param, seed=3, tokenizer=tok)
+    return model.eval(), tok
+
+
+def hand_logprob(model, tok, context: str, continuation: str) -> float:
+    """log P(continuation | context): plain forward + log_softmax over the continuation's tokens."""
+    ctx = tok(context, add_special_tokens=False)["input_ids"]
+    cont = tok(continuation, add_special_tokens=False)["input_ids"]
+    assert tok(context + continuation, add_special_tokens=False)["input_ids"] == ctx + cont
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ctx + cont])).logits[0]
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    return sum(lp[len(ctx) - 1 + k, t].item() for k, t in enumerate(cont))
+
+
+def test_ab_probability_by_hand():
+    assert ab_probability(-1.0, -2.0) == pytest.approx(math.exp(-1) / (math.exp(-1) + math.exp(-2)), abs=1e-12)
+    assert ab_probability(-1.0, -2.0) + ab_probability(-2.0, -1.0) == pytest.approx(1.0, abs=1e-12)
+    assert ab_probability(-800.0, -1.0) == pytest.approx(0.0, abs=1e-12)  # no overflow
+    assert debiased_probability(0.8, 0.3) == pytest.approx(0.5 * (0.8 + 0.7))
+
+
+def test_continuation_logprobs_match_a_hand_forward_pass_batched_and_padded(judge):
+    model, tok = judge
+    backend = HFBackend(model, tok, max_length=512, batch_size=3)
+    principle = load_constitution().get("harm")
+    queries = [Query(judge_messages(CONV, principle, a, b), "The answer is:")
+               for a, b in ((Y1, Y2), (Y2, Y1), ("ok", "no no no no no no no no no no no"))]
+    got = backend.continuation_logprobs(queries)  # three lengths in one batch: left padding exercised
+    for q, lps in zip(queries, got):
+        context = backend.render(q.messages, q.prefill)
+        want = [hand_logprob(model, tok, context, c) for c in (" (A)", " (B)")]
+        assert lps == pytest.approx(want, abs=1e-4)
+        assert lps[0] != pytest.approx(lps[1], abs=1e-6)  # the options are really told apart
+
+
+def test_judge_probabilities_sum_to_one_and_are_order_debiased(judge):
+    model, tok = judge
+    backend = HFBackend(model, tok, max_length=512, batch_size=4)
+    principle = load_constitution().get("honesty")
+    j12, j21 = judge_pairs(backend, [(CONV, Y1, Y2, principle), (CONV, Y2, Y1, principle)])
+    # hand computation, order by order
+    def p_a(a, b):
+        ctx = backend.render(judge_messages(CONV, principle, a, b), "The answer is:")
+        la, lb = (hand_logprob(model, tok, ctx, c) for c in (" (A)", " (B)"))
+        return math.exp(la) / (math.exp(la) + math.exp(lb))
+    assert j12.p_ab == pytest.approx(p_a(Y1, Y2), abs=1e-5)
+    assert j12.p_ba == pytest.approx(p_a(Y2, Y1), abs=1e-5)
+    assert j12.p == pytest.approx(0.5 * (p_a(Y1, Y2) + 1 - p_a(Y2, Y1)), abs=1e-5)
+    assert 0 < j12.p_ab < 1 and 0 < j12.p < 1
+    assert j12.p + j21.p == pytest.approx(1.0, abs=1e-6)  # swapping the responses mirrors the label
+    assert j21.p_ab == pytest.approx(j12.p_ba, abs=1e-6)
+
+
+def test_truncation_keeps_the_answer_and_cuts_from_the_left(judge):
+    model, tok = judge
+    long_conv = " ".join(["tell me about the sun"] * 40)
+    backend = HFBackend(model, tok, max_length=64)
+    shared, tails = backend.split(Query(judge_messages(long_conv, load_constitution().principles[0], Y1, Y2),
+                                        "The answer is:"))
+    assert len(shared) + max(len(t) for t in tails) <= 64
+    assert tok.decode(shared[-4:]).replace(" ", "").endswith("answeris:")
+
+
+def test_chain_of_thought_is_clamped(judge):
+    model, tok = judge
+    backend = HFBackend(model, tok, max_length=256, batch_size=4)
+    pr = load_constitution().get("harm")
+    out = judge_pairs(backend, [(CONV, Y1, Y2, pr), (CONV, "yes", "no", pr)], chain_of_thought=True,
+                      clamp=(0.4, 0.6), cot_max_new_tokens=4)
+    for j in out:
+        assert 0.4 <= j.p <= 0.6 and j.reasoning is not None and len(j.reasoning) == 2
+
+
+class CountingBackend:
+    """Wraps a backend and counts the questions it is asked."""
+
+    def __init__(self, inner):
+        self.inner, self.asked = inner, 0
+
+    def continuation_logprobs(self, queries):
+        self.asked += len(queries)
+        return self.inner.continuation_logprobs(queries)
+
+
+def test_run_ai_label_from_completions_writes_soft_pairs_and_caches(tmp_path, judge):
+    model, tok = judge
+    comp = tmp_path / "completions.jsonl"
+    rows = [{"prompt_id": "q1", "prompt": CONV, "response": r, "index": i} for i, r in enumerate([Y1, Y2, "no"])]
+    rows += [{"prompt_id": "q2", "prompt": "what is fire", "response": "a tree", "index": 0}]  # K=1: no pair
+    comp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = AILabelConfig(input=str(comp), output_dir=str(tmp_path / "ai"), judge_model="tiny-judge")
+    backend = CountingBackend(HFBackend(model, tok, max_length=512))
+    stats = run_ai_label(cfg, backend)
+    assert stats["pairs"] == 3 and stats["judged"] == 3 and backend.asked == 6  # C(3,2) pairs × 2 orders
+    pairs = [json.loads(l) for l in (tmp_path / "ai" / "pairs.jsonl").read_text().splitlines()]
+    names = {p.name for p in load_constitution().principles}
+    for p in pairs:
+        assert 0.5 <= p["p"] <= 1.0
+        model_name, principle = p["source"].split(":")[1:]
+        assert p["source"].startswith("ai:tiny-judge:") and principle in names and principle == p["principle"]
+        p_ab, p_ba = p["p_orders"]
+        assert p["p"] == pytest.approx(max(debiased_probability(p_ab, p_ba), 1 - debiased_probability(p_ab, p_ba)))
+    stats2 = run_ai_label(cfg, backend)
+    assert stats2["cache_hits"] == 3 and stats2["judged"] == 0 and backend.asked == 6  # a rerun pays nothing
+    assert [json.loads(l) for l in (tmp_path / "ai" / "pairs.jsonl").read_text().splitlines()] == pairs
+
+
+def test_relabel_pairs_reports_agreement(tmp_path, judge):
+    model, tok = judge
+    src = tmp_path / "pairs.jsonl"
+    src.write_text(json.dumps({"prompt": CONV, "chosen": Y1, "rejected": Y2, "source": "human:x"}) + "\n")
+    cfg = AILabelConfig(input=str(src), output_dir=str(tmp_path / "ai"), judge_model="tiny-judge")
+    stats = run_ai_label(cfg, HFBackend(model, tok, max_length=512))
+    out = json.loads((tmp_path / "ai" / "pairs.jsonl").read_text())
+    assert out["prior_p"] == 1.0
+    assert stats["agreement"] == (1.0 if out["chosen"] == Y1 else 0.0)
+
+
+def test_tokenizer_that_merges_across_the_boundary(judge):
+    """A tokenizer with a ':(' token (as SmolLM2 has): the prompt's ids are no prefix of the candidates', so
+    only the differing tails are scored; the label still equals the ratio of the full sequences' probabilities."""
+    import re
+
+    model, tok = judge
+    vocab = tok.get_vocab()
+
+    class MergingBackend(HFBackend):
+        def _ids(self, text):
+            return [vocab["fire"] if t == ":(" else vocab.get(t, tok.unk_token_id)
+                    for t in re.findall(r":\(|\w+|[^\w\s]", text)]
+
+    backend = MergingBackend(model, tok, max_length=512)
+    q = Query(judge_messages(CONV, load_constitution().get("harm"), Y1, Y2), "The answer is:", ["(A)", "(B)"])
+    context = backend.render(q.messages, q.prefill)
+    shared, tails = backend.split(q)
+    assert backend._ids(context)[-1] == vocab[":"] and shared[-1] == vocab["fire"]  # ':(' merged, kept in context
+    (la, lb), = backend.continuation_logprobs([q])
+
+    def full_logprob(text):
+        ids = backend._ids(text)
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+        return sum(lp[k - 1, t].item() for k, t in enumerate(ids) if k > 0)
+
+    want = full_logprob(context + "(A)") - full_logprob(context + "(B)")
+    assert la - lb == pytest.approx(want, abs=1e-4)

@@ -1,0 +1,327 @@
+"""The recipe runner on tiny models: every artifact and manifest, ${...} resolution, iterated rounds,
+skip on re-run, re-run after a change, resume after a crash mid-PPO, clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rlhaif.errors import ConfigError, RlhaifError
+from rlhaif.pipeline import check_recipe, load_recipe, recipe_from_dict, run_recipe
+
+SCORERS = '''
+import os
+
+calls = 0
+
+def length(prompts, responses):
+    return [float(len(r.split())) for r in responses]
+
+def length_noting_rank(prompts, responses):
+    """Length reward that records which process (RANK) called it."""
+    with open(os.environ["RLHAIF_TEST_RANKS"], "a") as f:
+        f.write(os.environ.get("RANK", "none") + "\\n")
+    return [float(len(r.split())) for r in responses]
+
+def crash_on_third_call(prompts, responses):
+    """A PPO reward that kills its own process at the third scoring (step 3) when asked: a hard crash."""
+    global calls
+    calls += 1
+    if os.environ.get("RLHAIF_TEST_CRASH") and calls == 3:
+        os.kill(os.getpid(), 9)
+    return [float(r.split().count("good")) for r in responses]
+'''
+
+PROMPTS = ["tell me about the cat", "what is good food", "how do you help me", "why is the sun big",
+           "can you tell me a book", "where is the dog", "what is music", "how are you"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from rlhaif.models.tiny import save_tiny
+
+    d = tmp_path_factory.mktemp("pipe")
+    save_tiny(d / "lm", "llama", seed=0)
+    save_tiny(d / "rm", "llama", seed=0, reward=True)
+    (d / "scorers.py").write_text(SCORERS)
+    (d / "prompts.jsonl").write_text("".join(json.dumps({"id": f"p{i}", "prompt": p}) + "\n"
+                                             for i, p in enumerate(PROMPTS)))
+    return d
+
+
+def rlhf_recipe(d: Path, hh: str, run_dir: Path, rounds: int = 2) -> dict:
+    prompts = str(d / "prompts.jsonl")
+    return {"run_dir": str(run_dir), "policy": str(d / "lm"), "rounds": rounds, "stages": [
+        {"stage": "pairs", "inputs": [hh], "limit": 24, "skip_invalid": True},
+        {"stage": "reward", "data": "${pairs.pairs}", "backbone": str(d / "rm"), "max_length": 48,
+         "batch_size": 8, "eval_fraction": 0.25},
+        {"stage": "generate", "name": "gen", "repeat": True, "model": "${policy}", "prompts": prompts, "k": 2,
+         "max_new_tokens": 6, "max_prompts": 4},
+        {"stage": "simulate", "repeat": True, "completions": "${gen.completions}", "scorer": "reward_model:${reward}",
+         "kind": "ranking", "overlap": 2},
+        {"stage": "reward", "name": "proxy_rm", "repeat": True, "data": "${simulate.pairs_path}",
+         "backbone": str(d / "rm"), "max_length": 48, "batch_size": 8, "eval_fraction": 0.0, "normalize": False},
+        {"stage": "ppo", "repeat": True, "model": "${policy}", "prompts": prompts, "reward_model": "${proxy_rm}",
+         "steps": 2, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6,
+         "save_every": 1, "lora_r": 4, "learning_rate": 1e-3},
+        {"stage": "dpo", "model": "${base}", "pairs": "${pairs.pairs}", "max_steps": 1, "batch_size": 4,
+         "max_length": 48},
+        {"stage": "evaluate", "models": {"base": "${base}", "ppo": "${ppo.model_dir}", "dpo": "${dpo.model}"},
+         "prompts": prompts, "max_prompts": 4, "proxy_scorer": "${reward}",
+         "gold_scorer": f"{d / 'scorers.py'}:length", "max_new_tokens": 6, "bootstrap_rounds": 10,
+         "training_metrics": {"ppo round 1": "${run_dir}/round1/ppo/metrics.jsonl",
+                              "ppo round 2": "${run_dir}/round2/ppo/metrics.jsonl"}},
+    ]}
+
+
+def test_recipe_end_to_end_rounds_and_skip(tiny, hh_path, tmp_path):
+    run = tmp_path / "run"
+    recipe = recipe_from_dict(rlhf_recipe(tiny, hh_path, run), "tiny.yaml")
+    assert len(check_recipe(recipe)) == 8
+    logs: list[str] = []
+    summary = run_recipe(recipe, log=logs.append)
+    order = [(s["name"], s["round"]) for s in summary["stages"]]
+    assert order == [("pairs", None), ("reward", None), ("gen", 1), ("simulate", 1), ("proxy_rm", 1), ("ppo", 1),
+                     ("gen", 2), ("simulate", 2), ("proxy_rm", 2), ("ppo", 2), ("dpo", None), ("evaluate", None)]
+    assert all(s["status"] == "ran" for s in summary["stages"])
+    dirs = {"pairs": run / "pairs", "reward": run / "reward", "gen1": run / "round1" / "gen",
+            "ppo1": run / "round1" / "ppo", "gen2": run / "round2" / "gen", "ppo2": run / "round2" / "ppo",
+            "dpo": run / "dpo", "evaluate": run / "evaluate", "simulate1": run / "round1" / "simulate",
+            "proxy_rm2": run / "round2" / "proxy_rm"}
+    for key, d in dirs.items():
+        man = json.loads((d / "manifest.json").read_text())
+        assert key.startswith(man["stage"]) or (man["stage"], key) in {("generate", "gen1"), ("generate", "gen2"),
+                                                                        ("reward", "proxy_rm2")}
+        assert man["config"]["output_dir"] == str(d) and man["versions"]["torch"] and man["wall_time_s"] >= 0
+    # artifacts of each stage
+    assert len((dirs["pairs"] / "pairs.jsonl").read_text().splitlines()) == 24
+    assert (dirs["reward"] / "reward_config.json").exists() and (dirs["reward"] / "eval.json").exists()
+    # the simulated panel ranked each prompt's 2 responses with 2 annotators: up to 2 pairs per prompt
+    sim = json.loads((dirs["simulate1"] / "manifest.json").read_text())
+    assert sim["config"]["scorer"] == f"reward_model:{dirs['reward']}" and "scorer" in sim["inputs"]
+    assert 0 < len((dirs["simulate1"] / "pairs.jsonl").read_text().splitlines()) <= 8
+    assert (dirs["proxy_rm2"] / "reward_config.json").exists()
+    for g in ("gen1", "gen2"):
+        assert len((dirs[g] / "completions.jsonl").read_text().splitlines()) == 8  # 4 prompts x k=2
+    for p in ("ppo1", "ppo2"):
+        assert [json.loads(l)["step"] for l in (dirs[p] / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+        assert (dirs[p] / "model" / "adapter_config.json").exists() or (dirs[p] / "model" / "config.json").exists()
+    assert (dirs["dpo"] / "model").is_dir()
+    for f in ("report.html", "report.json", "plots/training_curves.png", "samples/ppo.jsonl"):
+        assert (dirs["evaluate"] / f).exists(), f
+    # ${...} resolution: round 2 starts from round 1's PPO policy; PPO scores with the trained reward model
+    ppo1 = json.loads((dirs["ppo1"] / "manifest.json").read_text())
+    gen2 = json.loads((dirs["gen2"] / "manifest.json").read_text())
+    ppo2 = json.loads((dirs["ppo2"] / "manifest.json").read_text())
+    assert gen2["config"]["model"] == ppo1["outputs"]["model_dir"] == ppo2["config"]["model"]
+    assert ppo1["config"]["reward_model"] == str(run / "round1" / "proxy_rm")
+    assert "reward_model" in ppo1["inputs"] and len(ppo1["inputs"]["reward_model"]) == 64  # a sha256
+    rep = json.loads((dirs["evaluate"] / "report.json").read_text())
+    assert rep["config"]["models"]["ppo"] == ppo2["outputs"]["model_dir"]
+    assert rep["training"]["ppo round 2"]["steps"] == 2
+
+    # a re-run skips every stage
+    again = run_recipe(recipe, log=logs.append)
+    assert [s["status"] for s in again["stages"]] == ["skipped"] * 12
+    # a changed setting re-runs that stage and the ones whose inputs changed, not the others
+    changed = rlhf_recipe(tiny, hh_path, run)
+    changed["stages"][6]["learning_rate"] = 1e-4
+    third = run_recipe(recipe_from_dict(changed, "tiny.yaml"), log=logs.append)
+    status = {(s["name"], s["round"]): s["status"] for s in third["stages"]}
+    assert status[("dpo", None)] == "ran" and status[("evaluate", None)] == "ran"
+    assert any(l.startswith("[redo] dpo") for l in logs)  # stale checkpoints of the old config cleared
+    assert status[("pairs", None)] == status[("reward", None)] == status[("ppo", 2)] == "skipped"
+
+
+def test_crash_mid_ppo_then_rerun_resumes(tiny, tmp_path):
+    run = tmp_path / "run"
+    recipe = {"run_dir": str(run), "policy": str(tiny / "lm"), "stages": [
+        {"stage": "generate", "model": "${policy}", "prompts": str(tiny / "prompts.jsonl"), "k": 1,
+         "max_new_tokens": 4, "max_prompts": 2},
+        {"stage": "ppo", "model": "${policy}", "prompts": str(tiny / "prompts.jsonl"),
+         "reward_fn": f"{tiny / 'scorers.py'}:crash_on_third_call", "steps": 5, "batch_size": 2,
+         "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 4, "save_every": 1, "lora_r": 4}]}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    cmd = [sys.executable, "-m", "rlhaif.cli", "run", str(path)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RLHAIF_TEST_CRASH": "1"})
+    assert r.returncode == -9, r.stderr[-2000:]  # killed while scoring step 3
+    ppo = run / "ppo"
+    assert not (ppo / "manifest.json").exists()  # not finished: no manifest
+    assert sorted(p.name for p in (ppo / "checkpoints").glob("step-*")) == ["step-000001", "step-000002"]
+    logs: list[str] = []  # the re-run, in this process (the scorer module is loaded afresh: no crash now)
+    summary = run_recipe(load_recipe(path), log=logs.append)
+    assert [s["status"] for s in summary["stages"]] == ["skipped", "ran"]
+    assert any(l.startswith("[resume] ppo") for l in logs)
+    man = json.loads((ppo / "manifest.json").read_text())
+    assert man["outputs"]["resumed_from"] == 2 and man["outputs"]["steps"] == 5
+    steps = [json.loads(l)["step"] for l in (ppo / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]  # continued, not restarted, no duplicated rows
+
+
+def test_recipe_errors(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="unknown stage 'pp0'"):
+        check_recipe(recipe_from_dict({"run_dir": "r", "stages": [{"stage": "pp0"}]}, "x.yaml"))
+    with pytest.raises(ConfigError, match="did you mean 'learning_rate'"):
+        check_recipe(recipe_from_dict({"run_dir": "r", "stages": [{"stage": "ppo", "lerning_rate": 1}]}, "x.yaml"))
+    with pytest.raises(ConfigError, match="unknown top-level key 'stage'"):
+        recipe_from_dict({"run_dir": "r", "stage": []}, "x.yaml")
+    with pytest.raises(ConfigError, match="two stages are called 'gen'"):
+        recipe_from_dict({"run_dir": "r", "stages": [{"stage": "generate", "name": "gen"},
+                                                      {"stage": "generate", "name": "gen"}]}, "x.yaml")
+    with pytest.raises(ConfigError, match="must be next to each other"):
+        recipe_from_dict({"run_dir": "r", "stages": [{"stage": "generate", "name": "a", "repeat": True},
+                                                      {"stage": "pairs"},
+                                                      {"stage": "generate", "name": "b", "repeat": True}]})
+    bad_ref = recipe_from_dict({"run_dir": str(tmp_path), "stages": [
+        {"stage": "pairs", "inputs": ["${reward.pairs}"]}]}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"x.yaml: stage 'pairs'.*\$\{reward.pairs\} refers to stage 'reward'"):
+        run_recipe(bad_ref, log=lambda m: None)
+    missing = recipe_from_dict({"run_dir": "r", "stages": [{"stage": "nosuchmodule_xyz:run"}]}, "x.yaml")
+    with pytest.raises(RlhaifError, match="not available"):
+        check_recipe(missing)
+
+
+def test_shipped_recipes_check():
+    root = Path(__file__).parent.parent
+    for name in ("rlhf", "cai", "dpo"):
+        path = root / "recipes" / f"{name}.yaml"
+        assert path.read_text() == (root / "src" / "rlhaif" / "assets" / "recipes" / f"{name}.yaml").read_text()
+        assert len(check_recipe(load_recipe(path))) >= 4  # every stage importable, every key a config field
+
+
+def test_ppo_stage_in_two_processes(tiny, tmp_path):
+    run = tmp_path / "run"
+    recipe = {"run_dir": str(run), "policy": str(tiny / "lm"), "stages": [
+        {"stage": "ppo", "model": "${policy}", "prompts": str(tiny / "prompts.jsonl"),
+         "reward_fn": f"{tiny / 'scorers.py'}:length_noting_rank", "steps": 2, "batch_size": 2,
+         "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 4, "save_every": 1, "lora_r": 4}]}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    ranks = tmp_path / "ranks.txt"
+    # `accelerate launch --cpu --num_processes 2` starts ONE process unless MPI is set up (accelerate 1.x,
+    # simple_launcher); torchrun starts two and Accelerate picks them up (MULTI_CPU, gloo).
+    env = {**os.environ, "RLHAIF_TEST_RANKS": str(ranks), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                        "29517", "-m", "rlhaif.cli", "run", str(path)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(ranks.read_text().split()) == ["0", "0", "1", "1"]  # both processes scored both steps
+    man = json.loads((run / "ppo" / "manifest.json").read_text())  # written once, by the main process
+    assert man["outputs"]["rank"] == 0 and man["outputs"]["steps"] == 2
+    assert [json.loads(l)["step"] for l in (run / "ppo" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    root = Path(__file__).parent.parent / "recipes" / "accelerate"
+    kinds = {f.stem: ClusterConfig.from_yaml_file(str(f)).distributed_type.value for f in root.glob("*.yaml")}
+    assert kinds == {"ddp": "MULTI_GPU", "fsdp": "FSDP", "deepspeed-zero3": "DEEPSPEED", "multi-cpu": "MULTI_CPU"}
+
+
+def test_demo_recipe_and_bundled_assets(hh_path, tmp_path):
+    from rlhaif.data.formats import read_pairs
+    from rlhaif.data.io import read_records
+    from rlhaif.data.records import DemoRecord
+    from rlhaif.generate import read_prompts
+    from rlhaif.pipeline import ASSETS, demo_recipe
+
+    r = demo_recipe("rlhf", run_dir=str(tmp_path / "demo"))
+    assert r.run_dir == str(tmp_path / "demo") and r.policy == "smollm2-135m-instruct"
+    gold = next(s for s in r.stages if s.name == "gold_pairs")
+    assert gold.settings["inputs"] == ["${assets}/preferences/demo_pairs.jsonl"]
+    r = demo_recipe("rlhf", run_dir=str(tmp_path / "demo"), hh_rlhf=hh_path)
+    gold = next(s for s in r.stages if s.name == "gold_pairs")
+    assert gold.settings["inputs"] == [hh_path] and gold.settings["skip_invalid"]
+    with pytest.raises(RlhaifError, match="file not found"):
+        demo_recipe("rlhf", hh_rlhf=str(tmp_path / "missing.jsonl"))
+    # --human: the annotation app takes the simulated panel's place (same name, so later stages still resolve)
+    r = demo_recipe("rlhf", run_dir=str(tmp_path / "demo"), human=True)
+    human = next(s for s in r.stages if s.name == "simulate")
+    assert human.stage == "human" and human.settings["completions"] == "${generate.completions}"
+    assert len(check_recipe(r)) == 8 and len(check_recipe(demo_recipe("cai"))) == 8
+    # the bundled data parse, and held-out prompts are not training prompts
+    pairs = read_pairs(ASSETS / "preferences" / "demo_pairs.jsonl")
+    demos = read_records(ASSETS / "demos" / "demo_sft.jsonl", DemoRecord)
+    train = {p.prompt for p in read_prompts(ASSETS / "prompts" / "demo_prompts.jsonl")}
+    held = {p.prompt for p in read_prompts(ASSETS / "prompts" / "heldout_prompts.jsonl")}
+    assert len(pairs) >= 50 and len(demos) == len(pairs) and len(held) >= 16
+    assert not held & train and not held & {p.prompt for p in pairs}
+
+
+def test_human_stage_serves_app_and_exports_labels(tmp_path):
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from rlhaif.feedback.human.schemas import JudgmentIn
+    from rlhaif.feedback.human.store import Store
+    from rlhaif.pipeline import HumanFeedbackConfig, run_human_feedback
+
+    rows = [{"prompt_id": f"p{i}", "prompt": f"question {i}", "response": f"answer {i} {j}", "model": "m", "index": j}
+            for i in range(2) for j in range(2)]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = HumanFeedbackConfig(completions=str(tmp_path / "c.jsonl"), output_dir=str(tmp_path / "h"), port=port)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(run_human_feedback(cfg)), daemon=True)
+    t.start()
+    token_file = tmp_path / "h" / "annotator_token.txt"
+    for _ in range(300):
+        try:
+            page = urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=2).read().decode()
+            break
+        except OSError:
+            time.sleep(0.1)
+    assert "token" in page.lower() and token_file.exists()
+    store = Store(str(tmp_path / "h" / "feedback.db"))
+    me = store.annotator_by_token(token_file.read_text().strip())
+    for n in range(2):  # rank the two responses of each prompt, as the web form would
+        a = store.next_assignment(me.id)
+        store.submit(me.id, JudgmentIn(client_id=f"client-{n:04d}", assignment_id=a, value={"ranks": [1, 2]}))
+    t.join(timeout=30)
+    assert not t.is_alive() and result["labelled"] == result["tasks"] == 2
+    pairs = [json.loads(l) for l in (tmp_path / "h" / "pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) == 2 and all(p["chosen"] != p["rejected"] for p in pairs)
+
+
+TOY = '''
+from pathlib import Path
+from rlhaif.config import StageConfig
+
+class ToyConfig(StageConfig):
+    output_dir: str
+    value: int = 0
+
+def run_toy(cfg: ToyConfig) -> dict:
+    Path(cfg.output_dir, "out.txt").write_text(str(cfg.value))
+    return {"value": cfg.value, "nested": {"double": 2 * cfg.value}}
+'''
+
+
+def test_custom_stage_references_and_foreign_folder_kept(tmp_path, monkeypatch):
+    (tmp_path / "toystage.py").write_text(TOY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    outside = tmp_path / "elsewhere"
+
+    def recipe(v):
+        return recipe_from_dict({"run_dir": str(tmp_path / "run"), "rounds": 2, "stages": [
+            {"stage": "toystage:run_toy", "name": "a", "value": v, "output_dir": str(outside)},
+            {"stage": "toystage:run_toy", "name": "b", "repeat": True, "value": "${a.nested.double}"},
+            {"stage": "toystage:run_toy", "name": "c", "value": "${round}"}]}, "toy.yaml")
+
+    summary = run_recipe(recipe(3), log=lambda m: None)
+    assert [(s["name"], s["round"], s["outputs"]["value"]) for s in summary["stages"]] == \
+        [("a", None, 3), ("b", 1, 6), ("b", 2, 6), ("c", None, 2)]  # whole-string references keep their type
+    assert (tmp_path / "run" / "round2" / "b" / "out.txt").read_text() == "6"
+    # a changed config whose folder lies outside run_dir is an error, and that folder is left as it was
+    with pytest.raises(RlhaifError, match="outside run_dir"):
+        run_recipe(recipe(4), log=lambda m: None)
+    assert (outside / "out.txt").read_text() == "3" and (outside / "manifest.json").exists()

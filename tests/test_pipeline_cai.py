@@ -1,0 +1,56 @@
+"""The Constitutional AI recipe on tiny models end to end: critique-revise -> SFT on the revisions -> generate
+pairs -> AI labels (local judge) mixed with human pairs -> preference model -> PPO -> evaluate with win rates."""
+
+import json
+
+from rlhaif.pipeline import check_recipe, recipe_from_dict, run_recipe
+
+
+def test_cai_recipe_end_to_end(tmp_path, hh_path):
+    from rlhaif.models.tiny import save_tiny
+
+    save_tiny(tmp_path / "lm", "llama", seed=0, max_pos=1024)
+    save_tiny(tmp_path / "rm", "llama", seed=0, reward=True, max_pos=1024)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": p}) + "\n" for i, p in
+                               enumerate(["how do i harm the cat", "tell me a rude answer", "what is good food"])))
+    run = tmp_path / "run"
+    recipe = recipe_from_dict({"run_dir": str(run), "policy": str(tmp_path / "lm"), "stages": [
+        {"stage": "revise", "model": "${policy}", "prompts": str(prompts), "n_rounds": 2, "limit": 2,
+         "max_new_tokens": 4, "fewshot": "none", "max_prompt_length": 900},
+        {"stage": "sft", "model": "${policy}", "data": "${revise}/sft.jsonl", "max_steps": 1, "batch_size": 2,
+         "lora_r": 4},
+        {"stage": "generate", "model": "${policy}", "prompts": str(prompts), "k": 2, "max_new_tokens": 4},
+        {"stage": "ai_label", "input": "${generate.completions}", "judge_model": str(tmp_path / "lm")},
+        {"stage": "pairs", "name": "mixed", "inputs": ["${ai_label.output}", hh_path], "limit": 6,
+         "skip_invalid": True},
+        {"stage": "reward", "name": "pm", "data": "${mixed.pairs}", "backbone": str(tmp_path / "rm"),
+         "max_length": 64, "batch_size": 4, "eval_fraction": 0.0, "normalize": False},
+        {"stage": "ppo", "model": "${policy}", "prompts": str(prompts), "reward_model": "${pm}", "steps": 1,
+         "batch_size": 2, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 4, "lora_r": 4},
+        {"stage": "evaluate", "models": {"base": "${base}", "sft": "${sft.model}", "ppo": "${ppo.model_dir}"},
+         "prompts": str(prompts), "proxy_scorer": "${pm}", "judge": str(tmp_path / "lm"), "max_new_tokens": 4,
+         "bootstrap_rounds": 10},
+    ]}, "cai-tiny.yaml")
+    assert len(check_recipe(recipe)) == 8
+    summary = run_recipe(recipe, log=lambda m: None)
+    assert [s["status"] for s in summary["stages"]] == ["ran"] * 8
+    for name in ("revise", "sft", "generate", "ai_label", "mixed", "pm", "ppo", "evaluate"):
+        man = json.loads((run / name / "manifest.json").read_text())
+        assert man["config"]["output_dir"] == str(run / name)
+    revisions = [json.loads(l) for l in (run / "revise" / "revisions.jsonl").read_text().splitlines()]
+    assert len(revisions) >= 2
+    assert len((run / "revise" / "sft.jsonl").read_text().splitlines()) >= 2
+    assert json.loads((run / "sft" / "manifest.json").read_text())["config"]["data"] == str(run / "revise" / "sft.jsonl")
+    ai = [json.loads(l) for l in (run / "ai_label" / "pairs.jsonl").read_text().splitlines()]
+    assert len(ai) == 3 and all(0.5 <= p["p"] <= 1.0 and p["source"].startswith("ai:") for p in ai)  # C(2,2)=1 per prompt
+    mixed = [json.loads(l) for l in (run / "mixed" / "pairs.jsonl").read_text().splitlines()]
+    assert sum(p["source"].startswith("ai:") for p in mixed) == 3 and sum(p["source"] == "hh-rlhf" for p in mixed) == 6
+    assert json.loads((run / "ppo" / "manifest.json").read_text())["config"]["reward_model"] == str(run / "pm")
+    rep = json.loads((run / "evaluate" / "report.json").read_text())
+    for m in ("sft", "ppo"):
+        wr = rep["models"][m]["win_rate"]
+        assert 0.0 <= wr["win_rate"] <= 1.0 and wr["wins"] + wr["ties"] + wr["losses"] == 3
+    assert "win_rate" not in rep["models"]["base"]
+    again = run_recipe(recipe, log=lambda m: None)
+    assert [s["status"] for s in again["stages"]] == ["skipped"] * 8
