@@ -64,7 +64,7 @@ def main() -> None:
     log = out / "judgments.jsonl"
     from rlhaif.data.io import append_jsonl, read_jsonl_tolerant
 
-    done = read_jsonl_tolerant(log)
+    done = list({r["i"]: r for r in reversed(read_jsonl_tolerant(log))}.values())  # one row per pair index
     if not args.summarize:
         import torch
 
@@ -82,10 +82,12 @@ def main() -> None:
         principles = [constitution.sample_principle(rng) for _ in pairs]
         model, tok = load_causal_lm(args.model)
         backend = HFBackend(model, tok, name=args.model, max_length=args.max_length, batch_size=args.batch_size)
+        have = {r["i"] for r in done}
+        todo = [i for i in range(len(pairs)) if i not in have]
         start = len(done)
         t0 = time.time()
-        for s in range(start, len(pairs), args.chunk):
-            idx = range(s, min(s + args.chunk, len(pairs)))
+        for s in range(0, len(todo), args.chunk):
+            idx = todo[s:s + args.chunk]
             judged = judge_pairs(backend, [(pairs[i].prompt, pairs[i].chosen, pairs[i].rejected, principles[i])
                                            for i in idx])
             for i, j in zip(idx, judged):
@@ -96,6 +98,9 @@ def main() -> None:
             print(f"{len(done)}/{len(pairs)} pairs, {rate:.2f} pairs/s, {json.dumps(summarize(done))}", flush=True)
     if not done:
         sys.exit("no judgments yet")
+    done.sort(key=lambda r: r["i"])
+    n_first = next((k for k, r in enumerate(done) if r["i"] != k), len(done))
+    done = done[:n_first]  # report the first N pairs of the file, without gaps
     result = {"model": args.model, "data": Path(args.data).name, "max_length": args.max_length, **summarize(done)}
     (out / "summary.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

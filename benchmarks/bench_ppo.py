@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TRL_PY = ROOT / ".bench-venvs" / "trl-1.0.0" / "bin" / "python"
-SIZES = {"tiny": dict(hidden=64, layers=2), "7m": dict(hidden=256, layers=10)}
+SIZES = {"tiny": dict(hidden=128, layers=2), "7m": dict(hidden=256, layers=12)}
 
 
 def our_side(settings_path: str) -> None:

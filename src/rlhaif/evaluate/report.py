@@ -154,7 +154,7 @@ def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_i
         for k in ("proxy", "gold"):
             if k in r and name != baseline and k in results[baseline]:
                 r[f"{k}_delta_vs_baseline"] = r[k]["mean"] - results[baseline][k]["mean"]
-    report = {"baseline": baseline, "leaderboard_scorer": kind, "models": results, "leaderboard": board,
+    report = {"baseline": baseline, "reference": cfg.reference or baseline, "leaderboard_scorer": kind, "models": results, "leaderboard": board,
               "training": training, "notes": notes, "prompts": len(set(prompt_ids)), "responses_per_model":
               len(prompts), "config": cfg.model_dump(mode="json")}
     (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -183,7 +183,8 @@ def _html(report, plots, prompts, responses, per_model, n_samples, prompt_text) 
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>rlhaif evaluation</title>"
          f"<style>{_CSS}</style></head><body><h1>rlhaif evaluation</h1>",
          f"<p>{report['prompts']} held-out prompts, {report['responses_per_model']} responses per model; "
-         f"baseline <b>{e(report['baseline'])}</b>. Scores: mean ± 95 % interval.</p>",
+         f"baseline <b>{e(report['baseline'])}</b>, KL measured to <b>{e(str(report['reference']))}</b> "
+         f"(nats per response). Scores: mean ± 95 % interval.</p>",
          "<h2>Models</h2><table><tr><th>model</th>" + "".join(f"<th>{e(t)}</th>" for _, t in cols) + "</tr>"]
     for name, r in models.items():
         cells = []

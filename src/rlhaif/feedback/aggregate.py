@@ -5,7 +5,7 @@ a model name) and the outcome ``y`` = 1 when ``a`` won, 0 when ``b`` won, 0.5 fo
 
 - ``elo``/``elo_averaged``: online Elo as Chatbot Arena computes it (K=4, base 10, scale 400, start 1000),
   averaged over shuffled orders because online Elo depends on the order of the votes.
-- ``bradley_terry``: maximum likelihood of P(a beats b) = 1 / (1 + 10^((R_b - R_a)/400)) over the weighted
+- ``bradley_terry``: maximum likelihood (Newton) of P(a beats b) = 1 / (1 + 10^((R_b - R_a)/400)) over the weighted
   unique outcomes, with a small L2 prior so an undefeated item or a disconnected graph stays finite;
   ``bootstrap_bt`` resamples the outcome counts multinomially (Chatbot Arena) for 95 % intervals.
 - ``krippendorff_alpha``: nominal or interval alpha from the coincidence matrix (missing values allowed).
@@ -21,7 +21,6 @@ from itertools import combinations
 from typing import Any, Hashable, Iterable, Sequence
 
 import numpy as np
-from scipy.optimize import minimize
 
 Comparison = tuple  # (a, b, y) or (a, b, y, weight)
 
@@ -84,23 +83,44 @@ def _unique_outcomes(comparisons: Iterable[Comparison]) -> tuple[list[Hashable],
 
 
 def _fit_bt(n_items: int, ia: np.ndarray, ib: np.ndarray, ys: np.ndarray, ws: np.ndarray, l2: float) -> np.ndarray:
-    """Minimise Σ w·BCE(σ(ln10·(r_a - r_b)), y) / Σw + l2·Σ r²; r in base-10 units (rating = 400·r + 1000)."""
+    """Minimise Σ w·BCE(σ(ln10·(r_a - r_b)), y) / Σw + l2·Σ r²; r in base-10 units (rating = 400·r + 1000).
+
+    Newton's method with backtracking: the objective is strictly convex (the L2 term), so a few exact
+    steps converge where L-BFGS crawls on the flat direction of an undefeated item."""
     alpha = math.log(ELO_BASE)
     total = max(ws.sum(), 1e-12)
 
-    def f(r: np.ndarray) -> tuple[float, np.ndarray]:
+    def loss(r: np.ndarray) -> float:
         z = alpha * (r[ia] - r[ib])
-        # log σ(z) and log σ(-z) computed stably
-        ls_pos, ls_neg = -np.logaddexp(0.0, -z), -np.logaddexp(0.0, z)
-        loss = -(ws * (ys * ls_pos + (1 - ys) * ls_neg)).sum() / total + l2 * (r ** 2).sum()
-        g_z = ws * (1.0 / (1.0 + np.exp(-z)) - ys) / total * alpha
-        grad = np.zeros(n_items)
+        return float((ws * (ys * np.logaddexp(0.0, -z) + (1 - ys) * np.logaddexp(0.0, z))).sum() / total
+                     + l2 * (r ** 2).sum())
+
+    r = np.zeros(n_items)
+    f = loss(r)
+    for _ in range(100):
+        z = alpha * (r[ia] - r[ib])
+        p = 1.0 / (1.0 + np.exp(-z))
+        g_z = ws * (p - ys) / total * alpha
+        grad = 2 * l2 * r
         np.add.at(grad, ia, g_z)
         np.add.at(grad, ib, -g_z)
-        return float(loss), grad + 2 * l2 * r
-
-    res = minimize(f, np.zeros(n_items), jac=True, method="L-BFGS-B", options={"maxiter": 1000, "gtol": 1e-10})
-    return res.x
+        h_z = ws * p * (1 - p) / total * alpha ** 2
+        hess = 2 * l2 * np.eye(n_items)
+        np.add.at(hess, (ia, ia), h_z)
+        np.add.at(hess, (ib, ib), h_z)
+        np.add.at(hess, (ia, ib), -h_z)
+        np.add.at(hess, (ib, ia), -h_z)
+        step = np.linalg.solve(hess, grad)
+        t = 1.0
+        while t > 1e-8:
+            f_new = loss(r - t * step)
+            if f_new <= f - 1e-4 * t * float(grad @ step):
+                break
+            t *= 0.5
+        r, f = r - t * step, f_new
+        if float(np.abs(grad).max()) < 1e-12 or t * float(np.abs(step).max()) < 1e-10:
+            break
+    return r
 
 
 def bradley_terry(comparisons: Iterable[Comparison], l2: float = 1e-4) -> dict[Hashable, float]:

@@ -113,8 +113,8 @@ def label_campaign(store, specs: Sequence[AnnotatorSpec], scorer: Scorer, seed: 
         rng = random.Random(f"{seed}:{k}")
         aid_ann = ids[f"sim-{spec.name}"]
         batch = []
-        for aid in store.pending(aid_ann):
-            view = store.task_view(aid, aid_ann)
+        for view in store.pending_views(aid_ann):
+            aid = view["assignment_id"]
             prompt = prompt_text([_msg(m) for m in view["messages"]]) if len(view["messages"]) > 1 else view["messages"][0]["content"]
             scores = scorer([prompt] * len(view["responses"]), view["responses"])
             value = simulated_value(spec, view["kind"], scores, view["responses"], rng)

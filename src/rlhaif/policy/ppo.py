@@ -277,11 +277,19 @@ def run_ppo(cfg: PPOConfig) -> dict:
         state = load_checkpoint(ckpt, model, optimizer, scheduler, acc)  # weights, optimizer, scheduler, RNG
         start = state["step"]
         kl_ctl.load_state_dict(state["kl_ctl"])
-        if acc.is_main_process and (out / "metrics.jsonl").exists():  # drop rows logged after that checkpoint
-            write_jsonl(out / "metrics.jsonl", [r for r in read_jsonl_tolerant(out / "metrics.jsonl")
-                                                if r.get("step", 0) <= start])
+        for name in ("metrics.jsonl", "samples.jsonl"):  # drop rows logged after that checkpoint
+            if acc.is_main_process and (out / name).exists():
+                write_jsonl(out / name, [r for r in read_jsonl_tolerant(out / name) if r.get("step", 0) <= start])
     else:
         seed_everything(cfg.seed + rank)  # each process samples differently
+        if acc.is_main_process:  # a fresh start: old logs and checkpoints in this folder belong to another run
+            for name in ("metrics.jsonl", "samples.jsonl"):
+                (out / name).unlink(missing_ok=True)
+            if (out / "checkpoints").exists():
+                import shutil
+
+                shutil.rmtree(out / "checkpoints")
+    acc.wait_for_everyone()
     if acc.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / "ppo_config.json").write_text(cfg.model_dump_json(indent=2))

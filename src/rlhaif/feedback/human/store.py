@@ -284,6 +284,24 @@ class Store:
             return list(s.scalars(select(m.Assignment.id).where(m.Assignment.annotator_id == annotator_id,
                                                                 m.Assignment.status == "pending").order_by(m.Assignment.id)))
 
+    def pending_views(self, annotator_id: int) -> list[dict[str, Any]]:
+        """All pending assignments of one annotator as (id, kind, messages, responses in their order), in three
+        queries: for batch labelers (the simulated panel) that would otherwise call ``task_view`` per task."""
+        with self.read() as s:
+            rows = s.execute(select(m.Assignment, m.Task, m.Prompt).join(m.Task, m.Task.id == m.Assignment.task_id)
+                             .join(m.Prompt, m.Prompt.id == m.Task.prompt_id)
+                             .where(m.Assignment.annotator_id == annotator_id, m.Assignment.status == "pending")
+                             .order_by(m.Assignment.id)).all()
+            ids = {r for a, _, _ in rows for r in json.loads(a.display_order)}
+            texts = dict(s.execute(select(m.Response.id, m.Response.text).where(m.Response.id.in_(ids))).all()) if ids else {}
+        out = []
+        for a, t, p in rows:
+            prompt = json.loads(p.prompt)
+            out.append({"assignment_id": a.id, "kind": t.kind,
+                        "messages": [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt,
+                        "responses": [texts[r] for r in json.loads(a.display_order)]})
+        return out
+
     def _insert(self, s: Session, annotator_id: int, j: JudgmentIn) -> JudgmentOut:
         a = s.get(m.Assignment, j.assignment_id)
         if a is None or a.annotator_id != annotator_id:
