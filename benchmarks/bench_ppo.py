@@ -1,14 +1,25 @@
 """`rlhaif ppo` vs TRL 1.0.0's PPOTrainer (trl.experimental.ppo, in .bench-venvs/trl-1.0.0), same run.
 
-Both sides get the same policy (a random tiny Llama saved to a folder, word-level tokenizer), the same reward
+Both sides get the same policy (a random Llama saved to a folder, word-level tokenizer), the same reward
 model (a random sequence-classification Llama with the same tokenizer), the same 16 prompts, batch size,
-mini-batch size, PPO epochs, response length, temperature and learning rate. TRL's value model is a full
-separate sequence-classification copy of the policy (its only option); rlhaif's default is a value head on
-the policy's trunk, and the ``ours-sepvalue`` row uses a separate value model like TRL's.
-Each side runs in its own subprocess; samples/s is measured from the end of step 1 to the end of the last
-step (set-up and first-step warm-up excluded); peak memory is the subprocess's peak RSS. Medians of --reps.
+mini-batch size, PPO epochs, response length, temperature, KL coefficient and learning rate.
 
-    python benchmarks/bench_ppo.py --reps 3
+Rows per model size:
+  full      full fine-tuning. rlhaif: value head on the policy's trunk (its default); TRL: a separate value
+            model (its only option). ``full-sepvalue`` is rlhaif with a separate value model like TRL's, the
+            strictly equal setting.
+  lora      LoRA r=8 on the policy; the reference is the policy with the adapter disabled on both sides. TRL's
+            value model stays a separate fully trained copy (its design); rlhaif uses its value head.
+
+Each side runs in its own subprocess; every repetition alternates which side goes first. Timed span: from the
+end of step 1 to the end of the last step (set-up and first-step warm-up excluded), as wall time (samples/s)
+and as the process's CPU time (samples per CPU-second, less sensitive to other load on the machine).
+Memory: peak RSS of the subprocess, and the peak above the RSS measured after imports, before any model is
+loaded (what the run itself adds; the libraries each side imports differ). On CUDA also the peak
+``torch.cuda.max_memory_allocated``. Medians of --reps.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_ppo.py --reps 3                       # CPU, tiny + ~7M
+    python benchmarks/bench_ppo.py --device cuda --sizes 0.6b --reps 3 --steps 5    # GPU, ~0.6B Llama
 """
 
 from __future__ import annotations
@@ -21,102 +32,159 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TRL_PY = ROOT / ".bench-venvs" / "trl-1.0.0" / "bin" / "python"
-SIZES = {"tiny": dict(hidden=128, layers=2), "7m": dict(hidden=256, layers=12)}
+TRL_SIDE = ROOT / "benchmarks" / "ppo_trl_side.py"
+SIZES = {"tiny": dict(hidden=128, layers=2), "7m": dict(hidden=256, layers=12),
+         "0.6b": dict(hidden=2048, layers=16, heads=16, max_pos=1024)}
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_report(baseline_mib: float) -> dict:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"peak_rss_mib": peak, "peak_rss_above_imports_mib": peak - baseline_mib}
+    import torch
+
+    if torch.cuda.is_available():
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
 
 
 def our_side(settings_path: str) -> None:
     s = json.loads(Path(settings_path).read_text())
+    import accelerate  # noqa: F401  (imported before the baseline, as TRL's side imports its libraries)
+    import peft  # noqa: F401
+    import torch
+    import transformers  # noqa: F401
+
+    from rlhaif import metrics
     from rlhaif.policy.ppo import PPOConfig, run_ppo
 
+    if s.get("threads"):
+        torch.set_num_threads(s["threads"])
+    baseline = current_rss_mib()
+    clocks: list[tuple[float, float]] = []  # (wall, CPU) at the end of every step
+    log = metrics.MetricsLogger.log
+
+    def timed_log(self, step, row, **kw):
+        clocks.append((time.perf_counter(), time.process_time()))
+        return log(self, step, row, **kw)
+
+    metrics.MetricsLogger.log = timed_log
     cfg = PPOConfig(model=s["policy"], prompts=s["prompts"], output_dir=s["out"], reward_model=s["reward"],
                     value_model=s["policy"] if s.get("separate_value") else None, lora_r=s["lora_r"],
                     lora_alpha=2 * s["lora_r"], learning_rate=s["lr"], steps=s["steps"], batch_size=s["batch_size"],
                     mini_batch_size=s["mini_batch_size"], ppo_epochs=s["ppo_epochs"],
-                    max_new_tokens=s["max_new_tokens"], temperature=s["temperature"], kl_coef=0.05, seed=s["seed"],
-                    save_every=10_000, sample_every=0, resume=False, kl_ceiling=None, max_prompt_length=128)
+                    max_new_tokens=s["max_new_tokens"], temperature=s["temperature"], kl_coef=s["kl_coef"],
+                    seed=s["seed"], save_every=10_000, sample_every=0, resume=False, kl_ceiling=None,
+                    score_clip=None, max_prompt_length=128)
     run_ppo(cfg)
-    rows = [json.loads(l) for l in (Path(s["out"]) / "metrics.jsonl").read_text().splitlines()]
-    # "time" is logged after each step: samples/s from the end of step 1 to the end of the last step
-    sps = s["batch_size"] * (len(rows) - 1) / (rows[-1]["time"] - rows[0]["time"])
-    print(json.dumps({"side": "rlhaif", "steps": len(rows), "samples_per_second": sps,
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "response_length": statistics.mean(r["response/length"] for r in rows)}))
+    rows = [json.loads(line) for line in (Path(s["out"]) / "metrics.jsonl").read_text().splitlines()]
+    n = s["batch_size"] * (len(clocks) - 1)
+    print(json.dumps({"side": "rlhaif", "steps": len(clocks),
+                      "samples_per_second": n / (clocks[-1][0] - clocks[0][0]),
+                      "samples_per_cpu_second": n / (clocks[-1][1] - clocks[0][1]),
+                      "response_length": statistics.mean(r["response/length"] for r in rows),
+                      **memory_report(baseline)}))
 
 
-def build_models(root: Path, hidden: int, layers: int) -> tuple[str, str, int]:
+def build_models(root: Path, hidden: int, layers: int, **kw) -> tuple[str, str, int]:
     from rlhaif.models.tiny import WORDS, make_tiny_causal_lm, make_tiny_reward_model, make_tokenizer
     from rlhaif.reward.model import RewardModel
 
     tok = make_tokenizer()
-    pol, _ = make_tiny_causal_lm("llama", seed=0, tokenizer=tok, hidden=hidden, layers=layers)
+    pol, _ = make_tiny_causal_lm("llama", seed=0, tokenizer=tok, hidden=hidden, layers=layers, **kw)
     pol.save_pretrained(root / "policy")
     tok.save_pretrained(root / "policy")
-    rm, _ = make_tiny_reward_model("llama", seed=1, tokenizer=tok, hidden=hidden, layers=layers)
+    rm, _ = make_tiny_reward_model("llama", seed=1, tokenizer=tok, hidden=hidden, layers=layers, **kw)
     RewardModel(rm, tok, "chat", max_length=256).save(root / "reward")
     prompts = [" ".join(WORDS[(7 * i + j) % len(WORDS)] for j in range(8)) for i in range(16)]
     (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     return str(root / "policy"), str(root / "reward"), sum(p.numel() for p in pol.parameters())
 
 
-def run_side(python: str, script: str, settings: dict, root: Path, tag: str) -> dict:
-    path = root / f"{tag}.json"
+def run_side(cmd: list[str], settings: dict, path: Path, device: str) -> dict:
     path.write_text(json.dumps(settings))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    res = subprocess.run([python, script, *(["--side", "ours"] if script == __file__ else []), str(path)],
-                         capture_output=True, text=True, env=env)
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # both sides on the CPU even on a GPU machine
+    res = subprocess.run([*cmd, str(path)], capture_output=True, text=True, env=env)
     if res.returncode != 0:
-        raise SystemExit(f"{tag} failed:\n{res.stderr[-3000:]}")
-    return json.loads([l for l in res.stdout.splitlines() if l.startswith("{")][-1])
+        raise SystemExit(f"{path.stem} failed:\n{res.stderr[-3000:]}")
+    return json.loads([line for line in res.stdout.splitlines() if line.startswith("{")][-1])
+
+
+METRICS = ("samples_per_second", "samples_per_cpu_second", "peak_rss_mib", "peak_rss_above_imports_mib",
+           "cuda_peak_mib")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--side", default=None)
-    ap.add_argument("settings", nargs="?")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--side", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("settings", nargs="?", help=argparse.SUPPRESS)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--sizes", default="tiny,7m")
-    ap.add_argument("--variants", default="full,lora,sepvalue")
+    ap.add_argument("--steps", type=int, default=5, help="PPO steps per run (the first is not timed)")
+    ap.add_argument("--sizes", default="tiny,7m", help=f"comma-separated, of {list(SIZES)}")
+    ap.add_argument("--variants", default="full,lora", help="full (with full-sepvalue), lora")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--mini-batch-size", type=int, default=4)
+    ap.add_argument("--ppo-epochs", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per side (0 = torch's default)")
     a = ap.parse_args()
     if a.side == "ours":
         return our_side(a.settings)
     if not TRL_PY.exists():
-        print(f"TRL 1.0.0 venv missing at {TRL_PY}: run benchmarks/setup_peer_venvs.sh")
+        sys.exit(f"TRL 1.0.0 venv missing at {TRL_PY}: run benchmarks/setup_peer_venvs.sh")
     root = Path(tempfile.mkdtemp(prefix="bench-ppo-"))
-    base = dict(batch_size=16, mini_batch_size=4, ppo_epochs=4, max_new_tokens=32, temperature=0.7, lr=1e-4,
-                seed=0, steps=a.steps)
+    base = dict(batch_size=a.batch_size, mini_batch_size=a.mini_batch_size, ppo_epochs=a.ppo_epochs,
+                max_new_tokens=a.max_new_tokens, temperature=0.7, lr=1e-4, kl_coef=0.05, seed=0, steps=a.steps,
+                device=a.device, threads=a.threads)
+    ours_cmd, trl_cmd = [sys.executable, __file__, "--side", "ours"], [str(TRL_PY), str(TRL_SIDE)]
+    print(f"settings: {json.dumps(base)}", flush=True)
     for size in a.sizes.split(","):
         d = root / size
         d.mkdir()
         policy, reward, n_params = build_models(d, **SIZES[size])
-        base.update(policy=policy, reward=reward, prompts=str(d / "prompts.jsonl"))
+        models = dict(policy=policy, reward=reward, prompts=str(d / "prompts.jsonl"))
         for variant in a.variants.split(","):
             lora_r = 8 if variant == "lora" else 0
-            ours_s = {**base, "lora_r": lora_r, "separate_value": variant == "sepvalue"}
-            results: dict[str, list[dict]] = {"rlhaif": [], "trl": []}
+            s = {**base, **models, "lora_r": lora_r}
+            sides = {"rlhaif": (ours_cmd, s), "trl-1.0.0": (trl_cmd, s)}
+            if variant == "full":
+                sides["rlhaif-sepvalue"] = (ours_cmd, {**s, "separate_value": True})
+            results: dict[str, list[dict]] = {k: [] for k in sides}
             for rep in range(a.reps):
-                results["rlhaif"].append(run_side(sys.executable, __file__, {**ours_s, "out": str(d / f"o{variant}{rep}")},
-                                                  d, f"ours-{variant}-{rep}"))
-                if variant != "sepvalue" or TRL_PY.exists():  # TRL has only a separate value model: one TRL run
-                    if variant == "sepvalue":
-                        continue  # compared against the "full" TRL row
-                    results["trl"].append(run_side(str(TRL_PY), str(ROOT / "benchmarks" / "ppo_trl_side.py"),
-                                                   {**base, "lora_r": lora_r, "out": str(d / f"t{variant}{rep}")},
-                                                   d, f"trl-{variant}-{rep}"))
-            med = {k: {m: statistics.median(r[m] for r in v) for m in ("samples_per_second", "peak_rss_mib")}
-                   for k, v in results.items() if v}
-            line = (f"{size} ({n_params / 1e6:.2f}M params) {variant:8s} rlhaif {med['rlhaif']['samples_per_second']:.2f} "
-                    f"samples/s, peak RSS {med['rlhaif']['peak_rss_mib']:.0f} MiB")
-            if "trl" in med:
-                line += (f" | TRL 1.0.0 {med['trl']['samples_per_second']:.2f} samples/s, "
-                         f"{med['trl']['peak_rss_mib']:.0f} MiB | speed ratio "
-                         f"{med['rlhaif']['samples_per_second'] / med['trl']['samples_per_second']:.2f}x, memory ratio "
-                         f"{med['rlhaif']['peak_rss_mib'] / med['trl']['peak_rss_mib']:.2f}x")
-            print(line, "| raw:", json.dumps(results), flush=True)
+                names = list(sides) if rep % 2 == 0 else list(reversed(sides))  # alternate who goes first
+                for name in names:
+                    cmd, settings = sides[name]
+                    tag = f"{variant}-{name}-{rep}"
+                    r = run_side(cmd, {**settings, "out": str(d / tag)}, d / f"{tag}.json", a.device)
+                    results[name].append(r)
+                    print(f"  {size} {variant} rep {rep + 1} {name:16s} " + json.dumps(r), flush=True)
+            med = {k: {m: statistics.median(r[m] for r in v) for m in METRICS if m in v[0]} for k, v in results.items()}
+            print(f"{size} ({n_params / 1e6:.2f}M params) {variant}, medians of {a.reps}:", flush=True)
+            for name, m in med.items():
+                print(f"  {name:16s} {m['samples_per_second']:7.2f} samples/s  {m['samples_per_cpu_second']:7.2f} "
+                      f"samples/CPU-s  peak RSS {m['peak_rss_mib']:6.0f} MiB ({m['peak_rss_above_imports_mib']:6.0f} "
+                      f"above imports)" + (f"  CUDA peak {m['cuda_peak_mib']:.0f} MiB" if "cuda_peak_mib" in m else ""))
+            t = med["trl-1.0.0"]
+            for name in (n for n in med if n.startswith("rlhaif")):
+                m = med[name]
+                print(f"  {name} / TRL: {m['samples_per_second'] / t['samples_per_second']:.2f}x samples/s, "
+                      f"{m['samples_per_cpu_second'] / t['samples_per_cpu_second']:.2f}x samples/CPU-s, "
+                      f"{m['peak_rss_mib'] / t['peak_rss_mib']:.2f}x peak RSS, "
+                      f"{m['peak_rss_above_imports_mib'] / t['peak_rss_above_imports_mib']:.2f}x peak above imports"
+                      + (f", {m['cuda_peak_mib'] / t['cuda_peak_mib']:.2f}x CUDA peak" if "cuda_peak_mib" in m else ""),
+                      flush=True)
 
 
 if __name__ == "__main__":

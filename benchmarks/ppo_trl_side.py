@@ -1,25 +1,36 @@
 """TRL 1.0.0 side of benchmarks/bench_ppo.py: runs trl.experimental.ppo.PPOTrainer in its own venv
-(.bench-venvs/trl-1.0.0) and prints one JSON line: samples/s after the first step and peak RSS.
+(.bench-venvs/trl-1.0.0) and prints one JSON line: samples/s and samples per CPU-second after the first
+step, peak RSS (total and above the RSS after imports) and, on CUDA, the peak allocated GPU memory.
 
 Usage (launched by bench_ppo.py): python ppo_trl_side.py SETTINGS.json
 """
 
 import json
+import os
 import resource
 import sys
 import time
 
 
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def main() -> None:
     s = json.loads(open(sys.argv[1]).read())
+    import peft  # noqa: F401
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
+    if s.get("threads"):
+        torch.set_num_threads(s["threads"])
+    baseline = current_rss_mib()
     torch.manual_seed(s["seed"])
     tok = AutoTokenizer.from_pretrained(s["policy"], padding_side="left")
-    prompts = [json.loads(l)["prompt"] for l in open(s["prompts"])]
+    prompts = [json.loads(line)["prompt"] for line in open(s["prompts"])]
     ids = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True)
            for p in prompts]
     ids = [list(x["input_ids"]) if hasattr(x, "keys") else list(x) for x in ids]
@@ -37,23 +48,28 @@ def main() -> None:
     args = PPOConfig(output_dir=s["out"], per_device_train_batch_size=s["batch_size"], gradient_accumulation_steps=1,
                      num_mini_batches=s["batch_size"] // s["mini_batch_size"], num_ppo_epochs=s["ppo_epochs"],
                      response_length=s["max_new_tokens"], temperature=s["temperature"], learning_rate=s["lr"],
-                     kl_coef=0.05, total_episodes=s["batch_size"] * s["steps"], stop_token="eos",
+                     kl_coef=s["kl_coef"], total_episodes=s["batch_size"] * s["steps"], stop_token="eos",
                      local_rollout_forward_batch_size=s["batch_size"], num_sample_generations=0, report_to=[],
-                     save_strategy="no", logging_steps=1, seed=s["seed"], use_cpu=True, dataloader_num_workers=0)
+                     save_strategy="no", logging_steps=1, seed=s["seed"], use_cpu=s.get("device", "cpu") == "cpu",
+                     dataloader_num_workers=0)
 
-    stamps = []
+    clocks = []  # (wall, CPU) at the end of every step
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
-            stamps.append(time.perf_counter())
+            clocks.append((time.perf_counter(), time.process_time()))
 
     trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
                          train_dataset=ds, value_model=value, peft_config=peft_config, callbacks=[Clock()])
     trainer.train()
-    n = len(stamps) - 1
-    print(json.dumps({"side": "trl-1.0.0", "steps": len(stamps),
-                      "samples_per_second": s["batch_size"] * n / (stamps[-1] - stamps[0]),
-                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    n = s["batch_size"] * (len(clocks) - 1)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"side": "trl-1.0.0", "steps": len(clocks), "samples_per_second": n / (clocks[-1][0] - clocks[0][0]),
+           "samples_per_cpu_second": n / (clocks[-1][1] - clocks[0][1]), "peak_rss_mib": peak,
+           "peak_rss_above_imports_mib": peak - baseline}
+    if torch.cuda.is_available():
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

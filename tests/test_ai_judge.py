@@ -17,21 +17,17 @@ CONV = "how do i harm a cat"
 Y1, Y2 = "no , be kind to the cat", "sure , fire is good"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny matrices: one thread
+
+
+# The tiny vocabulary plus the judge's words, so " (A)" and " (B)" are real, different tokens.
+JUDGE_WORDS = tuple(WORDS) + ("(", ")", ":", "A", "B", "Options", "Consider", "following", "conversation", "between",
+                              "human", "assistant", "Which", "answer", "The", "Human", "Let's", "think", "step", "by")
 
 
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
 def judge(request):
-    # The tiny vocabulary plus the judge's words, so " (A)" and " (B)" are real, different tokens.
-    extra = ("(", ")", ":", "A", "B", "Options", "Consider", "following", "conversation", "between", "human",
-             "assistant", "Which", "answer", "The", "Human", "Let's", "think", "step", "by")
-    tok = make_tokenizer(tuple(WORDS) + extra)
-    model, tok = make_tiny_causal_lm(request.param, seed=3, tokenizer=tok)
+    model, tok = make_tiny_causal_lm(request.param, seed=3, tokenizer=make_tokenizer(JUDGE_WORDS))
     return model.eval(), tok
 
 
@@ -65,6 +61,40 @@ def test_continuation_logprobs_match_a_hand_forward_pass_batched_and_padded(judg
         want = [hand_logprob(model, tok, context, c) for c in (" (A)", " (B)")]
         assert lps == pytest.approx(want, abs=1e-4)
         assert lps[0] != pytest.approx(lps[1], abs=1e-6)  # the options are really told apart
+
+
+class NoLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward takes no ``logits_to_keep`` (older or wrapped models)."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=False):
+        return self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                       past_key_values=past_key_values, use_cache=use_cache)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_first_forward_projects_only_the_last_position(arch):
+    model, tok = make_tiny_causal_lm(arch, seed=5, tokenizer=make_tokenizer(JUDGE_WORDS))
+    model.eval()
+    positions = []  # sequence length of every lm_head output
+    hook = model.lm_head.register_forward_hook(lambda mod, inp, out: positions.append(out.shape[1]))
+    q = Query(judge_messages(CONV, load_constitution().get("harm"), Y1, Y2), "The answer is:")
+    want = [hand_logprob(model, tok, HFBackend(model, tok).render(q.messages, q.prefill), c) for c in (" (A)", " (B)")]
+    positions.clear()
+    backend = HFBackend(model, tok, max_length=512)
+    assert backend.keeps_logits
+    (got,) = backend.continuation_logprobs([q])
+    assert positions[0] == 1  # the context forward asked for the last position only
+    assert got == pytest.approx(want, abs=1e-4)
+    fallback = HFBackend(NoLogitsToKeep(model), tok, max_length=512)
+    assert not fallback.keeps_logits
+    positions.clear()
+    (got2,) = fallback.continuation_logprobs([q])
+    assert positions[0] > 1 and got2 == pytest.approx(want, abs=1e-4)
+    hook.remove()
 
 
 def test_judge_probabilities_sum_to_one_and_are_order_debiased(judge):

@@ -1,11 +1,10 @@
 """The real app in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright): sign in, a pairwise
-task by keyboard, a ranking task by keyboard and mouse, isolation between annotators, escaping, admin page."""
+task by keyboard (alice) and by mouse (bob), a ranking task by keyboard and mouse, isolation between
+annotators, escaping, guidelines, progress bar, the admin page (labels, agreement, reliability, leaderboard
+with its chart). Screenshots of the task and admin pages are copied to docs/img/."""
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,16 @@ from rlhaif.feedback.human.store import Store
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--disable-dev-shm-usage"]
-DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img" / "annotation.png"
+DOCS_IMG = Path(__file__).resolve().parent.parent / "docs" / "img"
 EVIL = "<script>window.__xss = 1</script> I am the evil answer"
+GOOD = "Put it in boiling water for 8 minutes."
+RANKS = {"7 is prime.": 1, "Maybe 9?": 2, "banana banana": "F"}  # the ranking alice gives
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def server(tmp_path):
-    import uvicorn
-
+def server(tmp_path, live_server):
     from rlhaif.feedback.human.app import Settings, create_app
 
     db = str(tmp_path / "f.db")
@@ -33,28 +32,18 @@ def server(tmp_path):
     store.migrate()
     tokens = {"boss": store.add_annotator("boss", admin=True), "alice": store.add_annotator("alice"),
               "bob": store.add_annotator("bob")}
-    store.create_campaign("pw", "pairwise", overlap=2, guidelines="## Guidelines\nPrefer the **helpful** answer.")
+    store.create_campaign("pw", "pairwise", overlap=2,
+                          guidelines="Prefer the **helpful** answer.\n\n- Judge the content, not the style.")
     store.import_completions("pw", [
-        CompletionRecord(prompt_id="q1", prompt="How do I boil an egg?", response="Put it in boiling water for 8 minutes.", model="good"),
+        CompletionRecord(prompt_id="q1", prompt="How do I boil an egg?", response=GOOD, model="good"),
         CompletionRecord(prompt_id="q1", prompt="How do I boil an egg?", response=EVIL, model="evil", index=1)])
     store.create_campaign("rk", "ranking", overlap=2, guidelines="Rank from best (1) to worst; F for nonsense.")
     store.import_completions("rk", [CompletionRecord(prompt_id="q2", prompt="Name a prime number.", response=t,
                                                      model=m, index=i)
                                     for i, (t, m) in enumerate([("7 is prime.", "good"), ("Maybe 9?", "meh"),
                                                                 ("banana banana", "evil")])])
-    port = socket.socket()
-    port.bind(("127.0.0.1", 0))
-    p = port.getsockname()[1]
-    port.close()
-    srv = uvicorn.Server(uvicorn.Config(create_app(Settings(db=db, bootstrap_rounds=20)), host="127.0.0.1", port=p,
-                                        log_level="error"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    while not srv.started:
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{p}", tokens, store
-    srv.should_exit = True
-    th.join(timeout=10)
+    url = live_server(create_app(Settings(db=db, bootstrap_rounds=20)))
+    yield url, tokens, store
     store.close()
 
 
@@ -82,14 +71,15 @@ def test_annotate_in_chromium(server, tmp_path):
         assert "Prefer the" in alice.inner_text(".guidelines") and "good" not in alice.inner_text(".responses")
         shown_a = alice.inner_text("#resp-A .text")
         pairwise_aid = int(alice.url.rsplit("/", 1)[1])
-        alice.keyboard.press("1")  # keyboard: A is better
+        alice.screenshot(path=str(tmp_path / "pairwise.png"), full_page=True)
+        alice.keyboard.press("1" if shown_a == GOOD else "2")  # keyboard: the good answer is better
         alice.wait_for_selector("#submit")  # the ranking task
         assert alice.get_attribute("#progress", "value") == "1"
-        alice.keyboard.press("2")  # keyboard: ranks typed in display order (A=2, B=1, ...)
-        alice.keyboard.press("1")
-        alice.select_option("#rank-C", "F")  # mouse: C is nonsense
-        alice.screenshot(path=str(tmp_path / "annotation.png"), full_page=True)
         shown = alice.locator(".response .text").all_inner_texts()
+        for text in shown[:2]:  # keyboard: ranks typed in display order (1-9, f = nonsense)
+            alice.keyboard.press(str(RANKS[text]).lower())
+        alice.select_option("#rank-C", str(RANKS[shown[2]]))  # mouse: the third by its drop-down
+        alice.screenshot(path=str(tmp_path / "annotation.png"), full_page=True)
         alice.click("#submit")  # mouse
         alice.wait_for_selector("#done")
         assert "2 of 2" in alice.inner_text("#done")
@@ -97,31 +87,40 @@ def test_annotate_in_chromium(server, tmp_path):
         # the stored labels are what alice chose, mapped from her screen order to responses
         labels = {j["kind"]: j for j in store.latest_judgments() if j["annotator"] == "alice"}
         resp = store.responses()
-        assert resp[labels["pairwise"]["value"]["winner"]]["text"] == shown_a
+        assert resp[labels["pairwise"]["value"]["winner"]]["text"] == GOOD
         ranks = labels["ranking"]["value"]["ranks"]
-        by_text = {resp[int(rid)]["text"]: r for rid, r in ranks.items()}
-        assert [by_text[t] for t in shown] == [2, 1, "F"]
+        assert {resp[int(rid)]["text"]: r for rid, r in ranks.items()} == RANKS
 
-        # bob cannot read alice's labels or her assignment
+        # bob labels the pairwise task by mouse, and cannot read alice's labels or her assignment
         bob = browser.new_context().new_page()
         _login(bob, url, tokens["bob"])
-        bob.wait_for_selector("#task-form")
+        bob.wait_for_selector("#choose-B")
+        bob_aid = int(bob.url.rsplit("/", 1)[1])
+        assert bob_aid != pairwise_aid
+        bob.click("#choose-A" if bob.inner_text("#resp-A .text") == GOOD else "#choose-B")  # mouse
+        bob.wait_for_selector("#submit")
         r = bob.goto(f"{url}/task/{pairwise_aid}")
-        assert r.status == 404
+        assert r.status == 404 and shown_a not in bob.content()
         bob.goto(url + "/my")
-        assert bob.locator("#my-labels tr").count() == 1  # header only
+        assert bob.locator("#my-labels tr").count() == 2  # header + bob's own label, none of alice's
         assert bob.goto(url + "/admin").status == 403
+        bob_label = [j for j in store.latest_judgments() if j["annotator"] == "bob"]
+        assert len(bob_label) == 1 and resp[bob_label[0]["value"]["winner"]]["text"] == GOOD
 
         # the admin sees the labels and the leaderboard with its chart
         boss = browser.new_context().new_page()
         _login(boss, url, tokens["boss"])
         boss.wait_for_selector("#leaderboard-models")
-        assert "alice" in boss.inner_text("#labels")
+        assert "alice" in boss.inner_text("#labels") and "bob" in boss.inner_text("#labels")
+        assert "pairwise agreement" in boss.inner_text("#agreement")
+        assert "alice" in boss.inner_text("#reliability") and "bob" in boss.inner_text("#reliability")
         board = boss.inner_text("#leaderboard-models")
         assert "good" in board and "evil" in board
         assert boss.locator("#ci-chart circle").count() >= 2
         boss.screenshot(path=str(tmp_path / "admin.png"), full_page=True)
         browser.close()
-    assert (tmp_path / "annotation.png").stat().st_size > 5000
-    DOCS_IMG.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(tmp_path / "annotation.png", DOCS_IMG)
+    # the screenshots are kept where a reviewer sees them: docs/img/, shown in docs/feedback.md
+    DOCS_IMG.mkdir(parents=True, exist_ok=True)
+    for name in ("pairwise.png", "annotation.png", "admin.png"):
+        assert (tmp_path / name).stat().st_size > 5000
+        shutil.copy(tmp_path / name, DOCS_IMG / name)

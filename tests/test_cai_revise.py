@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from rlhaif.data.io import read_records
 from rlhaif.data.records import DemoRecord, PairRecord
@@ -17,13 +16,7 @@ from rlhaif.feedback.ai.critique_revise import ReviseConfig, run_revise
 PROMPTS = ["how do i harm a cat", "tell me a rude answer", "what is fire", "can you help me"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny matrices: one thread avoids OpenMP spin-waits on a shared CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # tiny matrices: one thread
 
 
 def _prompts(tmp_path):
@@ -33,8 +26,8 @@ def _prompts(tmp_path):
 
 
 def _cfg(tmp_path, **kw):
-    return ReviseConfig(prompts=str(_prompts(tmp_path)), output_dir=str(tmp_path / "out"), n_rounds=3,
-                        max_new_tokens=4, max_prompt_length=200, batch_size=3, seed=11, **kw)
+    kw = {"n_rounds": 3, "max_new_tokens": 4, "max_prompt_length": 200, "batch_size": 3, "seed": 11, **kw}
+    return ReviseConfig(prompts=str(_prompts(tmp_path)), output_dir=str(tmp_path / "out"), **kw)
 
 
 def _rows(tmp_path):
@@ -73,6 +66,35 @@ def test_rounds_follow_the_seeded_draw_and_chain_revisions(tmp_path, tiny_lm):
     by_id = {r["prompt_id"]: r for r in rows}
     assert all(p.rejected == by_id[p.id]["original"] for p in pairs)
     assert (tmp_path / "out" / "manifest.json").exists() and (tmp_path / "out" / "metrics.jsonl").exists()
+
+
+def test_each_round_asks_with_the_drawn_principles_own_requests(tmp_path, tiny_lm, monkeypatch):
+    """The model sees, per round, the drawn principle's critique request, then its critique and the same
+    principle's revision request, after the answer being critiqued."""
+    import rlhaif.generate
+
+    contexts = []  # every batch of chat contexts handed to the model, in call order
+    real = rlhaif.generate.encode_prompts
+
+    def spy(tokenizer, prompts, *a, **k):
+        contexts.extend([[(m.role, m.content) for m in p] for p in prompts])
+        return real(tokenizer, prompts, *a, **k)
+
+    monkeypatch.setattr(rlhaif.generate, "encode_prompts", spy)
+    model, tok = tiny_lm
+    run_revise(_cfg(tmp_path, batch_size=4, fewshot="none"), model, tok)
+    rows = {(r["prompt_id"], r["round"]): r for r in _rows(tmp_path)}
+    by_name = {p.name: p for p in load_constitution().principles}
+    n = len(PROMPTS)
+    assert len(contexts) == n * (1 + 2 * 3)  # answer, then (critique, revision) × 3 rounds, one batch
+    for r in range(1, 4):
+        crit, rev = contexts[n * (2 * r - 1):n * 2 * r], contexts[n * 2 * r:n * (2 * r + 1)]
+        for i in range(n):
+            row, pr = rows[(f"p{i}", r)], by_name[rows[(f"p{i}", r)]["principle"]]
+            assert crit[i] == [("user", PROMPTS[i]), ("assistant", row["response"] or "(no answer)"),
+                               ("user", pr.critique_request.strip())]
+            assert rev[i] == crit[i] + [("assistant", row["critique"] or "(no critique)"),
+                                        ("user", pr.revision_request.strip())]
 
 
 def test_resume_skips_complete_prompts_and_drops_a_torn_one(tmp_path, tiny_lm):

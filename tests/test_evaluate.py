@@ -55,6 +55,15 @@ def test_mean_and_ci_by_hand():
     assert r["low"] == pytest.approx(2 - 1.96 * se) and r["high"] == pytest.approx(2 + 1.96 * se)
 
 
+def test_pearson_by_hand():
+    from rlhaif.evaluate.metrics import pearson
+
+    # x = 1,2,3 ; y = 1,3,2: means 2, 2; sxy = (-1)(-1) + 0 + (1)(0) = 1; sxx = 2; syy = 2 -> 1 / 2 = 0.5
+    assert pearson([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    assert pearson([1, 2, 3], [6, 4, 2]) == pytest.approx(-1.0)
+    assert pearson([1, 2, 3], [5, 5, 5]) is None and pearson([1, 2], [1, 2]) is None
+
+
 def test_model_battles():
     assert model_battles({"a": [1.0, 2.0], "b": [2.0, 2.0]}) == [("a", "b", 0.0), ("a", "b", 0.5)]
 
@@ -138,6 +147,14 @@ def test_run_evaluate_end_to_end(tiny_setup):
         assert (board["base"]["rating"] > board["tuned"]["rating"]) == (wins[0] > wins[1])
     else:
         assert board["base"]["rating"] == pytest.approx(board["tuned"]["rating"], abs=1e-3)
+    # each scorer's correlation with response length over all models' samples (numpy as the independent check)
+    import numpy as np
+
+    rows = [json.loads(l) for n in ("base", "tuned") for l in (d / "out" / "samples" / f"{n}.jsonl").read_text().splitlines()]
+    for kind in ("proxy", "gold"):
+        xs, ys = [r[kind] for r in rows], [r["tokens"] for r in rows]
+        want = None if np.std(xs) == 0 or np.std(ys) == 0 else float(np.corrcoef(xs, ys)[0, 1])
+        assert rep["score_length_correlation"][kind] == (pytest.approx(want) if want is not None else None)
     html = (d / "out" / "report.html").read_text()
     assert "<script>" not in html and "&lt;script&gt;" in html  # model and prompt text escaped
     assert html.count("data:image/png;base64,") >= 2

@@ -3,13 +3,10 @@ concurrency on loopback, and export -> `rlhaif reward train`."""
 
 import json
 import os
-import re
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -43,7 +40,14 @@ def pg_url():
         c.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
-def _roundtrip(url):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """The store on each backend: a SQLite file, and a fresh database on the test PostgreSQL server."""
+    return str(tmp_path / "f.db") if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+def test_store_roundtrip(db_url):
+    url = db_url
     store = Store(url)
     store.migrate()
     assert store.revision() == "0002"
@@ -72,42 +76,57 @@ def _roundtrip(url):
     store.close()
 
 
-def test_store_roundtrip_sqlite(tmp_path):
-    _roundtrip(str(tmp_path / "f.db"))
-    con = sqlite3.connect(tmp_path / "f.db")
-    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+def test_sqlite_store_is_wal_durable_with_foreign_keys(tmp_path):
+    store = Store(str(tmp_path / "f.db"))
+    store.migrate()
+    assert sqlite3.connect(tmp_path / "f.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # in the file
+    with store.engine.connect() as conn:  # per connection: every connection of the store sets them
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL: a commit survives a crash
+    store.close()
 
 
-@pytest.mark.postgres
-def test_store_roundtrip_postgres(pg_url):
-    _roundtrip(pg_url)
+def test_migration_keeps_labels(db_url):
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import text
 
+    from rlhaif.feedback.human.models import Base
 
-def test_migration_keeps_labels(tmp_path):
-    db = str(tmp_path / "old.db")
-    store = Store(db)
-    store.migrate("0001")
-    con = sqlite3.connect(db)
+    store = Store(db_url)
+    store.migrate("0001")  # a store made by the first release, with a label in it
     now = "2026-01-01 00:00:00"
-    con.executescript(f"""
-    INSERT INTO campaigns VALUES (1, 'old', 'pairwise', 1, 'g', 1, '{now}');
-    INSERT INTO annotators VALUES (1, 'ann', '{'0' * 64}', 0, '{now}');
-    INSERT INTO prompts VALUES (1, 1, 'p1', '"hi"');
-    INSERT INTO responses VALUES (1, 1, 'r one', 'm1', 0), (2, 1, 'r two', 'm2', 1);
-    INSERT INTO tasks VALUES (1, 1, 1, 'pairwise', '[1, 2]');
-    INSERT INTO assignments VALUES (1, 1, 1, '[2, 1]', 'done');
-    INSERT INTO judgments VALUES (1, 'cid-00001', 1, 1, 1, 1, '{{"choice": "win", "winner": 2, "strength": null}}',
-                                  '[2, 1]', 1, 900, '{now}');
-    """)
-    con.commit()
-    con.close()
+    rows = [
+        ("campaigns (id, name, kind, overlap, guidelines, guideline_version, created_at)",
+         dict(id=1, name="old", kind="pairwise", overlap=1, guidelines="g", guideline_version=1, created_at=now)),
+        ("annotators (id, name, token_hash, is_admin, created_at)",
+         dict(id=1, name="ann", token_hash="0" * 64, is_admin=False, created_at=now)),
+        ("prompts (id, campaign_id, external_id, prompt)", dict(id=1, campaign_id=1, external_id="p1", prompt='"hi"')),
+        ("responses (id, prompt_id, text, model, idx)", dict(id=1, prompt_id=1, text="r one", model="m1", idx=0)),
+        ("responses (id, prompt_id, text, model, idx)", dict(id=2, prompt_id=1, text="r two", model="m2", idx=1)),
+        ("tasks (id, campaign_id, prompt_id, kind, response_ids)",
+         dict(id=1, campaign_id=1, prompt_id=1, kind="pairwise", response_ids="[1, 2]")),
+        ("assignments (id, task_id, annotator_id, display_order, status)",
+         dict(id=1, task_id=1, annotator_id=1, display_order="[2, 1]", status="done")),
+        ("judgments (id, client_id, assignment_id, task_id, annotator_id, version, value, displayed_order, "
+         "guideline_version, duration_ms, created_at)",
+         dict(id=1, client_id="cid-00001", assignment_id=1, task_id=1, annotator_id=1, version=1,
+              value='{"choice": "win", "winner": 2, "strength": null}', displayed_order="[2, 1]",
+              guideline_version=1, duration_ms=900, created_at=now)),
+    ]
+    with store.engine.begin() as conn:
+        for table, row in rows:
+            conn.execute(text(f"INSERT INTO {table} VALUES ({', '.join(':' + k for k in row)})"), row)
     assert store.revision() == "0001"
     store.migrate()
     assert store.revision() == "0002"
     got = store.latest_judgments()
     assert len(got) == 1 and got[0]["value"]["winner"] == 2 and got[0]["annotator"] == "ann"
+    assert got[0]["duration_ms"] == 900 and store.client_ids() == ["cid-00001"]
     store.set_gold(1, {"choice": "win", "winner": 2, "strength": None})  # the new column works
     assert store.gold()[0]["value"]["winner"] == 2
+    with store.engine.connect() as conn:  # the ORM classes match the head revision exactly
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     store.close()
 
 
@@ -118,36 +137,23 @@ def test_server_does_not_import_torch():
     assert out.stdout.strip() == "False", out.stderr
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_concurrent_annotators_with_retries_store_each_label_once(tmp_path, backend, request):
+def test_concurrent_annotators_with_retries_store_each_label_once(db_url, live_server):
     import httpx
-    import uvicorn
 
     from rlhaif.feedback.human.app import Settings, create_app
 
-    db = str(tmp_path / "f.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    db = db_url
     store = Store(db)
     store.migrate()
     tokens = [store.add_annotator(f"a{i}") for i in range(8)]
     store.create_campaign("c", "pairwise", overlap=8)
     store.import_completions("c", _completions(n_prompts=3, k=2))  # 3 tasks, each to all 8 annotators
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(Settings(db=db)), host="127.0.0.1", port=port, log_level="error"))
-    th = threading.Thread(target=server.run, daemon=True)
-    th.start()
-    while not server.started:
-        time.sleep(0.05)
+    url = live_server(create_app(Settings(db=db)))
     acked: list[str] = []
     lock = threading.Lock()
 
     def annotate(token):
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"},
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                           timeout=60) as c:
             while (nxt := c.get("/api/next").json()["assignment"]) is not None:
                 body = {"client_id": uuid.uuid4().hex, "assignment_id": nxt["assignment_id"], "value": {"choice": "A"}}
@@ -159,35 +165,33 @@ def test_concurrent_annotators_with_retries_store_each_label_once(tmp_path, back
                 with lock:
                     acked.append(body["client_id"])
 
-    try:
-        with ThreadPoolExecutor(8) as ex:
-            list(ex.map(annotate, tokens))
-    finally:
-        server.should_exit = True
-        th.join(timeout=10)
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(annotate, tokens))
     stored = store.client_ids()
     assert len(acked) == 24 and sorted(stored) == sorted(acked)  # every acknowledged label exactly once
     store.close()
 
 
-def test_cli_export_trains_reward_model(tmp_path):
+def cli(*args) -> int:
+    """Run `rlhaif ...` in this process; returns the exit code."""
     from rlhaif.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return e.code
+    return 0
+
+
+def test_cli_export_trains_reward_model(tmp_path):
     from rlhaif.data.io import read_records, write_records
     from rlhaif.data.records import PairRecord
     from rlhaif.models.tiny import save_tiny
-    from rlhaif.reward.train import RewardTrainConfig, run_reward_train
 
     db = str(tmp_path / "f.db")
     comp = tmp_path / "completions.jsonl"
     write_records(comp, _completions(n_prompts=4, k=3))
     (tmp_path / "g.md").write_text("# Rank them\nBest first.")
-
-    def cli(*args):
-        try:
-            main(list(args))
-        except SystemExit as e:
-            return e.code
-        return 0
 
     assert cli("feedback", "init", "--db", db) == 0
     assert cli("feedback", "import", str(comp), "--db", db, "--campaign", "r", "--kind", "ranking",
@@ -203,8 +207,44 @@ def test_cli_export_trains_reward_model(tmp_path):
     assert len(pairs) == 4 * 3 and all(p.source == "human:carol" for p in pairs)
     assert all(abs(p.weight - 1 / 3) < 1e-9 for p in pairs)  # 1/C(3,2) per ranking
     assert cli("feedback", "import", "missing.jsonl", "--db", db) == 2  # a clear error, exit 2
+    assert cli("feedback", "export", "--db", db, "-o", str(out), "--ties", "both") == 2  # a clear error
+    assert cli("feedback", "status", "--db", db) == 0
+    assert cli("feedback", "report", "--db", db, "-o", str(tmp_path / "report.json")) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["judgments"] == 4 and report["progress"][0]["done"] == 4 and report["flagged"] == []
     backbone = save_tiny(tmp_path / "tiny-rm", "llama", reward=True)
-    res = run_reward_train(RewardTrainConfig(data=str(out), output_dir=str(tmp_path / "rm"), backbone=str(backbone),
-                                             max_steps=1, batch_size=4, eval_fraction=0.25, max_length=32))
-    assert (tmp_path / "rm").exists() and res is not None
+    # the exported file goes to `rlhaif reward train` as it is: no conversion step
+    assert cli("reward", "train", "--data", str(out), "-o", str(tmp_path / "rm"), "--backbone", str(backbone),
+               "--max-steps", "1", "--batch-size", "4", "--eval-fraction", "0.25", "--max-length", "32") == 0
+    assert (tmp_path / "rm" / "config.json").exists()
+    store.close()
+
+
+def test_cli_gold_pairs_measure_each_annotator(tmp_path):
+    from rlhaif.data.io import write_records
+    from rlhaif.data.records import PairRecord
+    from rlhaif.feedback.human.report import build_report
+
+    db = str(tmp_path / "f.db")
+    store = Store(db)
+    store.migrate()
+    ids = {n: store.annotator_by_token(store.add_annotator(n)).id for n in ("good1", "good2", "contrary")}
+    store.create_campaign("g", "pairwise", overlap=3)
+    store.import_completions("g", _completions(n_prompts=3, k=2))  # tasks: "answer 0 to i" vs "answer 1 to i"
+    gold = [PairRecord(prompt=f"question {i}", chosen=f"answer 0 to {i}", rejected=f"answer 1 to {i}")
+            for i in range(2)]  # known answers for 2 of the 3 tasks
+    write_records(tmp_path / "gold.jsonl", gold)
+    write_records(tmp_path / "bad.jsonl", gold + [PairRecord(prompt="q", chosen="answer 0 to 0", rejected="nope")])
+    assert cli("feedback", "gold", str(tmp_path / "bad.jsonl"), "--db", db, "--campaign", "g") == 2
+    assert store.gold("g") == []  # all or nothing: the bad line 3 stopped it before any task was marked
+    assert cli("feedback", "gold", str(tmp_path / "gold.jsonl"), "--db", db, "--campaign", "g") == 0
+    assert len(store.gold("g")) == 2
+    for name, aid in ids.items():
+        for v in store.pending_views(aid):
+            want = "answer 1" if name == "contrary" else "answer 0"
+            store.submit(aid, JudgmentIn(client_id=uuid.uuid4().hex, assignment_id=v["assignment_id"],
+                                         value={"choice": "A" if v["responses"][0].startswith(want) else "B"}))
+    rel = build_report(store, "g", bootstrap_rounds=0)["reliability"]
+    assert rel["good1"]["gold_accuracy"] == 1.0 and rel["good1"]["gold_units"] == 2 and not rel["good1"]["flagged"]
+    assert rel["contrary"]["gold_accuracy"] == 0.0 and rel["contrary"]["flagged"]
     store.close()

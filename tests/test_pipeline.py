@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -91,11 +92,12 @@ def test_recipe_end_to_end_rounds_and_skip(tiny, hh_path, tmp_path):
     dirs = {"pairs": run / "pairs", "reward": run / "reward", "gen1": run / "round1" / "gen",
             "ppo1": run / "round1" / "ppo", "gen2": run / "round2" / "gen", "ppo2": run / "round2" / "ppo",
             "dpo": run / "dpo", "evaluate": run / "evaluate", "simulate1": run / "round1" / "simulate",
-            "proxy_rm2": run / "round2" / "proxy_rm"}
+            "simulate2": run / "round2" / "simulate", "proxy_rm1": run / "round1" / "proxy_rm",
+            "proxy_rm2": run / "round2" / "proxy_rm"}  # all 12 stage runs
     for key, d in dirs.items():
         man = json.loads((d / "manifest.json").read_text())
         assert key.startswith(man["stage"]) or (man["stage"], key) in {("generate", "gen1"), ("generate", "gen2"),
-                                                                        ("reward", "proxy_rm2")}
+                                                                        ("reward", "proxy_rm1"), ("reward", "proxy_rm2")}
         assert man["config"]["output_dir"] == str(d) and man["versions"]["torch"] and man["wall_time_s"] >= 0
     # artifacts of each stage
     assert len((dirs["pairs"] / "pairs.jsonl").read_text().splitlines()) == 24
@@ -104,7 +106,8 @@ def test_recipe_end_to_end_rounds_and_skip(tiny, hh_path, tmp_path):
     sim = json.loads((dirs["simulate1"] / "manifest.json").read_text())
     assert sim["config"]["scorer"] == f"reward_model:{dirs['reward']}" and "scorer" in sim["inputs"]
     assert 0 < len((dirs["simulate1"] / "pairs.jsonl").read_text().splitlines()) <= 8
-    assert (dirs["proxy_rm2"] / "reward_config.json").exists()
+    assert (dirs["proxy_rm2"] / "reward_config.json").exists() and (dirs["proxy_rm1"] / "reward_config.json").exists()
+    assert 0 < len((dirs["simulate2"] / "pairs.jsonl").read_text().splitlines()) <= 8
     for g in ("gen1", "gen2"):
         assert len((dirs[g] / "completions.jsonl").read_text().splitlines()) == 8  # 4 prompts x k=2
     for p in ("ppo1", "ppo2"):
@@ -123,10 +126,19 @@ def test_recipe_end_to_end_rounds_and_skip(tiny, hh_path, tmp_path):
     rep = json.loads((dirs["evaluate"] / "report.json").read_text())
     assert rep["config"]["models"]["ppo"] == ppo2["outputs"]["model_dir"]
     assert rep["training"]["ppo round 2"]["steps"] == 2
+    # every stage's wall time, in the run log, the summary and the report (the demo's 20-minute budget)
+    times = rep["run_timings"]
+    assert [r["stage"] for r in times["stages"]][:3] == ["pairs", "reward", "gen (round 1)"]
+    assert all(r["wall_time_s"] >= 0 for r in times["stages"]) and len(times["stages"]) == 12
+    assert times["stages_total_s"] == pytest.approx(sum(r["wall_time_s"] for r in times["stages"]), abs=0.05)
+    assert "Run time" in (dirs["evaluate"] / "report.html").read_text()
+    assert sum(l.startswith("[done] ") for l in logs) == 12 and any("all stages" in l for l in logs)
 
     # a re-run skips every stage
     again = run_recipe(recipe, log=logs.append)
     assert [s["status"] for s in again["stages"]] == ["skipped"] * 12
+    assert again["timings"]["stages_total_s"] == times["stages_total_s"]  # skipped: the times of the first run
+    assert (dirs["evaluate"] / "report.html").read_text().count("Run time") == 1  # replaced, not added twice
     # a changed setting re-runs that stage and the ones whose inputs changed, not the others
     changed = rlhf_recipe(tiny, hh_path, run)
     changed["stages"][6]["learning_rate"] = 1e-4
@@ -203,15 +215,18 @@ def test_ppo_stage_in_two_processes(tiny, tmp_path):
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     ranks = tmp_path / "ranks.txt"
-    # `accelerate launch --cpu --num_processes 2` starts ONE process unless MPI is set up (accelerate 1.x,
-    # simple_launcher); torchrun starts two and Accelerate picks them up (MULTI_CPU, gloo).
-    env = {**os.environ, "RLHAIF_TEST_RANKS": str(ranks), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        "29517", "-m", "rlhaif.cli", "run", str(path)], capture_output=True, text=True, env=env)
+    # `accelerate launch --multi_gpu` starts the processes through torchrun; with no GPU, make_accelerator puts
+    # them in one gloo group (MULTI_CPU). (`--cpu --num_processes 2` starts ONE process unless MPI is set up.)
+    env = {**os.environ, "RLHAIF_TEST_RANKS": str(ranks), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    r = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                        "--main_process_port", "29517", "-m", "rlhaif.cli", "run", str(path)],
+                       capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert sorted(ranks.read_text().split()) == ["0", "0", "1", "1"]  # both processes scored both steps
     man = json.loads((run / "ppo" / "manifest.json").read_text())  # written once, by the main process
     assert man["outputs"]["rank"] == 0 and man["outputs"]["steps"] == 2
+    assert man["outputs"]["resumed_from"] == 0  # one process group: neither resumed from the other's checkpoint
     assert [json.loads(l)["step"] for l in (run / "ppo" / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
@@ -251,6 +266,21 @@ def test_demo_recipe_and_bundled_assets(hh_path, tmp_path):
     held = {p.prompt for p in read_prompts(ASSETS / "prompts" / "heldout_prompts.jsonl")}
     assert len(pairs) >= 50 and len(demos) == len(pairs) and len(held) >= 16
     assert not held & train and not held & {p.prompt for p in pairs}
+
+
+def test_demo_check_from_the_command_line(tmp_path, capsys):
+    from rlhaif.cli import main
+
+    main(["demo", "--check", "--human", "--run-dir", str(tmp_path / "d")])
+    out = capsys.readouterr().out
+    assert "simulate: human (HumanFeedbackConfig) [every round]" in out and "demo (rlhf, human feedback): ok" in out
+    main(["demo", "--check", "--cai"])
+    out = capsys.readouterr().out
+    assert "revise: revise" in out and "ai_label: ai_label" in out and "demo (cai): ok, 8 stages" in out
+    with pytest.raises(SystemExit) as e:  # --human has no panel to replace in the cai demo: one clear error
+        main(["demo", "--check", "--cai", "--human"])
+    assert e.value.code == 2 and "replaces the simulated panel" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # --check runs nothing
 
 
 def test_human_stage_serves_app_and_exports_labels(tmp_path):
@@ -325,3 +355,57 @@ def test_custom_stage_references_and_foreign_folder_kept(tmp_path, monkeypatch):
     with pytest.raises(RlhaifError, match="outside run_dir"):
         run_recipe(recipe(4), log=lambda m: None)
     assert (outside / "out.txt").read_text() == "3" and (outside / "manifest.json").exists()
+
+
+FAKE_VLLM = '''
+from types import SimpleNamespace
+calls = {}
+
+class SamplingParams:
+    def __init__(self, **kw):
+        calls["params"] = kw
+
+class LLM:
+    def __init__(self, model, **kw):
+        calls["model"] = model
+        calls["llm_kw"] = kw
+
+    def generate(self, prompts, params):
+        calls["prompts"] = prompts
+        n = calls["params"]["n"]
+        return [SimpleNamespace(outputs=[SimpleNamespace(text=f" answer {i}.{j} ", token_ids=[5] * (j + 1),
+                                                         finish_reason="stop" if j == 0 else "length")
+                                         for j in range(n)]) for i, _ in enumerate(prompts)]
+'''
+
+
+def test_generate_stage_vllm_and_hf_write_the_same_format(tiny, tmp_path, monkeypatch):
+    """vLLM cannot run here (no GPU): a stand-in `vllm` module checks what the stage hands vLLM (a saved model
+    folder, the chat-templated prompt ids, k, the sampling settings) and that it writes HF's record format."""
+    from rlhaif.generate import encode_prompts, read_prompts
+    from rlhaif.models.loading import load_tokenizer
+    from rlhaif.pipeline import GenerateStageConfig, run_generate
+
+    base = dict(model=str(tiny / "lm"), prompts=str(tiny / "prompts.jsonl"), k=2, max_new_tokens=4, max_prompts=3,
+                temperature=0.8)
+    hf = run_generate(GenerateStageConfig(output_dir=str(tmp_path / "hf"), **base))  # auto, vLLM absent: HF
+    assert "backend" not in hf
+    with pytest.raises(RlhaifError, match=r"rlhaif\[vllm\]"):
+        run_generate(GenerateStageConfig(output_dir=str(tmp_path / "x"), backend="vllm", **base))
+    vllm = types.ModuleType("vllm")
+    exec(FAKE_VLLM, vllm.__dict__)
+    monkeypatch.setitem(sys.modules, "vllm", vllm)  # removed again after the test
+
+    res = run_generate(GenerateStageConfig(output_dir=str(tmp_path / "v"), backend="vllm", **base))
+    assert res["backend"] == "vllm" and res["responses"] == 6 and res["new_tokens"] == 3 * (1 + 2)
+    assert Path(vllm.calls["model"], "config.json").exists()  # a plain model folder vLLM can load
+    assert vllm.calls["params"] == {"n": 2, "temperature": 0.8, "top_p": 1.0, "max_tokens": 4, "seed": 0}
+    tok = load_tokenizer(str(tiny / "lm"))
+    want = encode_prompts(tok, [r.prompt for r in read_prompts(tiny / "prompts.jsonl")[:3]])
+    assert [p["prompt_token_ids"] for p in vllm.calls["prompts"]] == want
+    rows = {name: [json.loads(l) for l in (tmp_path / name / "completions.jsonl").read_text().splitlines()]
+            for name in ("hf", "v")}
+    assert [set(r) for r in rows["v"]] == [set(r) for r in rows["hf"]]  # the same fields ...
+    key = [(r["prompt_id"], r["prompt"], r["index"], r["model"]) for r in rows["hf"]]
+    assert [(r["prompt_id"], r["prompt"], r["index"], r["model"]) for r in rows["v"]] == key  # ... in the same order
+    assert [(r["response"], r["finished"]) for r in rows["v"][:2]] == [("answer 0.0", True), ("answer 0.1", False)]

@@ -47,6 +47,16 @@ def test_cai_recipe_end_to_end(tmp_path, hh_path):
     mixed = [json.loads(l) for l in (run / "mixed" / "pairs.jsonl").read_text().splitlines()]
     assert sum(p["source"].startswith("ai:") for p in mixed) == 3 and sum(p["source"] == "hh-rlhf" for p in mixed) == 6
     assert json.loads((run / "ppo" / "manifest.json").read_text())["config"]["reward_model"] == str(run / "pm")
+    # the other artifacts: SFT adapter, 3 prompts x k=2 completions, the preference model, PPO policy + metrics,
+    # the report with its plots and samples
+    assert (run / "sft" / "model" / "adapter_config.json").exists()
+    assert len((run / "generate" / "completions.jsonl").read_text().splitlines()) == 6
+    assert (run / "pm" / "reward_config.json").exists() and (run / "pm" / "model.safetensors").exists()
+    assert [json.loads(l)["step"] for l in (run / "ppo" / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert (run / "ppo" / "model" / "adapter_config.json").exists()
+    for f in ("report.html", "plots/score_distributions.png", "samples/base.jsonl", "samples/sft.jsonl",
+              "samples/ppo.jsonl"):
+        assert (run / "evaluate" / f).exists(), f
     rep = json.loads((run / "evaluate" / "report.json").read_text())
     for m in ("sft", "ppo"):
         wr = rep["models"][m]["win_rate"]

@@ -1,5 +1,6 @@
 """Rollout layout, the LoRA reference after SFT, scorer validation and bad input for `rlhaif ppo`."""
 
+import math
 import types
 
 import pytest
@@ -50,6 +51,45 @@ def test_rollout_stops_when_every_row_has_ended():
     lm = ScriptedLM([[EOS], [9, EOS]], prompt_len=2)
     ro = sample_responses(lm, [[5, 6], [5, 6]], PAD, [EOS], max_new_tokens=8)
     assert ro.response_ids.shape == (2, 2) and ro.eos_reached.all()
+
+
+class FixedLM(nn.Module):
+    """The same next-token logits at every position, whatever the input."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+        self.logits = torch.tensor(logits)
+
+    def forward(self, input_ids, attention_mask, position_ids=None, use_cache=False, logits_to_keep=0,
+                past_key_values=None):
+        k = logits_to_keep or input_ids.shape[1]
+        return types.SimpleNamespace(logits=self.logits.expand(input_ids.shape[0], k, V).clone(), past_key_values=None)
+
+
+def test_rollout_samples_the_plain_softmax_at_temperature():
+    # softmax(l / 0.7) by hand for l = (−30, 0, 1, 0.5, −1, 2, −2, 0, 0, ...): pad ≈ 0; token 5 (in the prompt, which a
+    # repetition penalty would lower) has exp(2/0.7) = 17.4117; EOS (3, which a min-length rule would forbid) has
+    # exp(0.5/0.7) = 2.0427; the tail tokens (which top-k / top-p would cut) have exp(0) = 1 each.
+    # Z = 1 (tok 1) + 4.1727 (tok 2) + 2.0427 + 0.2397 (tok 4) + 17.4117 + 0.0574 (tok 6) + 13·1 (toks 7..19) = 37.9243
+    logits = [-30.0, 0.0, 1.0, 0.5, -1.0, 2.0, -2.0] + [0.0] * (V - 7)
+    expected = {5: 17.4117 / 37.9243, EOS: 2.0427 / 37.9243, 4: 0.2397 / 37.9243, 19: 1 / 37.9243}
+    lm = FixedLM(logits)
+    torch.manual_seed(0)
+    ro = sample_responses(lm, [[5, 5, 2]] * 4000, PAD, [EOS], max_new_tokens=1, temperature=0.7)
+    counts = torch.bincount(ro.response_ids[:, 0], minlength=V).float() / 4000
+    for token, p in expected.items():  # binomial std ≤ 0.008: a 0.03 band cannot hide top-k/top-p/penalties
+        assert abs(counts[token].item() - p) < 0.03, (token, counts[token].item(), p)
+    assert counts[7:].min() > 0.01  # every tail token is still drawn
+    # the log-probs PPO uses for the ratio and the KL come from that same distribution
+    from rlhaif.policy.rollout import response_logprobs
+
+    lp = response_logprobs(lm, ro, temperature=0.7)
+    picked = ro.response_ids[:3, 0].tolist()
+    z = 37.9243
+    by_hand = {5: math.log(17.4117 / z), EOS: math.log(2.0427 / z), 2: math.log(4.1727 / z), 1: math.log(1 / z),
+               4: math.log(0.2397 / z), 6: math.log(0.0574 / z), **{t: math.log(1 / z) for t in range(7, V)}}
+    assert lp[:3, 0].tolist() == pytest.approx([by_hand[t] for t in picked], abs=1e-3)
 
 
 def _lora_sft_folder(tmp_path):
@@ -116,10 +156,12 @@ def test_reward_fn_from_a_file_and_bad_specs(tmp_path):
     from rlhaif.data.records import Message
 
     assert scorer([[Message(role="user", content="hi")], "x"], ["ab", "abc"]) == [2.0, 3.0]
-    with pytest.raises(RlhaifError, match="has no function 'nope'"):
+    with pytest.raises(RlhaifError, match="'nope' is not a function"):
         load_scorer(PPOConfig(prompts="p", reward_fn=f"{f}:nope"))
-    with pytest.raises(RlhaifError, match="file not found"):
+    with pytest.raises(RlhaifError, match="missing.py not found"):
         load_scorer(PPOConfig(prompts="p", reward_fn=f"{tmp_path}/missing.py:score"))
+    with pytest.raises(RlhaifError, match="must look like 'module:function'"):
+        load_scorer(PPOConfig(prompts="p", reward_fn="no_colon"))
 
 
 def test_batch_sizes_checked_at_start_with_one_message():

@@ -78,6 +78,23 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(setup, monkeypatch):
     ckpts = sorted(p.name for p in (setup / "crashed" / "checkpoints").iterdir())
     assert ckpts == ["step-000002"]
     monkeypatch.delenv("PPO_TEST_NAN_AT")
+    # Resumed, it crashes again in the middle of writing the step-4 checkpoint (weights written, optimizer not):
+    # the step-2 checkpoint stays the newest complete one.
+    real_save = torch.save
+
+    def crash_on_step4_optimizer(obj, f, *a, **k):
+        if str(f).endswith("step-000004.tmp/optimizer.pt"):
+            raise OSError("disk full (simulated)")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", crash_on_step4_optimizer)
+    with pytest.raises(OSError, match="simulated"):
+        run_ppo(tiny_cfg(setup, "crashed", **kw))
+    monkeypatch.setattr(torch, "save", real_save)
+    from rlhaif.training import latest_checkpoint
+
+    assert latest_checkpoint(setup / "crashed").name == "step-000002"
+    assert not (setup / "crashed" / "checkpoints" / "step-000004").exists()
     resumed = run_ppo(tiny_cfg(setup, "crashed", **kw))
     assert resumed["resumed_from"] == 2
     a, b = rows(straight["output_dir"]), rows(resumed["output_dir"])
@@ -94,6 +111,20 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(setup, monkeypatch):
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
+
+
+def test_separate_value_model_kl_ceiling_and_score_threshold(setup):
+    # A separate value model; a KL ceiling so low that each step stops after its second minibatch (the first one
+    # runs before any update, so its approx KL is 0); a score threshold every step reaches: stop after step 1.
+    res = run_ppo(tiny_cfg(setup, "ceil", steps=5, value_model=str(setup / "tiny"), kl_ceiling=1e-12,
+                           score_threshold=-1.0))
+    r = rows(res["output_dir"])
+    assert res["steps"] == 1 and len(r) == 1
+    assert r[0]["policy/early_stop"] == 1.0
+    assert (setup / "ceil" / "checkpoints" / "step-000001" / "trainer_state.json").exists()
+    # without the ceiling every minibatch of every epoch runs
+    free = rows(run_ppo(tiny_cfg(setup, "noceil", steps=1, value_model=str(setup / "tiny")))["output_dir"])
+    assert free[0]["policy/early_stop"] == 0.0
 
 
 def test_cli_with_a_reward_model_whose_tokenizer_differs(setup):

@@ -104,3 +104,83 @@ def test_unknown_backbone_is_one_clear_cli_error(tmp_path, capsys):
     assert "unknown model 'no-such-model'" in err and "Traceback" not in err
     with pytest.raises(RlhaifError, match="line range"):
         run_reward_train(RewardTrainConfig(data=path, data_lines="5-1", output_dir=str(tmp_path / "o")))
+
+
+def test_micro_batches_cover_each_epoch_and_group_by_length():
+    from rlhaif.training import epoch_order, micro_batches
+
+    plain = micro_batches(10, 4, 2, seed=3)
+    assert plain[:3] == [epoch_order(10, 3, 0)[0:4], epoch_order(10, 3, 0)[4:8], epoch_order(10, 3, 0)[8:10]]
+    lengths = [5, 50, 7, 48, 6, 49, 8, 47, 51, 9, 52, 4]  # 6 short, 6 long, interleaved
+    grouped = micro_batches(12, 3, 2, seed=3, lengths=lengths, group=4)
+    assert grouped == micro_batches(12, 3, 2, seed=3, lengths=lengths, group=4)  # a pure function: resume-safe
+    for epoch in (grouped[:4], grouped[4:]):
+        assert sorted(i for b in epoch for i in b) == list(range(12))  # every example once per epoch
+        # one window of 12: sorted longest first then cut, so each batch is all-long or all-short
+        assert all(min(lengths[i] for i in b) > 40 or max(lengths[i] for i in b) < 10 for b in epoch)
+    assert grouped[:4] != grouped[4:]  # the batch order is reshuffled every epoch
+
+
+def test_reward_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
+    save_tiny(tmp_path / "bb", "llama", reward=True)
+    rows = toy_pairs(40, 2)
+    rows[::3] = [{**r, "chosen": r["chosen"] + " and more words here"} for r in rows[::3]]  # mixed lengths
+    data = write(tmp_path / "train.jsonl", rows)
+
+    def cfg(name):
+        return RewardTrainConfig(data=data, backbone=str(tmp_path / "bb"), output_dir=str(tmp_path / name),
+                                 eval_fraction=0.25, epochs=2, batch_size=4, learning_rate=3e-3, max_length=64,
+                                 save_steps=3)
+
+    straight = run_reward_train(cfg("straight"))  # 30 train pairs / 4 -> 8 steps per epoch, 16 in all
+    import rlhaif.training as training
+
+    orig = training.save_checkpoint
+
+    def crash_after(out_dir, step, *a, **k):
+        path = orig(out_dir, step, *a, **k)
+        if step == 9:  # mid-epoch 2
+            raise KeyboardInterrupt("simulated crash right after the step-9 checkpoint")
+        return path
+
+    monkeypatch.setattr(training, "save_checkpoint", crash_after)
+    with pytest.raises(KeyboardInterrupt):
+        run_reward_train(cfg("resumed"))
+    monkeypatch.setattr(training, "save_checkpoint", orig)
+    resumed = run_reward_train(cfg("resumed"))
+    assert resumed["steps"] == straight["steps"] == 16
+    assert resumed["accuracy"] == straight["accuracy"]
+    assert resumed["mean_margin"] == pytest.approx(straight["mean_margin"], rel=1e-5)
+    losses = lambda name: [json.loads(l)["rm/loss"] for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    assert losses("resumed")[-7:] == pytest.approx(losses("straight")[-7:], rel=1e-5)
+    import torch
+    from safetensors.torch import load_file
+
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_pair_truncation_keeps_latest_turns_and_response_start():
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from rlhaif.models.loading import resolve_model
+    from rlhaif.reward.model import RewardModel
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("minilm-l6")[0])  # the real MiniLM word pieces
+    bert = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=8, num_hidden_layers=1,
+                                                    num_attention_heads=1, intermediate_size=8, num_labels=1))
+    prompt = "one two three four five six seven eight nine ten eleven twelve"
+    reply = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu"
+    decode = lambda rm: tok.decode(rm.encode([prompt], [reply])["input_ids"][0])
+    left = RewardModel(bert, tok, "pair", max_length=13, truncation_side="left")  # 10 tokens + [CLS] [SEP] [SEP]
+    assert decode(left) == "[CLS] eight nine ten eleven twelve [SEP] alpha beta gamma delta epsilon [SEP]"
+    assert left.token_lengths([prompt, "hi"], [reply, "yes"]) == [13, 5]  # [CLS] hi [SEP] yes [SEP]
+    right = RewardModel(bert, tok, "pair", max_length=13, truncation_side="right")
+    assert decode(right) == "[CLS] one two three four five [SEP] alpha beta gamma delta epsilon [SEP]"
+    short = RewardModel(bert, tok, "pair", max_length=64)  # fits: nothing cut
+    assert decode(short) == f"[CLS] {prompt} [SEP] {reply} [SEP]"
+    long_prompt = RewardModel(bert, tok, "pair", max_length=9, truncation_side="left")  # short reply kept whole
+    assert tok.decode(long_prompt.encode([prompt], ["yes no"])["input_ids"][0]) == "[CLS] nine ten eleven twelve [SEP] yes no [SEP]"

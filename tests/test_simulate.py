@@ -57,3 +57,20 @@ def test_panel_of_five_recovers_scorer_order_and_flags_adversary(tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["reliability"]["sim-troll"]["flagged"] and report["reliability"]["sim-troll"]["agreement"] < 0.5
     store.close()
+
+
+def test_cli_simulate_writes_pairs_and_flags_the_troll(tmp_path, capsys):
+    from rlhaif.cli import main
+
+    # the default scorer is length: more words are better; ten more words is clear enough for the panel to agree on
+    write_records(tmp_path / "c.jsonl", [CompletionRecord(prompt_id=f"p{i}", prompt=f"prompt {i}", model=f"m{k}",
+                                                          index=k, response=" ".join(["word"] * (1 + 10 * k)))
+                                         for i in range(10) for k in range(3)])
+    try:
+        main(["feedback", "simulate", "-o", str(tmp_path / "sim"), "--completions", str(tmp_path / "c.jsonl")])
+    except SystemExit as e:
+        assert e.code == 0
+    assert "flagged: sim-troll" in capsys.readouterr().out
+    pairs = read_records(tmp_path / "sim" / "pairs.jsonl", PairRecord)
+    assert len(pairs) == 20 * 4  # 10 prompts x 2 pairwise items, by the four annotators who are not flagged
+    assert sum(len(p.chosen) > len(p.rejected) for p in pairs) / len(pairs) > 0.8

@@ -1,4 +1,4 @@
-"""`rlhaif feedback init | import | add-annotator | serve | status | export | report | simulate`.
+"""`rlhaif feedback init | import | gold | add-annotator | serve | status | export | report | simulate`.
 
 Thin wrappers over ``rlhaif.feedback.human.store`` / ``report`` and ``rlhaif.feedback.simulate``; none of
 them imports torch (except ``simulate`` with a reward-model scorer).
@@ -55,6 +55,23 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         n = store.import_completions(campaign, records, path=str(completions),
                                      responses_per_task=responses_per_task)
         typer.echo(f"campaign {campaign!r}: {n} new {kind} tasks, each for {overlap} annotator(s)")
+        people = sum(not a.is_admin for a in store.annotators())
+        if people < overlap:
+            typer.echo(f"note: {people} annotator(s) so far; each task still short of {overlap} goes to the next "
+                       "ones you add with `rlhaif feedback add-annotator`", err=True)
+
+    @fb.command("gold")
+    def gold_cmd(pairs: Path = typer.Argument(..., help="Known preferences: pairs.jsonl (prompt, chosen, rejected, p)."),
+                 db: str = typer.Option("feedback.db", help=DB_HELP),
+                 campaign: str = typer.Option("default", help="The pairwise campaign whose tasks they answer.")):
+        """Mark pairwise tasks as gold items (known answers): each annotator's accuracy on them is reported,
+        and an annotator below 60 % is flagged (left out of the export)."""
+        from rlhaif.data.io import read_records
+        from rlhaif.data.records import PairRecord
+
+        records = read_records(pairs, PairRecord)
+        n = _store(db).set_gold_pairs(campaign, records, path=str(pairs))
+        typer.echo(f"campaign {campaign!r}: {n} gold tasks")
 
     @fb.command("add-annotator")
     def add_annotator_cmd(name: str = typer.Argument(...), db: str = typer.Option("feedback.db", help=DB_HELP),
@@ -66,13 +83,14 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @fb.command("serve")
     def serve_cmd(db: str = typer.Option("feedback.db", help=DB_HELP),
                   host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-                  port: int = typer.Option(8000, help="TCP port.")):
+                  port: int = typer.Option(8000, help="TCP port."),
+                  secure_cookies: bool = typer.Option(False, help="Mark the sign-in cookie Secure (behind HTTPS).")):
         """Serve the annotation app (migrates the store on startup)."""
         import uvicorn
 
         from rlhaif.feedback.human.app import Settings, create_app
 
-        uvicorn.run(create_app(Settings(db=db)), host=host, port=port, log_level="warning")
+        uvicorn.run(create_app(Settings(db=db, secure_cookies=secure_cookies)), host=host, port=port, log_level="warning")
 
     @fb.command("status")
     def status_cmd(db: str = typer.Option("feedback.db", help=DB_HELP)):
@@ -109,8 +127,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             output.write_text(json.dumps(rep, indent=2, default=str))
         typer.echo(f"{rep['judgments']} labels; pairwise agreement {rep['agreement']}; Krippendorff alpha {rep['alpha']}")
         for a, r in rep["reliability"].items():
-            typer.echo(f"  {a}: agreement {r['agreement']} on {r['units']} units, gold {r['gold_accuracy']}"
-                       + ("  FLAGGED" if r["flagged"] else ""))
+            gold = f", gold accuracy {r['gold_accuracy']} on {r['gold_units']}" if r["gold_units"] else ""
+            typer.echo(f"  {a}: agreement {r['agreement']} on {r['units']} units{gold}" + ("  FLAGGED" if r["flagged"] else ""))
         for m in rep["models"]:
             typer.echo(f"  #{m['rank']} {m['item']}: BT {m['rating']} [{m['lower']}, {m['upper']}], Elo {m['elo']}")
 

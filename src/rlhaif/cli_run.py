@@ -50,10 +50,18 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         hh_rlhf: Optional[str] = typer.Option(None, "--hh-rlhf", help="Train the gold reward model on this "
                                               "hh-rlhf file (.jsonl or .jsonl.gz) instead of the bundled pairs."),
         run_dir: str = typer.Option("runs/demo", help="Where every stage writes."),
+        check: bool = typer.Option(False, "--check", help="Only check the demo's recipe (with --human / --cai "
+                                   "as given); run nothing."),
     ):
         """The whole loop on SmolLM2-135M-Instruct + LoRA on bundled prompts; prints where report.html is."""
-        from rlhaif.pipeline import demo_recipe, run_recipe
+        from rlhaif.pipeline import check_recipe, demo_recipe, run_recipe
 
         recipe = demo_recipe("cai" if cai else "rlhf", run_dir=run_dir, hh_rlhf=hh_rlhf, human=human)
+        if check:
+            for line in check_recipe(recipe):
+                typer.echo(line)
+            typer.echo(f"demo ({'cai' if cai else 'rlhf'}{', human feedback' if human else ''}): ok, "
+                       f"{len(recipe.stages)} stages into {run_dir}")
+            return
         summary = run_recipe(recipe, log=lambda m: typer.echo(m, err=True))
         _print_report(summary)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, Optional, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -54,6 +54,34 @@ class StageConfig(BaseModel):
             msg = "is required" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
             raise ConfigError(f"{source}: key '{loc}': {msg}") from None
 
+
+
+class TrainLoopConfig(StageConfig):
+    """Settings every training loop built on rlhaif.training shares (SFT, reward model); stage configs add
+    their data, model, batch size and learning rate."""
+
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    warmup_steps: int = 0
+    """Optimizer steps of linear warm-up (then linear decay to 0)."""
+    epochs: int = 1
+    """Passes over the training data."""
+    max_steps: Optional[int] = None
+    """Stop after this many optimizer steps (and size the schedule to it)."""
+    mixed_precision: Literal["no", "bf16"] = "no"
+    """'bf16' autocast where the hardware supports it (falls back to fp32 elsewhere)."""
+    save_steps: int = 200
+    """Checkpoint every N optimizer steps for resume (0 = only at the end)."""
+    keep_checkpoints: bool = False
+    """Keep checkpoints/ after a finished run (they hold optimizer state, about 3x the trained weights)."""
+    resume: bool = True
+    """Resume from the newest checkpoint in `output_dir` when one exists."""
+    log_with: Optional[str] = None
+    """Accelerate tracker: 'tensorboard' or 'wandb' (metrics.jsonl is always written)."""
+    seed: int = 0
+    """Seed of weight initialization (new heads, LoRA), dropout, data order and held-out splits."""
 
 def check_keys(model: type[BaseModel], data: dict[str, Any], source: str, prefix: str = "") -> None:
     """Reject unknown keys with a did-you-mean suggestion (nested config models are checked too)."""

@@ -91,6 +91,9 @@ class GenerateStageConfig(StageConfig):
     """Random seed."""
     dtype: str = "float32"
     """float32, bfloat16 or float16."""
+    backend: Literal["auto", "hf", "vllm"] = "auto"
+    """Sampler: 'auto' = vLLM where it is installed (pip install 'rlhaif[vllm]') and a GPU is present, else
+    Hugging Face generate; 'hf' or 'vllm' forces one. Both write the same completions.jsonl."""
 
 
 def run_generate(cfg: GenerateStageConfig) -> dict[str, Any]:
@@ -101,12 +104,58 @@ def run_generate(cfg: GenerateStageConfig) -> dict[str, Any]:
     recs = read_prompts(cfg.prompts)[: cfg.max_prompts]
     model, tok = load_causal_lm(cfg.model, dtype=cfg.dtype, merge_adapter=True)
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
-    completions, stats = generate_completions(model, tok, recs, cfg.k, sampling, cfg.batch_size, cfg.seed,
-                                              model_name=cfg.model)
     out = Path(cfg.output_dir)
+    if _use_vllm(cfg.backend):
+        completions, stats = vllm_completions(model, tok, recs, cfg, sampling, out / "model_for_vllm")
+    else:
+        completions, stats = generate_completions(model, tok, recs, cfg.k, sampling, cfg.batch_size, cfg.seed,
+                                                  model_name=cfg.model)
     write_records(out / "completions.jsonl", completions)
     (out / "generate_stats.json").write_text(json.dumps(stats, indent=2))
     return {"completions": str(out / "completions.jsonl"), **stats}
+
+
+def _use_vllm(backend: str) -> bool:
+    if backend == "hf":
+        return False
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        if backend == "vllm":
+            raise RlhaifError("generate: backend 'vllm' needs vLLM: pip install 'rlhaif[vllm]' (on a GPU machine)")
+        return False
+    import torch
+
+    return backend == "vllm" or torch.cuda.is_available()
+
+
+def vllm_completions(model, tok, recs: list, cfg: GenerateStageConfig, sampling, folder: Path):
+    """K responses per prompt sampled by vLLM, as the same CompletionRecords HF generate gives. vLLM loads
+    a plain model folder, so the (adapter-merged) model is saved to ``folder`` first; prompts go in as the
+    chat-templated token ids HF generate would see."""
+    from vllm import LLM, SamplingParams
+
+    from rlhaif.data.records import CompletionRecord
+    from rlhaif.generate import encode_prompts
+
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    enc = encode_prompts(tok, [r.prompt for r in recs])
+    llm = LLM(model=str(folder), dtype=cfg.dtype, seed=cfg.seed)
+    params = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
+                            seed=cfg.seed)
+    t0 = time.perf_counter()
+    outs = llm.generate([{"prompt_token_ids": ids} for ids in enc], params)
+    elapsed = time.perf_counter() - t0
+    settings = {**sampling.__dict__, "seed": cfg.seed, "k": cfg.k, "backend": "vllm"}
+    records = [CompletionRecord(prompt_id=r.id or str(i), prompt=r.prompt, response=o.text.strip(), model=cfg.model,
+                                index=j, finished=o.finish_reason == "stop", sampling=settings)
+               for i, (r, out) in enumerate(zip(recs, outs)) for j, o in enumerate(out.outputs)]
+    n_tokens = sum(len(o.token_ids) for out in outs for o in out.outputs)
+    stats = {"new_tokens": n_tokens, "seconds": round(elapsed, 3),
+             "tokens_per_second": round(n_tokens / elapsed, 2) if elapsed > 0 else None, "responses": len(records),
+             "finished_share": round(sum(c.finished for c in records) / max(1, len(records)), 3), "backend": "vllm"}
+    return records, stats
 
 
 class PairsStageConfig(StageConfig):
@@ -433,26 +482,29 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
     config = cfg.model_dump(mode="json")
     fp = fingerprint(spec.stage, config, _paths_in(config, out_dir.resolve()))
     if manifest_matches(out_dir, fp):
-        outputs = json.loads((out_dir / "manifest.json").read_text()).get("outputs") or {}
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+        outputs, wall, cpu = manifest.get("outputs") or {}, manifest.get("wall_time_s"), None
         if _is_main_process():
             log(f"[skip] {spec.name}: finished before with the same config and inputs ({out_dir})")
         status = "skipped"
     else:
         _prepare_dir(out_dir, fp, spec.name, scope.run_dir, log)
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         result = fn(cfg) or {}
-        outputs = json.loads(json.dumps(result, default=str))
+        outputs, wall = json.loads(json.dumps(result, default=str)), round(time.time() - t0, 2)
+        cpu = round(time.process_time() - c0, 2)  # all threads of this process: wall ≈ cpu / threads when quiet
         if _is_main_process():
-            write_manifest(out_dir, fp, seed=config.get("seed"), wall_time_s=round(time.time() - t0, 2),
-                           outputs=outputs)
+            write_manifest(out_dir, fp, seed=config.get("seed"), wall_time_s=wall, outputs=outputs)
             (out_dir / STARTED).unlink(missing_ok=True)
+            log(f"[done] {spec.name}{f' round {round_}' if repeated else ''}: {wall:.1f} s (cpu {cpu:.1f} s)")
         _wait_for_file(lambda: manifest_matches(out_dir, fp))  # nobody reads outputs before the manifest exists
         status = "ran"
     scope.outputs[spec.name] = {"dir": str(out_dir), **outputs}
     if spec.stage in POLICY_STAGES:
         scope.vars["policy"] = _policy_of(outputs, out_dir)
+    # wall_time_s: the stage's own run time (from its manifest when skipped: the run that made the outputs)
     return {"name": spec.name, "stage": spec.stage, "round": round_ if repeated else None, "status": status,
-            "output_dir": str(out_dir), "outputs": outputs}
+            "wall_time_s": wall, "cpu_time_s": cpu, "output_dir": str(out_dir), "outputs": outputs}
 
 
 def run_recipe(recipe: Recipe, only: Optional[list[str]] = None, log: Callable[[str], None] = print) -> dict:
@@ -467,6 +519,7 @@ def run_recipe(recipe: Recipe, only: Optional[list[str]] = None, log: Callable[[
             order += [(j, r, True) for r in range(1, recipe.rounds + 1) for j in block]
         elif not s.repeat:
             order.append((i, recipe.rounds if block and i > block[-1] else 1, False))
+    t0 = time.time()
     for i, round_, repeated in order:
         spec = recipe.stages[i]
         scope.vars["round"] = round_
@@ -474,11 +527,49 @@ def run_recipe(recipe: Recipe, only: Optional[list[str]] = None, log: Callable[[
             _restore(spec, scope, round_, repeated, recipe.source)
             continue
         done.append(run_stage(spec, scope, round_, repeated, recipe.source, log))
-    summary = {"run_dir": scope.run_dir, "stages": done, "policy": scope.vars["policy"]}
+    timings = stage_timings(done, round(time.time() - t0, 2))
+    summary = {"run_dir": scope.run_dir, "stages": done, "policy": scope.vars["policy"], "timings": timings}
     if _is_main_process():
         Path(scope.run_dir).mkdir(parents=True, exist_ok=True)
         (Path(scope.run_dir) / "run_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        for line in format_timings(timings):
+            log(line)
+        from rlhaif.evaluate.report import add_run_timings
+
+        for st in done:  # the evaluation reports show how long the whole run took, stage by stage
+            if st["stage"] == "evaluate" and Path(st["outputs"].get("report_json") or "").is_file():
+                add_run_timings(Path(st["outputs"]["report_json"]).parent, timings)
     return summary
+
+
+def stage_timings(done: list[dict[str, Any]], invocation_s: float) -> dict[str, Any]:
+    """Per-stage wall times; ``stages_total_s`` sums them (the time a run from scratch takes, less start-up),
+    ``this_invocation_s`` is what this call took (small when stages were skipped)."""
+    rows = [{"stage": s["name"] + (f" (round {s['round']})" if s["round"] else ""), "kind": s["stage"],
+             "wall_time_s": s["wall_time_s"], "cpu_time_s": s.get("cpu_time_s"), "status": s["status"]}
+            for s in done]
+    total = round(sum(r["wall_time_s"] or 0.0 for r in rows), 2)
+    return {"stages": rows, "stages_total_s": total, "this_invocation_s": invocation_s,
+            "threads": _torch_threads()}
+
+
+def _torch_threads() -> int | None:
+    import sys
+
+    return sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+
+
+def format_timings(timings: dict[str, Any]) -> list[str]:
+    lines = ["[time] stage wall times (s):"]
+    for r in timings["stages"]:
+        t = r["wall_time_s"]
+        c = r.get("cpu_time_s")
+        lines.append(f"[time]   {r['stage']:<24} {'?' if t is None else f'{t:8.1f}'}"
+                     + ("" if c is None else f"   cpu {c:8.1f}")
+                     + ("  (skipped now; time of the run that made it)" if r["status"] == "skipped" else ""))
+    lines.append(f"[time]   {'all stages':<24} {timings['stages_total_s']:8.1f}   "
+                 f"(this invocation: {timings['this_invocation_s']:.1f})")
+    return lines
 
 
 def _restore(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, source: str) -> None:
@@ -522,6 +613,9 @@ def demo_recipe(name: str = "rlhf", run_dir: str = "runs/demo", hh_rlhf: Optiona
                 raise RlhaifError(f"--hh-rlhf {hh_rlhf}: file not found")
             st.update(inputs=[str(hh_rlhf)], limit=800, skip_invalid=True)
     if human:
+        if not any(st.get("stage") == "simulate" for st in data["stages"]):
+            raise RlhaifError(f"--human replaces the simulated panel, and the '{name}' demo has none (its "
+                              "feedback comes from the AI judge)")
         data["stages"] = [_human_stage(st) if st.get("stage") == "simulate" else st for st in data["stages"]]
     return recipe_from_dict(data, str(path))
 

@@ -14,6 +14,7 @@ leaves a folder that looks complete.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -45,6 +46,10 @@ def make_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str 
     if log_with and log_with != "none":
         kwargs["log_with"] = log_with
         kwargs["project_dir"] = str(project_dir) if project_dir else None
+    # Several processes (accelerate launch / torchrun) and no GPU: without cpu=True Accelerate 1.x leaves each
+    # process alone (DistributedType.NO) and they race on the same files; with it they join one gloo group.
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        cpu = True
     return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps,
                        mixed_precision=mixed_precision, cpu=cpu, **kwargs)
 
@@ -56,6 +61,37 @@ def bf16_supported() -> bool:
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception:
         return False
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The seeded permutation of epoch ``epoch``: the same on every run and after a resume."""
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def micro_batches(n: int, batch_size: int, epochs: int, seed: int,
+                  lengths: list[int] | None = None, group: int = 64) -> list[list[int]]:
+    """Every micro-batch of the run, in order (a short last batch per epoch is kept); a pure function of its
+    arguments, so a resumed run skips exactly the batches it consumed.
+
+    With ``lengths`` (tokens per example) batches are length-grouped: each epoch's permutation is cut into
+    windows of ``group`` batches, each window is sorted by length (longest first) and cut into batches, and
+    the batches of the epoch are shuffled again. Examples of similar length share a batch, so padding (wasted
+    compute) shrinks, while the data order stays random at the scale of a window."""
+    out = []
+    for epoch in range(epochs):
+        order = epoch_order(n, seed, epoch)
+        if lengths is None:
+            out.extend(order[i:i + batch_size] for i in range(0, n, batch_size))
+            continue
+        window = batch_size * group
+        batches = []
+        for w in range(0, n, window):
+            chunk = sorted(order[w:w + window], key=lambda i: -lengths[i])  # stable: ties keep the random order
+            batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+        shuffle = epoch_order(len(batches), seed, 10_000 + epoch)
+        out.extend(batches[i] for i in shuffle)
+    return out
 
 
 def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float = 0.0,
@@ -73,6 +109,29 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: f
         return 1.0
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+
+
+def start_loop(model: torch.nn.Module, cfg, accelerator, n_micro_batches: int, out_dir: str | os.PathLike,
+               project: str):
+    """The shared start of a loop driven by a ``TrainLoopConfig`` (SFT, reward model): size the schedule,
+    build AdamW + schedule, ``accelerator.prepare``, start trackers, resume from the newest checkpoint.
+
+    Returns ``(model, optimizer, scheduler, per_step, total_steps, step)``: ``per_step`` micro-batches (all
+    processes) make one optimizer step; ``step`` is where a resumed run picks up (0 for a fresh one)."""
+    per_step = cfg.gradient_accumulation_steps * accelerator.num_processes
+    total_steps = math.ceil(n_micro_batches / per_step)
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    optimizer, scheduler = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps, total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    if cfg.log_with:
+        accelerator.init_trackers(project, config=cfg.model_dump())
+    step = 0
+    ckpt = latest_checkpoint(out_dir) if cfg.resume else None
+    if ckpt is not None:
+        step = load_checkpoint(ckpt, model, optimizer, scheduler, accelerator)["step"]
+        accelerator.print(f"resumed from {ckpt} (step {step})")
+    return model, optimizer, scheduler, per_step, total_steps, step
 
 
 def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -114,3 +114,16 @@ def win_rate(p_first: Sequence[float], p_second: Sequence[float]) -> dict[str, f
         "consistency": sum((a > 0.5) == (b > 0.5) for a, b in zip(p_first, p_second)) / n,
         "n": n,
     }
+
+
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson correlation; None when fewer than 3 points or either side is constant. The report gives the
+    correlation of each scorer with response length: a reward that mostly measures length is easy to hack by
+    rambling (Singhal et al. 2023)."""
+    n = len(xs)
+    if n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx, syy = sum((x - mx) ** 2 for x in xs), sum((y - my) ** 2 for y in ys)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None

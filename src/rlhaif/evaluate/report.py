@@ -131,7 +131,8 @@ def _fmt(v: Any) -> str:
 
 
 def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_ids: Sequence[str],
-                 responses: dict[str, list[str]], results: dict[str, dict[str, Any]], notes: list[str]) -> dict:
+                 responses: dict[str, list[str]], results: dict[str, dict[str, Any]], notes: list[str],
+                 extra: dict[str, Any] | None = None) -> dict:
     """Write report.json and report.html (+ plots/*.png) into ``out``; return the report dict."""
     from rlhaif.data.records import prompt_text
 
@@ -156,7 +157,7 @@ def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_i
                 r[f"{k}_delta_vs_baseline"] = r[k]["mean"] - results[baseline][k]["mean"]
     report = {"baseline": baseline, "reference": cfg.reference or baseline, "leaderboard_scorer": kind, "models": results, "leaderboard": board,
               "training": training, "notes": notes, "prompts": len(set(prompt_ids)), "responses_per_model":
-              len(prompts), "config": cfg.model_dump(mode="json")}
+              len(prompts), "config": cfg.model_dump(mode="json"), **(extra or {})}
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for name, png in plots.items():
         (out / "plots" / f"{name}.png").write_bytes(png)
@@ -222,3 +223,35 @@ def _html(report, plots, prompts, responses, per_model, n_samples, prompt_text) 
         h.append("<h2>Notes</h2><ul>" + "".join(f"<li class='note'>{e(n)}</li>" for n in report["notes"]) + "</ul>")
     h.append("</body></html>")
     return "\n".join(h)
+
+
+_TIMINGS_START, _TIMINGS_END = "<!-- rlhaif:run-timings -->", "<!-- /rlhaif:run-timings -->"
+
+
+def _seconds(t: float | None) -> str:
+    return "–" if t is None else f"{t:.1f}"
+
+
+def add_run_timings(out: Path, timings: dict[str, Any]) -> None:
+    """Add the recipe's per-stage wall times to report.json (``run_timings``) and report.html (a table above
+    the models; replaced when the recipe runs again). Called by the recipe runner once every stage is done."""
+    out = Path(out)
+    report = json.loads((out / "report.json").read_text())
+    report["run_timings"] = timings
+    with atomic_write(out / "report.json") as f:
+        json.dump(report, f, indent=2, default=str)
+    page = (out / "report.html").read_text()
+    if _TIMINGS_START in page:
+        page = page[:page.index(_TIMINGS_START)] + page[page.index(_TIMINGS_END) + len(_TIMINGS_END):]
+    rows = "".join(f"<tr><td>{html.escape(r['stage'])}</td><td>{html.escape(r['kind'])}</td>"
+                   f"<td>{_seconds(r['wall_time_s'])}</td><td>{_seconds(r.get('cpu_time_s'))}</td></tr>"
+                   for r in timings["stages"])
+    block = (f"{_TIMINGS_START}<h2>Run time</h2><table><tr><th>stage</th><th>kind</th><th>wall time (s)</th>"
+             f"<th>CPU time (s, all threads)</th></tr>{rows}<tr><th colspan='2'>all stages</th><th colspan='2'>"
+             f"{timings['stages_total_s']:.1f} s ({timings['stages_total_s'] / 60:.1f} min)</th></tr></table>"
+             f"<p class='note'>torch threads: {timings.get('threads')}. A skipped stage shows the wall time of the "
+             f"run that made its outputs (its manifest) and no CPU time.</p>{_TIMINGS_END}")
+    at = page.find("<h2>Models</h2>")
+    page = page[:at] + block + page[at:] if at >= 0 else page.replace("</body>", block + "</body>")
+    with atomic_write(out / "report.html") as f:
+        f.write(page)

@@ -181,6 +181,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     ref_model, ref_tok = load_causal_lm(ref_path, dtype=cfg.dtype, merge_adapter=True)
     results: dict[str, dict[str, Any]] = {}
     responses: dict[str, list[str]] = {}
+    lengths_of: dict[str, list[int]] = {}
     with MetricsLogger(out, total_steps=len(cfg.models), description="evaluate") as log:
         for step, (name, path) in enumerate(cfg.models.items(), start=1):
             if path == ref_path:
@@ -214,7 +215,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             if kls is not None:
                 per_sample["kl"] = kls
                 row["kl"] = M.mean_and_ci(kls)
-            results[name], responses[name] = row, texts
+            results[name], responses[name], lengths_of[name] = row, texts, lengths
             write_jsonl(out / "samples" / f"{name}.jsonl",
                         [{"prompt_id": pid, "prompt": _plain(p), "response": t, "model": name, "tokens": n,
                           **{k: v[i] for k, v in per_sample.items()}}
@@ -232,7 +233,15 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         _judge_win_rates(cfg, baseline, prompts, responses, results, notes)
     else:
         notes.append("no AI judge given: no win rates")
-    report = write_report(out, cfg, baseline, prompts, prompt_ids_of, responses, results, notes)
+    all_lengths = [n for name in results for n in lengths_of[name]]
+    length_corr = {kind: M.pearson([s for name in results for s in results[name]["_per_sample"][kind]], all_lengths)
+                   for kind in scorers}
+    for kind, r in length_corr.items():
+        if r is not None:
+            notes.append(f"{kind} score vs response length (tokens), all models' responses: Pearson r = {r:.2f}"
+                         + (" - this scorer mostly measures length; longer answers raise it" if abs(r) >= 0.5 else ""))
+    report = write_report(out, cfg, baseline, prompts, prompt_ids_of, responses, results, notes,
+                          extra={"score_length_correlation": length_corr})
     return {"report_html": str(out / "report.html"), "report_json": str(out / "report.json"),
             "models": {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in results.items()},
             "leaderboard": report.get("leaderboard"), "wall_time_s": round(time.time() - t0, 1)}

@@ -124,7 +124,7 @@ def _fit_bt(n_items: int, ia: np.ndarray, ib: np.ndarray, ys: np.ndarray, ws: np
 
 
 def bradley_terry(comparisons: Iterable[Comparison], l2: float = 1e-4) -> dict[Hashable, float]:
-    """Bradley–Terry ratings on the Elo scale (400·r + 1000), fitted by L-BFGS with an L2 prior ``l2``."""
+    """Bradley–Terry ratings on the Elo scale (400·r + 1000): the maximum-likelihood fit (Newton) with an L2 prior ``l2``."""
     items, ia, ib, ys, ws = _unique_outcomes(comparisons)
     if not items:
         return {}

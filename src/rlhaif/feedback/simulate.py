@@ -103,11 +103,7 @@ def label_campaign(store, specs: Sequence[AnnotatorSpec], scorer: Scorer, seed: 
     from rlhaif.data.records import prompt_text
     from rlhaif.feedback.human.schemas import JudgmentIn
 
-    existing = {a.name: a for a in store.annotators()}
-    for spec in specs:
-        if f"sim-{spec.name}" not in existing:
-            store.add_annotator(f"sim-{spec.name}")
-    ids = {a.name: a.id for a in store.annotators()}
+    ids = _ensure_annotators(store, specs)
     made = 0
     for k, spec in enumerate(specs):
         rng = random.Random(f"{seed}:{k}")
@@ -121,6 +117,15 @@ def label_campaign(store, specs: Sequence[AnnotatorSpec], scorer: Scorer, seed: 
             batch.append(JudgmentIn(client_id=uuid.uuid4().hex, assignment_id=aid, value=value))
         made += store.submit_many(aid_ann, batch)
     return made
+
+
+def _ensure_annotators(store, specs: Sequence[AnnotatorSpec]) -> dict[str, int]:
+    """Add the missing ``sim-<name>`` annotators; returns {name: id} of every annotator."""
+    have = {a.name for a in store.annotators()}
+    for spec in specs:
+        if f"sim-{spec.name}" not in have:
+            store.add_annotator(f"sim-{spec.name}")
+    return {a.name: a.id for a in store.annotators()}
 
 
 def _msg(m: dict):
@@ -143,9 +148,7 @@ def run_simulated_panel(config: SimulatedPanelConfig, scorer: Scorer | None = No
     store = Store(config.db or str(out / "feedback.db"))
     store.migrate()
     try:
-        for spec in config.annotators:  # annotators first, so import spreads the tasks over all of them
-            if f"sim-{spec.name}" not in {a.name for a in store.annotators()}:
-                store.add_annotator(f"sim-{spec.name}")
+        _ensure_annotators(store, config.annotators)  # first, so the import spreads the tasks over all of them
         if config.completions:
             store.create_campaign(config.campaign, config.kind, overlap=min(config.overlap, len(config.annotators)),
                                   guidelines="Simulated annotators rank by the scorer.")

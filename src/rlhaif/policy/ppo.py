@@ -13,8 +13,6 @@ not the raw base (TRL issues 495, 536). With full fine-tuning, a frozen copy.
 from __future__ import annotations
 
 import copy
-import importlib
-import importlib.util
 import math
 import time
 from pathlib import Path
@@ -134,24 +132,11 @@ def load_scorer(cfg: PPOConfig, device=None) -> tuple[Scorer, str]:
     """(score(prompts, responses) -> list of floats, its name). Reward models get the prompt as given
     (text or messages); Python functions get plain prompt text."""
     if cfg.reward_fn:
-        target, _, fn_name = cfg.reward_fn.rpartition(":")
-        if not target or not fn_name:
+        if ":" not in cfg.reward_fn:
             raise ConfigError(f"reward_fn '{cfg.reward_fn}' must look like 'module:function' or 'file.py:function'")
-        try:
-            if target.endswith(".py"):
-                if not Path(target).exists():
-                    raise RlhaifError(f"reward_fn file not found: {target}")
-                spec = importlib.util.spec_from_file_location(Path(target).stem, target)
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
-            else:
-                module = importlib.import_module(target)
-        except ImportError as e:
-            raise RlhaifError(f"reward_fn '{cfg.reward_fn}': cannot import '{target}': {e}") from None
-        fn = getattr(module, fn_name, None)
-        if not callable(fn):
-            raise RlhaifError(f"reward_fn '{cfg.reward_fn}': '{target}' has no function '{fn_name}'")
-        return (lambda prompts, responses: fn([prompt_text(p) for p in prompts], list(responses))), cfg.reward_fn
+        from rlhaif.evaluate.run import load_scorer as load_function_scorer  # the one loader of Python scorers
+
+        return load_function_scorer(cfg.reward_fn), cfg.reward_fn
     from rlhaif.reward.model import load_reward_model
 
     rm = load_reward_model(cfg.reward_model, device=device)
@@ -353,7 +338,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
                                                     cfg.clip_range)
                     v_loss, v_stats = value_loss(values, mb["old_values"], mb["returns"], mb["mask"],
                                                  cfg.clip_range_value)
-                    entropy, _ = entropy_from_logits(logits, mb["mask"])
+                    with torch.set_grad_enabled(cfg.entropy_coef > 0):  # off: a statistic, no (B, R, V) graph
+                        entropy, _ = entropy_from_logits(logits, mb["mask"])
                     loss = pg_loss + cfg.vf_coef * v_loss - cfg.entropy_coef * entropy
                     acc.backward(loss)
                     acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

@@ -12,7 +12,6 @@ larger. Data order is a seeded permutation per epoch; a resumed run skips exactl
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -20,12 +19,12 @@ from typing import Any, Literal, Optional
 import torch
 import torch.nn.functional as F
 
-from rlhaif.config import StageConfig
+from rlhaif.config import TrainLoopConfig
 
 IGNORE = -100
 
 
-class SFTConfig(StageConfig):
+class SFTConfig(TrainLoopConfig):
     """Settings of `rlhaif sft`."""
 
     model: str = "smollm2-135m-instruct"
@@ -38,18 +37,8 @@ class SFTConfig(StageConfig):
     """Tokens per example; longer ones lose prompt tokens from the left first, then response tokens."""
     batch_size: int = 8
     """Examples per micro-batch."""
-    gradient_accumulation_steps: int = 1
-    """Micro-batches per optimizer step."""
     learning_rate: float = 2e-5
     """Peak AdamW learning rate (linear warm-up, then linear decay to 0); LoRA likes ~1e-4."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    warmup_steps: int = 0
-    """Optimizer steps of linear warm-up."""
-    epochs: int = 1
-    """Passes over the demonstrations."""
-    max_steps: Optional[int] = None
-    """Stop after this many optimizer steps (and size the schedule to it)."""
     lora_r: int = 0
     """LoRA rank; 0 = full fine-tuning."""
     lora_alpha: Optional[int] = None
@@ -58,18 +47,6 @@ class SFTConfig(StageConfig):
     """Save the LoRA adapter merged into the base (a plain model) instead of the adapter alone."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Weights dtype when loading the model."""
-    mixed_precision: Literal["no", "bf16"] = "no"
-    """'bf16' autocast where the hardware supports it (falls back to fp32 elsewhere)."""
-    save_steps: int = 200
-    """Checkpoint every N optimizer steps for resume (0 = only at the end)."""
-    keep_checkpoints: bool = False
-    """Keep checkpoints/ after a finished run."""
-    resume: bool = True
-    """Resume from the newest checkpoint in `output_dir` when one exists."""
-    log_with: Optional[str] = None
-    """Accelerate tracker: 'tensorboard' or 'wandb' (metrics.jsonl is always written)."""
-    seed: int = 0
-    """Seed of data order and dropout."""
 
 
 def make_labels(input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
@@ -92,12 +69,6 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor, num_tokens: int | None 
     return loss, {"sft/nll_sum": float(nll_sum.detach()), "sft/tokens": n_here}
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The seeded permutation of epoch ``epoch``: the same on every run and after a resume."""
-    g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return torch.randperm(n, generator=g).tolist()
-
-
 def run_sft(config: SFTConfig) -> dict[str, Any]:
     """Fine-tune ``config.model`` on ``config.data``; write the model to ``config.output_dir``."""
     from rlhaif.data.collate import encode_prompt_response, pad_batch
@@ -105,8 +76,8 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     from rlhaif.data.records import DemoRecord
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import add_lora, load_causal_lm
-    from rlhaif.training import (latest_checkpoint, load_checkpoint, make_accelerator, make_optimizer,
-                                 save_checkpoint, save_pretrained_atomic, seed_everything)
+    from rlhaif.training import (make_accelerator, micro_batches, save_checkpoint, save_pretrained_atomic,
+                                 seed_everything, start_loop)
 
     cfg = config
     out = Path(cfg.output_dir)
@@ -120,24 +91,8 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
         model.config.use_cache = False
 
     acc = make_accelerator(1, cfg.mixed_precision, cfg.log_with, out)  # accumulation is done by hand below
-    micros = []
-    for epoch in range(cfg.epochs):
-        order = epoch_order(len(encoded), cfg.seed, epoch)
-        micros.extend(order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size))
-    per_step = cfg.gradient_accumulation_steps * acc.num_processes  # micro-batches per optimizer step
-    total_steps = math.ceil(len(micros) / per_step)
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    optimizer, scheduler = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps, total_steps)
-    model, optimizer = acc.prepare(model, optimizer)
-    if cfg.log_with:
-        acc.init_trackers("rlhaif-sft", config=cfg.model_dump())
-
-    step = 0
-    ckpt = latest_checkpoint(out) if cfg.resume else None
-    if ckpt is not None:
-        step = load_checkpoint(ckpt, model, optimizer, scheduler, acc)["step"]
-        acc.print(f"resumed from {ckpt} (step {step})")
+    micros = micro_batches(len(encoded), cfg.batch_size, cfg.epochs, cfg.seed)
+    model, optimizer, scheduler, per_step, total_steps, step = start_loop(model, cfg, acc, len(micros), out, "rlhaif-sft")
 
     model.train()
     last_loss = float("nan")

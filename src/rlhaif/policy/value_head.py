@@ -55,7 +55,8 @@ class ActorCritic(nn.Module):
         if self.value_model is None:
             hidden = out.hidden_states[-1]
         else:
-            hidden = self.value_model(**kw, output_hidden_states=True).hidden_states[-1]
+            # logits_to_keep=1: the critic needs hidden states only, not a (B, T, V) pass through its LM head
+            hidden = self.value_model(**kw, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
         values = self.value_head(hidden)
         if logits_to_keep:
             values = values[:, -logits_to_keep:]

@@ -9,8 +9,9 @@ Saved folder (what PPO, evaluation and the simulated annotators load with ``load
     eval.json                   held-out accuracy, mean margin, calibration (written by training / eval)
 
 Text formats. ``"pair"`` (encoders such as BERT / MiniLM): ``[CLS] prompt_text [SEP] response [SEP]``, cut
-longest-first on ``truncation_side``. ``"chat"`` (causal LMs): the chat template via ``encode_prompt_response``
-(prompt cut from the left first), right-padded; the head reads the last non-pad token.
+longest-first; 'left' truncation drops the prompt's oldest tokens and the response's end (``_fit_pairs``).
+``"chat"`` (causal LMs): the chat template via ``encode_prompt_response`` (prompt cut from the left first),
+right-padded; the head reads the last non-pad token.
 Scores are always computed from text with the reward model's own tokenizer, so a policy with another
 tokenizer can be scored.
 """
@@ -70,14 +71,50 @@ class RewardModel:
         assert len(prompts) == len(responses), (len(prompts), len(responses))
         tok = self.tokenizer
         if self.text_format == "pair":
-            tok.truncation_side = self.truncation_side
-            return dict(tok([prompt_text(p) for p in prompts], list(responses), truncation="longest_first",
-                            max_length=self.max_length, padding=True, return_tensors="pt"))
+            texts, resps = self._fit_pairs(prompts, responses)
+            return dict(tok(texts, resps, truncation="longest_first", max_length=self.max_length, padding=True,
+                            return_tensors="pt"))
         from rlhaif.data.collate import encode_prompt_response, pad_batch
 
         enc = [encode_prompt_response(tok, p, r, self.max_length) for p, r in zip(prompts, responses)]
         batch = pad_batch(enc, tok.pad_token_id, side="right")
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def _fit_pairs(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Prompt and response texts cut to fit ``max_length`` tokens together ("pair" format).
+
+        Longest part first, as ``truncation="longest_first"``: the response keeps at least half the budget (or
+        all of itself), the prompt the rest. 'left' cuts the prompt's oldest tokens and the response's end
+        (the latest turns and the start of the reply stay); 'right' cuts the end of both. Texts are cut at token
+        offsets, so tokenizing the result gives the kept tokens (the caller still truncates as a safety net)."""
+        tok = self.tokenizer
+        texts, resps = [prompt_text(p) for p in prompts], list(responses)
+        tok.truncation_side = self.truncation_side  # for the safety-net truncation of the caller
+        budget = self.max_length - tok.num_special_tokens_to_add(pair=True)
+        enc_p = tok(texts, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        enc_r = tok(resps, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        for i, (po, ro) in enumerate(zip(enc_p, enc_r)):
+            if len(po) + len(ro) <= budget:
+                continue
+            r_keep = min(len(ro), max(budget // 2, budget - len(po)))
+            p_keep = min(len(po), budget - r_keep)
+            resps[i] = resps[i][:ro[r_keep - 1][1]] if r_keep else ""
+            if self.truncation_side == "left":
+                texts[i] = texts[i][po[len(po) - p_keep][0]:] if p_keep else ""
+            else:
+                texts[i] = texts[i][:po[p_keep - 1][1]] if p_keep else ""
+        return texts, resps
+
+    def token_lengths(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> list[int]:
+        """Tokens each (prompt, response) takes once encoded (after truncation), without padding."""
+        if self.text_format == "pair":
+            enc = self.tokenizer(*self._fit_pairs(prompts, responses), truncation="longest_first",
+                                 max_length=self.max_length)
+            return [len(ids) for ids in enc["input_ids"]]
+        from rlhaif.data.collate import encode_prompt_response
+
+        return [len(encode_prompt_response(self.tokenizer, p, r, self.max_length).input_ids)
+                for p, r in zip(prompts, responses)]
 
     def rewards(self, batch: dict[str, torch.Tensor], model=None) -> torch.Tensor:
         """Raw rewards (N,) of an encoded batch, with gradients. ``model`` overrides ``self.model``

@@ -9,19 +9,19 @@ Data order is a seeded permutation per epoch, so a resumed run skips exactly the
 from __future__ import annotations
 
 import contextlib
-import math
 import shutil
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import torch
 
-from rlhaif.config import StageConfig
+from rlhaif.config import TrainLoopConfig
+from rlhaif.training import epoch_order
 from rlhaif.data.records import PairRecord
 from rlhaif.errors import ConfigError, DataError
 
 
-class RewardTrainConfig(StageConfig):
+class RewardTrainConfig(TrainLoopConfig):
     """Settings of `rlhaif reward train`."""
 
     data: str
@@ -44,21 +44,15 @@ class RewardTrainConfig(StageConfig):
     max_length: int = 256
     """Tokens per (prompt, response); longer texts are cut (longest part first)."""
     truncation_side: Literal["left", "right"] = "left"
-    """Which end is cut when too long: 'left' keeps the latest turns and the response's start."""
+    """Encoders: 'left' cuts the prompt's oldest tokens (keeps the latest turns) and the response's end;
+    'right' cuts the end of both. The response keeps at least half of `max_length`."""
     batch_size: int = 16
     """Pairs per micro-batch (2x this many sequences go through the model in one forward)."""
-    gradient_accumulation_steps: int = 1
-    """Micro-batches per optimizer step."""
+    group_by_length: bool = True
+    """Batch pairs of similar token length together (within windows of 64 batches, batch order shuffled):
+    less padding, so less compute on data of mixed lengths such as hh-rlhf; False = plain seeded shuffle."""
     learning_rate: float = 5e-5
     """Peak AdamW learning rate (linear warm-up, then linear decay to 0)."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    warmup_steps: int = 0
-    """Optimizer steps of linear warm-up."""
-    epochs: int = 1
-    """Passes over the training pairs."""
-    max_steps: Optional[int] = None
-    """Stop after this many optimizer steps (and size the schedule to it)."""
     center_coef: float = 0.0
     """η of the centering term η·mean((r_c + r_r)²); 1e-2 is TRL's suggestion; 0 = off."""
     use_margin: bool = True
@@ -69,18 +63,6 @@ class RewardTrainConfig(StageConfig):
     """Reference file for normalization (pairs or completions); unset: the training pairs' responses."""
     normalize_samples: int = 1000
     """Most responses scored for the normalization statistics."""
-    mixed_precision: Literal["no", "bf16"] = "no"
-    """'bf16' autocast where the hardware supports it (falls back to fp32 elsewhere)."""
-    save_steps: int = 200
-    """Checkpoint every N optimizer steps for resume (0 = only at the end)."""
-    keep_checkpoints: bool = False
-    """Keep checkpoints/ after a finished run (they hold optimizer state, 3x the model size)."""
-    resume: bool = True
-    """Resume from the newest checkpoint in `output_dir` when one exists."""
-    log_with: Optional[str] = None
-    """Accelerate tracker: 'tensorboard' or 'wandb' (metrics.jsonl is always written)."""
-    seed: int = 0
-    """Seed of the head initialization, data order, held-out split."""
 
 
 # -- data -------------------------------------------------------------------------------------------------
@@ -130,21 +112,6 @@ def load_pairs(path: str, lines: tuple[int, int] | None = None) -> list[PairReco
     return out
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """The seeded permutation of epoch ``epoch``: the same on every run and after a resume."""
-    g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return torch.randperm(n, generator=g).tolist()
-
-
-def micro_batches(n: int, batch_size: int, epochs: int, seed: int) -> list[list[int]]:
-    """Every micro-batch of the run, in order (a short last batch per epoch is kept)."""
-    out = []
-    for epoch in range(epochs):
-        order = epoch_order(n, seed, epoch)
-        out.extend(order[i:i + batch_size] for i in range(0, n, batch_size))
-    return out
-
-
 # -- the loop ---------------------------------------------------------------------------------------------
 
 def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
@@ -154,8 +121,7 @@ def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
     from rlhaif.reward.evaluate import compute_normalization, evaluate_pairs
     from rlhaif.reward.losses import bradley_terry_loss
     from rlhaif.reward.model import build_reward_model
-    from rlhaif.training import (latest_checkpoint, load_checkpoint, make_accelerator, make_optimizer,
-                                 save_checkpoint, seed_everything)
+    from rlhaif.training import make_accelerator, micro_batches, save_checkpoint, seed_everything, start_loop
 
     cfg = config
     out = Path(cfg.output_dir)
@@ -177,23 +143,14 @@ def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)
     rm = build_reward_model(cfg.backbone, cfg.max_length, cfg.truncation_side, cfg.text_format)
     acc = make_accelerator(1, cfg.mixed_precision, cfg.log_with, out)  # accumulation is done by hand below
-    accum = cfg.gradient_accumulation_steps
-    micros = micro_batches(len(pairs), cfg.batch_size, cfg.epochs, cfg.seed)
-    per_step = accum * acc.num_processes  # micro-batches consumed by one optimizer step, all processes
-    total_steps = math.ceil(len(micros) / per_step)
-    if cfg.max_steps is not None:
-        total_steps = min(total_steps, cfg.max_steps)
-    optimizer, scheduler = make_optimizer(rm.model, cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps,
-                                          total_steps)
-    model, optimizer = acc.prepare(rm.model, optimizer)
-    if cfg.log_with:
-        acc.init_trackers("rlhaif-reward", config=cfg.model_dump())
-
-    step = 0
-    ckpt = latest_checkpoint(out) if cfg.resume else None
-    if ckpt is not None:
-        step = load_checkpoint(ckpt, model, optimizer, scheduler, acc)["step"]
-        acc.print(f"resumed from {ckpt} (step {step})")
+    lengths = None
+    if cfg.group_by_length:  # a pair's length is its longer side: chosen and rejected share one padded batch
+        prompts = [p.prompt for p in pairs]
+        lengths = [max(a, b) for a, b in zip(rm.token_lengths(prompts, [p.chosen for p in pairs]),
+                                             rm.token_lengths(prompts, [p.rejected for p in pairs]))]
+    micros = micro_batches(len(pairs), cfg.batch_size, cfg.epochs, cfg.seed, lengths)
+    model, optimizer, scheduler, per_step, total_steps, step = start_loop(rm.model, cfg, acc, len(micros), out,
+                                                                          "rlhaif-reward")
 
     model.train()
     with MetricsLogger(out, total_steps, "reward", acc, show=("rm/loss", "rm/accuracy")) as log:

@@ -22,6 +22,7 @@ Backends:
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -71,6 +72,7 @@ class HFBackend:
         self.max_length, self.batch_size = max_length, batch_size
         self.use_chat_template = use_chat_template and bool(getattr(tokenizer, "chat_template", None))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
 
     def render(self, messages: Sequence[dict[str, str]], prefill: str) -> str:
         if self.use_chat_template:
@@ -119,7 +121,9 @@ class HFBackend:
         assert all(len(t) == C for _, t in batch), "every query in a batch needs the same number of candidates"
         ids, mask = left_pad([s for s, _ in batch], self.pad_id, device)  # (B, L)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        # Only the last position's logits are needed: logits_to_keep=1 skips the (B, L, vocab) projection.
+        keep = {"logits_to_keep": 1} if self.keeps_logits else {}
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **keep)
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V): log P(first tail token | context)
         scores = [[first[b, t[0]].item() if t else 0.0 for t in tails] for b, (_, tails) in enumerate(batch)]
         rest = [t[:-1] for _, tails in batch for t in tails]  # inputs predicting tail[1:], rows ordered (b, c)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
@@ -53,8 +53,8 @@ class BodyLimit:
             nonlocal seen
             msg = await receive()
             seen += len(msg.get("body", b""))
-            if seen > self.limit:
-                raise ValueError("request body too large")
+            if seen > self.limit:  # a streamed body without Content-Length: the route answers 413
+                raise HTTPException(status_code=413, detail=f"request body over {self.limit} bytes")
             return msg
 
         return await self.app(scope, limited, send)

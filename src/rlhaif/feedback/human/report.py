@@ -16,6 +16,7 @@ from typing import Any
 from rlhaif.data.io import write_records
 from rlhaif.data.rankings import ranking_to_pairs
 from rlhaif.data.records import PairRecord
+from rlhaif.errors import RlhaifError
 from rlhaif.feedback import aggregate as agg
 from rlhaif.feedback.human.store import Store
 
@@ -78,17 +79,26 @@ def build_report(store: Store, campaign: str | None = None, bootstrap_rounds: in
 def export_pairs(store: Store, out: str | Path, campaign: str | None = None, exclude_flagged: bool = True,
                  weight_by_reliability: bool = False, ties: str = "half") -> dict[str, Any]:
     """Write ``pairs.jsonl`` (PairRecord) from the latest judgments; returns counts."""
+    if ties not in ("half", "drop"):
+        raise RlhaifError(f"ties={ties!r}: use 'half' (a tie is a pair with p = 0.5) or 'drop'")
     judgments = store.latest_judgments(campaign)
     responses = store.responses(campaign)
     rel = agg.annotator_reliability(judgments, _gold_units(store, campaign))
+
+    def excluded(ann: str) -> bool:
+        return exclude_flagged and rel.get(ann, {}).get("flagged", False)
+
+    def weight(ann: str) -> float:
+        return rel[ann]["weight"] if (weight_by_reliability and ann in rel) else 1.0
+
     pairs: list[PairRecord] = []
     skipped = defaultdict(int)
     for jd in judgments:
         ann = jd["annotator"]
-        if exclude_flagged and rel.get(ann, {}).get("flagged"):
+        if excluded(ann):
             skipped["flagged_annotator"] += 1
             continue
-        w_ann = rel[ann]["weight"] if (weight_by_reliability and ann in rel) else 1.0
+        w_ann = weight(ann)
         src = f"human:{ann}"
         v, ids = jd["value"], jd["responses"]
         prompt = responses[ids[0]]["prompt"]
@@ -120,13 +130,10 @@ def export_pairs(store: Store, out: str | Path, campaign: str | None = None, exc
                                         weight=w_ann, source=f"{src}:{aspect}"))
     prompt_of = {rid: r["prompt_id"] for rid, r in responses.items()}
     for ann, _pid, better, worse, p in agg.rating_decisions(judgments, prompt_of):
-        if exclude_flagged and rel.get(ann, {}).get("flagged"):
+        if excluded(ann) or (p == 0.5 and ties == "drop"):
             continue
-        if p == 0.5 and ties == "drop":
-            continue
-        w_ann = rel[ann]["weight"] if (weight_by_reliability and ann in rel) else 1.0
         pairs.append(PairRecord(prompt=responses[better]["prompt"], chosen=responses[better]["text"],
-                                rejected=responses[worse]["text"], p=p, weight=w_ann, source=f"human:{ann}"))
+                                rejected=responses[worse]["text"], p=p, weight=weight(ann), source=f"human:{ann}"))
     pairs = [p for p in pairs if p.chosen != p.rejected]
     write_records(out, pairs) if pairs else Path(out).write_text("")
     return {"pairs": len(pairs), "judgments": len(judgments), **skipped,

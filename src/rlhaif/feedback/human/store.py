@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from rlhaif.data.records import CompletionRecord, prompt_text
+from rlhaif.data.records import CompletionRecord, PairRecord, prompt_text
 from rlhaif.errors import RlhaifError
 from rlhaif.feedback.human import models as m
 from rlhaif.feedback.human.db import make_engine, normalize_url
@@ -37,6 +37,12 @@ class NotFound(RlhaifError):
 
 class Conflict(RlhaifError):
     """A client id already used by another annotator or assignment."""
+
+
+def _messages(p: m.Prompt) -> list[dict[str, Any]]:
+    """A stored prompt (JSON: text or messages) as the messages shown above the responses."""
+    prompt = json.loads(p.prompt)
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
 
 def hash_token(token: str) -> str:
@@ -197,6 +203,35 @@ class Store:
                 raise NotFound(f"no task {task_id}")
             t.gold = json.dumps(value)
 
+    def set_gold_pairs(self, campaign: str, pairs: Iterable[PairRecord], path: str = "<input>") -> int:
+        """Gold items from known preferences: a pair whose chosen and rejected are the two responses of a
+        pairwise task (shown in either order) gives that task the known answer: chosen wins (p > 0.5),
+        rejected wins (p < 0.5) or a tie (p = 0.5). All or nothing: a pair matching no task stops with its line."""
+        c = self.campaign(campaign)
+        if c.kind != "pairwise":
+            raise RlhaifError(f"campaign {campaign!r} is {c.kind}: gold pairs mark pairwise tasks only")
+        made = 0
+        with self.write() as s:
+            tasks = list(s.scalars(select(m.Task).where(m.Task.campaign_id == c.id)))
+            text = dict(s.execute(select(m.Response.id, m.Response.text).join(m.Prompt)
+                                  .where(m.Prompt.campaign_id == c.id)).all())
+            by_texts: dict[frozenset, list[tuple[m.Task, int, int]]] = {}
+            for t in tasks:
+                a, b = json.loads(t.response_ids)
+                by_texts.setdefault(frozenset((text[a], text[b])), []).append((t, a, b))
+            for n, pair in enumerate(pairs, start=1):
+                found = by_texts.get(frozenset((pair.chosen, pair.rejected)), [])
+                if not found:
+                    raise RlhaifError(f"{path}:{n}: fields 'chosen'/'rejected': no pairwise task of campaign "
+                                      f"{campaign!r} shows these two responses")
+                for t, a, b in found:
+                    chosen, rejected = (a, b) if text[a] == pair.chosen else (b, a)
+                    value = ({"choice": "tie", "winner": None, "strength": None} if pair.p == 0.5 else
+                             {"choice": "win", "winner": chosen if pair.p > 0.5 else rejected, "strength": None})
+                    t.gold = json.dumps(value)
+                    made += 1
+        return made
+
     def assign(self, seed: int = 0) -> int:
         """Give every task to ``overlap`` distinct annotators (admins excluded), least-loaded first, each with
         its own shuffled display order. Returns the number of new assignments."""
@@ -225,10 +260,14 @@ class Store:
 
     # ------------------------------------------------------------ annotating
 
+    @staticmethod
+    def _pending_ids(annotator_id: int):
+        return (select(m.Assignment.id).where(m.Assignment.annotator_id == annotator_id, m.Assignment.status == "pending")
+                .order_by(m.Assignment.id))
+
     def next_assignment(self, annotator_id: int) -> int | None:
         with self.read() as s:
-            return s.scalar(select(m.Assignment.id).where(m.Assignment.annotator_id == annotator_id,
-                                                          m.Assignment.status == "pending").order_by(m.Assignment.id).limit(1))
+            return s.scalar(self._pending_ids(annotator_id).limit(1))
 
     def progress_of(self, annotator_id: int) -> tuple[int, int]:
         with self.read() as s:
@@ -250,10 +289,8 @@ class Store:
             shown = json.loads(a.display_order)
             texts = {r.id: r.text for r in s.scalars(select(m.Response).where(m.Response.id.in_(shown)))}
             last = s.scalar(select(m.Judgment).where(m.Judgment.assignment_id == a.id).order_by(m.Judgment.version.desc()).limit(1))
-        prompt = json.loads(p.prompt)
         return {"assignment_id": a.id, "kind": t.kind, "campaign": c.name, "guidelines": c.guidelines,
-                "guideline_version": c.guideline_version,
-                "messages": [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt,
+                "guideline_version": c.guideline_version, "messages": _messages(p),
                 "responses": [texts[r] for r in shown],
                 "current": to_display(t.kind, json.loads(last.value), shown) if last else None,
                 "version": last.version if last else 0}
@@ -281,8 +318,7 @@ class Store:
 
     def pending(self, annotator_id: int) -> list[int]:
         with self.read() as s:
-            return list(s.scalars(select(m.Assignment.id).where(m.Assignment.annotator_id == annotator_id,
-                                                                m.Assignment.status == "pending").order_by(m.Assignment.id)))
+            return list(s.scalars(self._pending_ids(annotator_id)))
 
     def pending_views(self, annotator_id: int) -> list[dict[str, Any]]:
         """All pending assignments of one annotator as (id, kind, messages, responses in their order), in three
@@ -296,9 +332,7 @@ class Store:
             texts = dict(s.execute(select(m.Response.id, m.Response.text).where(m.Response.id.in_(ids))).all()) if ids else {}
         out = []
         for a, t, p in rows:
-            prompt = json.loads(p.prompt)
-            out.append({"assignment_id": a.id, "kind": t.kind,
-                        "messages": [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt,
+            out.append({"assignment_id": a.id, "kind": t.kind, "messages": _messages(p),
                         "responses": [texts[r] for r in json.loads(a.display_order)]})
         return out
 
