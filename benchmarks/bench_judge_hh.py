@@ -13,7 +13,7 @@ A probability of exactly 0.5 counts as half right.
 Results are appended per chunk to <out>/judgments.jsonl, so the run can be stopped and resumed, and
 ``--summarize`` reports whatever has finished.
 
-    python benchmarks/bench_judge_hh.py --n 1800 --out /tmp/bench_judge --max-length 384 --batch-size 8
+    OMP_NUM_THREADS=1 python benchmarks/bench_judge_hh.py --n 1800 --out /tmp/bench_judge --threads 1
 """
 
 from __future__ import annotations

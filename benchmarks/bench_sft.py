@@ -4,9 +4,9 @@
 
 Model: a random Llama (hidden 256, 4 layers, 8 heads, untied embeddings) with SmolLM2-135M-Instruct's real
 tokenizer and chat template (vocabulary 49,152, so the output layer and the cross-entropy weigh as much as in
-a real small model), saved once with save_pretrained and loaded by both sides. Data: the 52 demonstrations of
-src/rlhaif/assets/demos/demo_sft.jsonl (rlhaif: prompt/response rows; TRL: the same as conversational
-prompt/completion rows, so both apply the chat template and learn the assistant reply only). Same batch size,
+a real small model), saved once with save_pretrained and loaded by both sides. Data: the demonstrations of
+src/rlhaif/assets/demos/demo_sft.jsonl (82 on 2026-11-23; rlhaif: prompt/response rows; TRL: the same as
+conversational prompt/completion rows, so both apply the chat template and learn the assistant reply only). Same batch size,
 max length (no example is cut), learning rate 2e-5, epochs, fp32, one torch thread, separate subprocesses (TRL in
 .bench-venvs/trl-current), repetitions alternating which side goes first. Each worker also reports the tokens
 it trained on (they match to within the end-of-turn newline TRL's template adds to each completion).
@@ -71,8 +71,11 @@ def worker(side: str, a) -> None:
         loop_s = trainer.train().metrics["train_runtime"]
         trainer.save_model(str(out))
         n = len(trainer.train_dataset)
-        # completion tokens learned (the first is predicted from the prompt's last token, as in rlhaif)
-        tokens = sum(sum(m) for m in trainer.train_dataset["completion_mask"])
+        tok = trainer.processing_class  # completion tokens learned: prompt+completion minus the prompt
+        rows = [json.loads(line) for line in (d / "trl.jsonl").read_text().splitlines()]
+        tokens = sum(len(tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"])
+                     - len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
+                                                   return_dict=True)["input_ids"]) for r in rows)
     clock.report(side, n * a.epochs, loop_s, examples=n, response_tokens_per_epoch=tokens)
 
 
@@ -90,8 +93,9 @@ def main() -> None:
     d = Path(tempfile.mkdtemp(prefix="bench-sft-"))
     make_inputs(d)
     common = ["--dir", str(d), "--epochs", str(a.epochs), "--batch", str(a.batch), "--max-length", str(a.max_length)]
-    print(f"52 demos x {a.epochs} epochs, batch {a.batch}, max length {a.max_length}, fp32, 1 thread, {a.reps} reps",
-          flush=True)
+    n_demos = sum(1 for line in DEMOS.read_text().splitlines() if line.strip())
+    print(f"{n_demos} demos x {a.epochs} epochs, batch {a.batch}, max length {a.max_length}, fp32, 1 thread, "
+          f"{a.reps} reps", flush=True)
     run_alternating(__file__, {"rlhaif": common, "trl": common}, a.reps, "examples")
 
 

@@ -13,5 +13,5 @@ mk() {
   "$dir/bin/pip" install -q "$@"
   "$dir/bin/pip" install -q --no-deps -e .
 }
-mk .bench-venvs/trl-current "trl==1.16.0" pydantic pyyaml typer rich scipy
+mk .bench-venvs/trl-current "trl==1.16.0" peft pydantic pyyaml typer rich scipy
 mk .bench-venvs/trl-1.0.0 "trl==1.0.0" peft pydantic pyyaml typer rich scipy
