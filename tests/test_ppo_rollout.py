@@ -130,6 +130,32 @@ def test_lora_reference_after_lora_sft_is_the_sft_policy(tmp_path):
     assert all(not p.requires_grad for n, p in model.policy.named_parameters() if "lora" not in n)
 
 
+def test_ppo_after_lora_sft_saves_a_policy_that_keeps_the_sft_weights(tmp_path):
+    """PPO merges the SFT adapter into the base and trains its own adapter; saving that adapter alone would name
+    the raw base and lose the SFT weights, so the saved policy must be merged."""
+    from rlhaif.models.loading import load_causal_lm
+    from rlhaif.policy.logprobs import token_logprobs
+    from rlhaif.policy.ppo import run_ppo
+
+    base, sft = _lora_sft_folder(tmp_path)
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "the cat"}\n{"prompt": "a dog"}\n')
+    (tmp_path / "rules.py").write_text("def score(prompts, responses):\n    return [0.0 for _ in responses]\n")
+    cfg = PPOConfig(model=str(tmp_path / "sft"), prompts=str(tmp_path / "prompts.jsonl"),
+                    reward_fn=f"{tmp_path / 'rules.py'}:score", output_dir=str(tmp_path / "ppo"), lora_r=4,
+                    steps=1, batch_size=2, mini_batch_size=2, ppo_epochs=1, max_new_tokens=3, learning_rate=1e-9)
+    run_ppo(cfg)
+    saved = tmp_path / "ppo" / "model"
+    assert not (saved / "adapter_config.json").exists()
+    ids = torch.tensor([[2, 10, 20, 30, 40, 50]])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        ppo_lp = token_logprobs(load_causal_lm(str(saved))[0], ids, mask)
+        sft_lp = token_logprobs(sft.eval(), ids, mask)
+        raw_lp = token_logprobs(load_causal_lm(str(base))[0], ids, mask)
+    torch.testing.assert_close(ppo_lp, sft_lp, atol=1e-3, rtol=0)
+    assert (ppo_lp - raw_lp).abs().max() > 1e-2
+
+
 def test_full_finetune_reference_is_a_frozen_copy(tmp_path):
     from rlhaif.models.tiny import save_tiny
 

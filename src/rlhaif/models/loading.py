@@ -144,6 +144,11 @@ def load_tokenizer(name_or_path: str, padding_side: str = "left"):
     return tok
 
 
+def is_adapter_folder(name_or_path: str) -> bool:
+    """True when ``name_or_path`` resolves to a folder holding a PEFT adapter (a LoRA SFT output, say)."""
+    return (Path(resolve_model(name_or_path)[0]) / "adapter_config.json").exists()
+
+
 def _adapter_base(path: str) -> str:
     import json
 

@@ -272,7 +272,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
     """Train with DPO / IPO / cDPO on ``cfg.pairs``; returns the output paths and held-out metrics."""
     from rlhaif.manifest import fingerprint, write_manifest
     from rlhaif.metrics import MetricsLogger
-    from rlhaif.models.loading import add_lora, load_causal_lm, resolve_model
+    from rlhaif.models.loading import add_lora, is_adapter_folder, load_causal_lm
     from rlhaif.training import (latest_checkpoint, load_checkpoint, make_accelerator, make_optimizer,
                                  save_checkpoint, save_pretrained_atomic, seed_everything)
 
@@ -290,7 +290,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
 
     # A LoRA SFT adapter is merged first: "adapter disabled" must mean the SFT policy, not its base.
     model, tok = load_causal_lm(cfg.model, dtype=cfg.dtype, padding_side="left", merge_adapter=True)
-    started_from_adapter = (Path(resolve_model(cfg.model)[0]) / "adapter_config.json").exists()
+    started_from_adapter = is_adapter_folder(cfg.model)
     if cfg.lora:
         model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha)
     pad_id = tok.pad_token_id

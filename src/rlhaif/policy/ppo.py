@@ -101,7 +101,8 @@ class PPOConfig(StageConfig):
     score_threshold: Optional[float] = None
     """Stop early once the step's mean score reaches this."""
     merge_lora: bool = False
-    """Save the final policy with the LoRA adapter merged into the base (default: the adapter alone)."""
+    """Save the final policy with the LoRA adapter merged into the base (default: the adapter alone). Forced on
+    when ``model`` is itself a LoRA adapter: its base was merged with it, so an adapter alone would name the raw base."""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """Accelerate autocast for the update (bf16 falls back to fp32 where unsupported)."""
     log_with: Optional[str] = None
@@ -390,7 +391,10 @@ def run_ppo(cfg: PPOConfig) -> dict:
                 break
 
     core = acc.unwrap_model(model)
-    model_dir = save_pretrained_atomic(core.policy, tok, out / "model", merge_lora=cfg.merge_lora, accelerator=acc)
+    from rlhaif.models.loading import is_adapter_folder
+
+    merge = cfg.merge_lora or (cfg.lora_r > 0 and is_adapter_folder(cfg.model))  # SFT adapter merged at load
+    model_dir = save_pretrained_atomic(core.policy, tok, out / "model", merge_lora=merge, accelerator=acc)
     if acc.is_main_process:
         from safetensors.torch import save_file
 
