@@ -208,3 +208,93 @@ def test_tokenizer_that_merges_across_the_boundary(judge):
 
     want = full_logprob(context + "(A)") - full_logprob(context + "(B)")
     assert la - lb == pytest.approx(want, abs=1e-4)
+
+
+class GoodWordBackend:
+    """A judge with known log-probabilities: ℓ = 0 for an option whose text holds 'good', −2 otherwise, so
+    P(A) is σ(2) ≈ 0.881, σ(−2) or ½ and the debiased p can be computed by hand."""
+
+    def continuation_logprobs(self, queries):
+        out = []
+        for q in queries:
+            text = q.messages[-1]["content"]
+            a, b = text.split("\n(A) ", 1)[1].split("\n(B) ", 1)
+            out.append((0.0 if "good" in a else -2.0, 0.0 if "good" in b else -2.0))
+        return out
+
+
+def test_ai_labels_go_into_the_feedback_store_beside_human_labels(tmp_path):
+    from rlhaif.data.records import CompletionRecord
+    from rlhaif.feedback.human.report import ai_agreement, export_pairs
+    from rlhaif.feedback.human.schemas import JudgmentIn
+    from rlhaif.feedback.human.store import Store
+
+    db = str(tmp_path / "f.db")
+    store = Store(db)
+    store.migrate()
+    store.add_annotator("alice")
+    store.create_campaign("c", "pairwise")
+    texts = {"p0": ["a good answer", "a poor answer"], "p1": ["a poor reply", "a good reply"]}
+    store.import_completions("c", [CompletionRecord(prompt_id=k, prompt=f"question {k}", response=r, index=i)
+                                   for k, rs in texts.items() for i, r in enumerate(rs)])
+    assignments = store.pending(1)
+    view = store.task_view(assignments[0], 1)
+    good = "AB"[view["responses"].index("a good answer")]
+    store.submit(1, JudgmentIn(client_id="alice-0001", assignment_id=assignments[0], value={"choice": good}))
+
+    cfg = AILabelConfig(db=db, campaign="c", output_dir=str(tmp_path / "ai"), judge_model="good-judge")
+    stats = run_ai_label(cfg, GoodWordBackend())
+    assert stats["pairs"] == 2 and stats["input_kind"] == "store" and "2 AI labels" in stats["stored_in"]
+    sig2 = 1 / (1 + math.exp(-2))
+    labels = sorted(store.ai_labels("c"), key=lambda x: x["task"])
+    assert [lab["p"] for lab in labels] == pytest.approx([sig2, 1 - sig2])  # P(the task's first response wins)
+    assert labels[0]["p_orders"] == pytest.approx([sig2, 1 - sig2])  # first shown as A, then as B
+    assert store.assign() == 0 and len(store.annotators()) == 1  # the judge is no annotator: it takes no tasks
+
+    assert store.task_view(assignments[0], 1)["suggestion"] is None  # off by default
+    store.set_ai_suggestions("c", True)
+    shown = store.task_view(assignments[1], 1)
+    assert shown["suggestion"]["letter"] == "AB"[shown["responses"].index("a good reply")]
+    assert shown["suggestion"]["p"] == pytest.approx(round(sig2, 3)) and shown["suggestion"]["model"] == "good-judge"
+
+    out = tmp_path / "mixed.jsonl"
+    res = export_pairs(store, out, "c")
+    pairs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert res["ai_labels"] == 2 and len(pairs) == 3
+    human = [p for p in pairs if p["source"] == "human:alice"]
+    ai = [p for p in pairs if p["source"].startswith("ai:good-judge:")]
+    assert len(human) == 1 and human[0]["p"] == 1.0 and human[0]["chosen"] == "a good answer"
+    assert sorted(p["chosen"] for p in ai) == ["a good answer", "a good reply"]
+    assert all(p["p"] == pytest.approx(sig2) for p in ai)
+    assert export_pairs(store, out, "c", include_ai=False)["pairs"] == 1
+    assert ai_agreement(store, "c") == {"good-judge": {"tasks": 1, "agree": 1, "accuracy": 1.0}}
+
+    again = run_ai_label(cfg, GoodWordBackend())  # a rerun: cache hits, labels replaced, not duplicated
+    assert again["cache_hits"] == 2 and len(store.ai_labels("c")) == 2
+    store.close()
+
+
+def test_ai_label_config_needs_one_source(tmp_path):
+    with pytest.raises(ValueError, match="exactly one of 'input'"):
+        AILabelConfig(output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="exactly one of 'input'"):
+        AILabelConfig(input="a.jsonl", db="f.db")
+
+
+def test_relabel_hh_file_with_a_malformed_record(tmp_path, judge, capsys):
+    from rlhaif.cli import main
+
+    good = {"chosen": "\n\nHuman: is fire hot\n\nAssistant: yes", "rejected": "\n\nHuman: is fire hot\n\nAssistant: no"}
+    bad = {"chosen": "\n\nHuman: is fire hot\n\nAssistant:", "rejected": "\n\nHuman: is fire hot\n\nAssistant: no"}
+    src = tmp_path / "hh.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in (good, bad, good)))
+    args = ["feedback", "ai-label", "-i", str(src), "-o", str(tmp_path / "ai"), "--judge-model", str(tmp_path / "none")]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2 and f"{src}:2" in capsys.readouterr().err  # stops at the bad record, naming its line
+    with pytest.raises(SystemExit) as e:  # the flag parses (the judge model is then missing: a clear error)
+        main(args + ["--skip-invalid"])
+    assert e.value.code == 2 and "none" in capsys.readouterr().err
+    model, tok = judge
+    cfg = AILabelConfig(input=str(src), output_dir=str(tmp_path / "ai"), judge_model="tiny-judge", skip_invalid=True)
+    assert run_ai_label(cfg, HFBackend(model, tok, max_length=512))["pairs"] == 2

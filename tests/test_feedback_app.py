@@ -56,6 +56,20 @@ def test_form_post_needs_csrf_and_a_retry_is_stored_once(app_store):
     assert client.post("/api/judgments", json=body, headers={"X-CSRF-Token": csrf}).json()["version"] == 2
 
 
+def test_ai_suggestion_is_shown_only_when_switched_on(app_store):
+    client, store, tokens = app_store
+    task = store.pairwise_items("c")[0]["task"]
+    store.add_ai_labels([{"task": task, "model": "judge-x", "principle": "honesty", "p": 0.2, "p_orders": [0.3, 0.9]}])
+    page = _signed_in(client, tokens["ann"]).text
+    assert "AI suggestion" not in page  # off by default
+    store.set_ai_suggestions("c", True)
+    aid = re.search(r'action="/task/(\d+)"', page).group(1)
+    page = client.get(f"/task/{aid}").text
+    favored = "hi number 1"  # p = 0.2 for the first response: the judge prefers the second
+    letter = "A" if page.index(favored) < page.index("hi number 0") else "B"
+    assert re.search(rf"AI suggestion: <b>{letter}</b> is better\s+\(judge judge-x, 80 % sure", page)
+
+
 def test_bounds_auth_and_admin_only(app_store):
     client, store, tokens = app_store
     # sign-in is a form post too: without the CSRF cookie set by GET /login it is refused

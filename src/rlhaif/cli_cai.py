@@ -43,6 +43,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def ai_label_cmd(
         input: Optional[str] = typer.Option(None, "--input", "-i", help="completions.jsonl (K>=2 per prompt) or "
                                             "a pairs file to relabel."),
+        db: Optional[str] = typer.Option(None, help="Instead of --input: a feedback store (SQLite path or "
+                                         "postgresql:// URL) whose pairwise tasks are judged; labels are stored there."),
+        campaign: Optional[str] = typer.Option(None, help="The store's pairwise campaign (with --db; default 'default')."),
         output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Output folder (default ai_labels)."),
         judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Local model or the endpoint's model "
                                                   "name (default smollm2-135m-instruct)."),
@@ -54,6 +57,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         max_length: Optional[int] = typer.Option(None, help="Longest judge input in tokens (default 384)."),
         batch_size: Optional[int] = typer.Option(None, help="Questions per forward pass (default 8)."),
         limit: Optional[int] = typer.Option(None, help="Judge only the first N pairs."),
+        skip_invalid: Optional[bool] = typer.Option(None, "--skip-invalid", help="Drop malformed hh-rlhf records."),
         concurrency: Optional[int] = typer.Option(None, help="Endpoint requests in flight (default 4)."),
         requests_per_second: Optional[float] = typer.Option(None, help="Endpoint request-rate cap."),
         timeout: Optional[float] = typer.Option(None, help="Seconds per endpoint request (default 60)."),
@@ -63,13 +67,16 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with the same keys."),
     ):
         """Label pairs with an AI judge (both orders averaged): writes pairs.jsonl with soft labels p and
-        source ai:<model>:<principle>; a cache makes reruns free."""
+        source ai:<model>:<principle>; a cache makes reruns free. With --db, the labels also go into the feedback
+        store beside the human judgments (`rlhaif feedback export` writes both)."""
         from rlhaif.feedback.ai.judge import AILabelConfig, run_ai_label
 
-        cfg = AILabelConfig.from_sources(config, dict(input=input, output_dir=output_dir, judge_model=judge_model,
+        cfg = AILabelConfig.from_sources(config, dict(input=input, db=db, campaign=campaign, output_dir=output_dir,
+                                                      judge_model=judge_model,
                                                       api=api, base_url=base_url, constitution=constitution,
                                                       chain_of_thought=chain_of_thought, max_length=max_length,
-                                                      batch_size=batch_size, limit=limit, concurrency=concurrency,
+                                                      batch_size=batch_size, limit=limit, skip_invalid=skip_invalid,
+                                                      concurrency=concurrency,
                                                       requests_per_second=requests_per_second, timeout=timeout,
                                                       max_retries=max_retries, seed=seed, dtype=dtype))
         typer.echo(json.dumps(run_ai_label(cfg), indent=2))

@@ -1,4 +1,4 @@
-"""`rlhaif feedback init | import | gold | add-annotator | serve | status | export | report | simulate`.
+"""`rlhaif feedback init | import | gold | add-annotator | serve | suggestions | status | export | report | simulate`.
 
 Thin wrappers over ``rlhaif.feedback.human.store`` / ``report`` and ``rlhaif.feedback.simulate``; none of
 them imports torch (except ``simulate`` with a reward-model scorer).
@@ -92,6 +92,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         uvicorn.run(create_app(Settings(db=db, secure_cookies=secure_cookies)), host=host, port=port, log_level="warning")
 
+    @fb.command("suggestions")
+    def suggestions_cmd(campaign: str = typer.Argument(..., help="The pairwise campaign."),
+                        on: bool = typer.Option(..., "--on/--off", help="Show AI labels to annotators, or hide them."),
+                        db: str = typer.Option("feedback.db", help=DB_HELP)):
+        """Show the AI judge's label of each pairwise task to its annotators as a suggestion (off by default:
+        a suggestion anchors people, so switch it on only where speed matters more than independence)."""
+        _store(db).set_ai_suggestions(campaign, on)
+        typer.echo(f"campaign {campaign!r}: AI suggestions {'shown' if on else 'hidden'}")
+
     @fb.command("status")
     def status_cmd(db: str = typer.Option("feedback.db", help=DB_HELP)):
         """Progress per campaign."""
@@ -106,13 +115,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                    campaign: Optional[str] = typer.Option(None, help="Only this campaign."),
                    keep_flagged: bool = typer.Option(False, help="Keep annotators flagged as unreliable."),
                    weight_by_reliability: bool = typer.Option(False, help="Weight pairs by annotator agreement."),
-                   ties: str = typer.Option("half", help="half (p=0.5) | drop.")):
+                   ties: str = typer.Option("half", help="half (p=0.5) | drop."),
+                   ai: bool = typer.Option(True, "--ai/--no-ai", help="Include stored AI labels (source ai:...).")):
         """Write preference pairs (p, weight, source=human:<annotator>) for `rlhaif reward train`."""
         from rlhaif.feedback.human.report import export_pairs
 
         res = export_pairs(_store(db), output, campaign, exclude_flagged=not keep_flagged,
-                           weight_by_reliability=weight_by_reliability, ties=ties)
+                           weight_by_reliability=weight_by_reliability, ties=ties, include_ai=ai)
         typer.echo(f"wrote {res['pairs']} pairs to {output} from {res['judgments']} judgments"
+                   + (f" and {res['ai_labels']} AI labels" if res["ai_labels"] else "")
                    + (f"; excluded {', '.join(res['excluded_annotators'])}" if res["excluded_annotators"] else ""))
 
     @fb.command("report")
@@ -131,6 +142,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             typer.echo(f"  {a}: agreement {r['agreement']} on {r['units']} units{gold}" + ("  FLAGGED" if r["flagged"] else ""))
         for m in rep["models"]:
             typer.echo(f"  #{m['rank']} {m['item']}: BT {m['rating']} [{m['lower']}, {m['upper']}], Elo {m['elo']}")
+        for model, r in rep["ai_agreement"].items():
+            typer.echo(f"  AI judge {model}: agrees with the human majority on {r['agree']}/{r['tasks']} tasks")
 
     @fb.command("simulate")
     def simulate_cmd(output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Where pairs.jsonl goes."),

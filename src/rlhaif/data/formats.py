@@ -137,15 +137,16 @@ def write_hh(path: str | os.PathLike, pairs: Iterable[PairRecord]) -> int:
     return write_jsonl(path, (pair_to_hh(p) for p in pairs))
 
 
-def read_pairs(path: str | os.PathLike) -> list[PairRecord]:
+def read_pairs(path: str | os.PathLike, skip_invalid: bool = False) -> list[PairRecord]:
     """Read pairs in any supported format, detected from the first record's keys:
-    rlhaif pairs.jsonl, TRL (standard / conversational), or hh-rlhf transcripts."""
+    rlhaif pairs.jsonl, TRL (standard / conversational), or hh-rlhf transcripts (``skip_invalid`` drops
+    malformed hh-rlhf records instead of stopping at the first)."""
     first = next(read_jsonl(path), None)
     if first is None:
         raise DataError(str(path), None, None, "the file holds no records")
     _, obj = first
     if "prompt" not in obj and isinstance(obj.get("chosen"), str) and "\n\nHuman:" in obj["chosen"]:
-        return read_hh_rlhf(path)
+        return read_hh_rlhf(path, skip_invalid=skip_invalid)
     if isinstance(obj.get("chosen"), list):
         return read_trl(path)
     out = [parse_record(PairRecord, o, str(path), n) for n, o in read_jsonl(path)]

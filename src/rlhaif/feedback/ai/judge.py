@@ -10,8 +10,9 @@ sees the conversation, the principle's comparison question and the options, then
 Chain-of-thought mode samples the judge's reasoning first, then reads the answer the same way; its labels
 are near 0/1, so p is clamped to [0.4, 0.6] by default (Bai et al. 2022, §4.1).
 
-``run_ai_label`` reads completions.jsonl (every pair of the K responses of a prompt) or a pairs file (to
-relabel), and writes pairs.jsonl oriented so that ``chosen`` is the judge's pick (p ≥ 0.5), with
+``run_ai_label`` reads completions.jsonl (every pair of the K responses of a prompt), a pairs file (to
+relabel) or the pairwise tasks of a feedback store (labels then also go into the store, beside the human
+judgments), and writes pairs.jsonl oriented so that ``chosen`` is the judge's pick (p ≥ 0.5), with
 source ``ai:<model>:<principle>``. A cache file makes a rerun pay nothing for labels it already has.
 """
 
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 from typing import Literal, Optional, Sequence
+
+from pydantic import model_validator
 
 from rlhaif.config import StageConfig
 from rlhaif.data.records import Prompt, as_messages
@@ -99,9 +102,15 @@ def judge_pairs(backend, items: Sequence[tuple[Prompt, str, str, Principle]], ch
 class AILabelConfig(StageConfig):
     """Settings of `rlhaif feedback ai-label`."""
 
-    input: str
+    input: Optional[str] = None
     """completions.jsonl (K ≥ 2 responses per prompt → every pair is judged) or a pairs file to relabel
-    (pairs.jsonl, TRL or hh-rlhf format)."""
+    (pairs.jsonl, TRL or hh-rlhf format). Give this or ``db``."""
+    db: Optional[str] = None
+    """A feedback store (SQLite path or postgresql:// URL): judge the pairwise tasks of ``campaign`` and store
+    the labels beside the human judgments (exported with them; shown to annotators only when suggestions
+    are switched on)."""
+    campaign: str = "default"
+    """The store's pairwise campaign to label (with ``db``)."""
     output_dir: str = "ai_labels"
     """Where pairs.jsonl, the label cache (ai_label_cache.jsonl), metrics.jsonl and manifest.json go."""
     judge_model: str = "smollm2-135m-instruct"
@@ -128,6 +137,8 @@ class AILabelConfig(StageConfig):
     """float32, bfloat16 or float16 (local model)."""
     limit: Optional[int] = None
     """Judge only the first N pairs."""
+    skip_invalid: bool = False
+    """Drop malformed hh-rlhf records of a pairs input (a handful exist in the public data) instead of stopping."""
     seed: int = 0
     """Seeds the principle draw (and chain-of-thought sampling)."""
     timeout: float = 60.0
@@ -139,8 +150,14 @@ class AILabelConfig(StageConfig):
     requests_per_second: Optional[float] = None
     """Cap on the request rate (endpoint); unset = no cap."""
 
+    @model_validator(mode="after")
+    def _one_source(self) -> "AILabelConfig":
+        if (self.input is None) == (self.db is None):
+            raise ValueError("give exactly one of 'input' (a completions or pairs file) and 'db' (a feedback store)")
+        return self
 
-def load_items(path: str, limit: int | None = None) -> tuple[str, list[dict]]:
+
+def load_items(path: str, limit: int | None = None, skip_invalid: bool = False) -> tuple[str, list[dict]]:
     """('completions' | 'pairs', rows of {prompt, first, second, prior_p?}) from a completions or pairs file."""
     from rlhaif.data.formats import read_pairs
     from rlhaif.data.io import parse_record, read_jsonl
@@ -165,7 +182,7 @@ def load_items(path: str, limit: int | None = None) -> tuple[str, list[dict]]:
         kind = "completions"
     else:
         rows = [{"prompt": p.prompt, "first": p.chosen, "second": p.rejected, "prior_p": p.p, "id": p.id}
-                for p in read_pairs(path)]
+                for p in read_pairs(path, skip_invalid)]
         kind = "pairs"
     return kind, rows[:limit] if limit else rows
 
@@ -189,7 +206,16 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     constitution: Constitution = load_constitution(cfg.constitution)
-    kind, rows = load_items(cfg.input, cfg.limit)
+    store = None
+    if cfg.db is not None:
+        from rlhaif.feedback.human.store import Store
+
+        store = Store(cfg.db)
+        store.check_ready()
+        kind, rows = "store", store.pairwise_items(cfg.campaign)
+        rows = rows[:cfg.limit] if cfg.limit else rows
+    else:
+        kind, rows = load_items(cfg.input, cfg.limit, cfg.skip_invalid)
     rng = random.Random(cfg.seed)
     principles = [constitution.sample_principle(rng) for _ in rows]  # drawn up front: a rerun draws the same
     model_name = Path(cfg.judge_model).name if Path(cfg.judge_model).exists() else cfg.judge_model
@@ -228,6 +254,11 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
         pairs.append(PairRecord(prompt=r["prompt"], chosen=chosen, rejected=rejected, p=max(p, 1 - p),
                                 source=f"ai:{model_name}:{pr.name}", id=r.get("id"), **extra))
     write_records(out / "pairs.jsonl", pairs)
+    if store is not None:
+        stored = store.add_ai_labels({"task": r["task"], "model": model_name, "principle": pr.name,
+                                      "p": cache[k]["p"], "p_orders": [cache[k]["p_ab"], cache[k]["p_ba"]]}
+                                     for r, pr, k in zip(rows, principles, keys))
+        store.close()
     judged_all = [cache[k] for k in keys]
     stats = {"pairs": len(pairs), "input_kind": kind, "cache_hits": hits, "judged": len(todo),
              "p_mean": _mean([max(c["p"], 1 - c["p"]) for c in judged_all]),
@@ -235,6 +266,8 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
              "order_consistency": _mean([float((c["p_ab"] > 0.5) == (c["p_ba"] < 0.5)) for c in judged_all])}
     if agree:
         stats["agreement"] = _mean(agree)
+    if store is not None:
+        stats["stored_in"] = f"{cfg.db} (campaign {cfg.campaign!r}, {stored} AI labels)"
     wall = round(time.time() - t0, 2)
     fp = fingerprint("ai-label", cfg.model_dump(mode="json"), {"input": cfg.input, "constitution": cfg.constitution})
     write_manifest(out, fp, seed=cfg.seed, wall_time_s=wall, outputs={"pairs": "pairs.jsonl", **stats})

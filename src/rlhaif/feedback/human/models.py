@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -30,6 +30,8 @@ class Campaign(Base):
     guidelines: Mapped[str] = mapped_column(Text, default="")
     guideline_version: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
+    # revision 0003: show AI labels to annotators as suggestions (off by default: they anchor people)
+    show_ai_suggestions: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Annotator(Base):
@@ -92,4 +94,20 @@ class Judgment(Base):
     displayed_order: Mapped[str] = mapped_column(Text)  # JSON list of response ids as shown
     guideline_version: Mapped[int] = mapped_column(Integer)
     duration_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
+
+
+class AILabel(Base):
+    """Revision 0003: an AI judge's soft label of a pairwise task. ``p`` is the probability that the task's
+    first response (``response_ids[0]``) is the better one, both display orders averaged. One row per task
+    and judge model; relabelling replaces it (an AI label is recomputable, a human one is not)."""
+
+    __tablename__ = "ai_labels"
+    __table_args__ = (UniqueConstraint("task_id", "model"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    principle: Mapped[str] = mapped_column(String(200))
+    p: Mapped[float] = mapped_column(Float)
+    p_orders: Mapped[str] = mapped_column(Text)  # JSON [P(A) first response shown as A, P(A) shown as B]
     created_at: Mapped[datetime] = mapped_column(DateTime, default=now)

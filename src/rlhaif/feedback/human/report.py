@@ -3,7 +3,9 @@
 Export: each annotator's latest judgment becomes pairs with ``source = "human:<annotator>"``; rankings go
 through ``rlhaif.data.rankings.ranking_to_pairs`` (weight 1/C(K,2)); a tie gives p = 0.5; "both bad" gives
 no pair. Flagged annotators are excluded (``exclude_flagged``) or every pair is weighted by the annotator's
-agreement with the others (``weight_by_reliability``).
+agreement with the others (``weight_by_reliability``). AI labels stored beside the judgments (``rlhaif
+feedback ai-label --db``) are exported too, with their soft p and ``source = "ai:<model>:<principle>"``, so
+human and AI labels mix in one file (``include_ai=False`` leaves them out).
 """
 
 from __future__ import annotations
@@ -72,13 +74,38 @@ def build_report(store: Store, campaign: str | None = None, bootstrap_rounds: in
             "reliability": {a: {k: (_finite(v) if isinstance(v, float) else v) for k, v in r.items()}
                             for a, r in reliability.items()},
             "flagged": flagged,
+            "ai_agreement": ai_agreement(store, campaign),
             "models": board(model_comps, lambda k: k, bootstrap_rounds),
             "responses": per_response}
 
 
+def ai_agreement(store: Store, campaign: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per judge model: how often its pick matches the human majority on pairwise tasks where the humans
+    (unflagged or not: all latest judgments) have a strict majority, and how many such tasks there were."""
+    votes: dict[int, list[int]] = defaultdict(list)  # task -> winners chosen by humans
+    for jd in store.latest_judgments(campaign):
+        if jd["kind"] == "pairwise" and jd["value"].get("choice") == "win":
+            votes[jd["task"]].append(jd["value"]["winner"])
+    out: dict[str, dict[str, Any]] = {}
+    for lab in store.ai_labels(campaign):
+        w = votes.get(lab["task"], [])
+        first, second = lab["responses"]
+        if lab["p"] == 0.5 or w.count(first) == w.count(second):
+            continue
+        human = first if w.count(first) > w.count(second) else second
+        ai = first if lab["p"] > 0.5 else second
+        r = out.setdefault(lab["model"], {"tasks": 0, "agree": 0})
+        r["tasks"] += 1
+        r["agree"] += int(ai == human)
+    for r in out.values():
+        r["accuracy"] = round(r["agree"] / r["tasks"], 4)
+    return out
+
+
 def export_pairs(store: Store, out: str | Path, campaign: str | None = None, exclude_flagged: bool = True,
-                 weight_by_reliability: bool = False, ties: str = "half") -> dict[str, Any]:
-    """Write ``pairs.jsonl`` (PairRecord) from the latest judgments; returns counts."""
+                 weight_by_reliability: bool = False, ties: str = "half", include_ai: bool = True) -> dict[str, Any]:
+    """Write ``pairs.jsonl`` (PairRecord) from the latest judgments, and with ``include_ai`` the stored AI
+    labels (soft p, source ``ai:<model>:<principle>``) beside them; returns counts."""
     if ties not in ("half", "drop"):
         raise RlhaifError(f"ties={ties!r}: use 'half' (a tie is a pair with p = 0.5) or 'drop'")
     judgments = store.latest_judgments(campaign)
@@ -134,7 +161,17 @@ def export_pairs(store: Store, out: str | Path, campaign: str | None = None, exc
             continue
         pairs.append(PairRecord(prompt=responses[better]["prompt"], chosen=responses[better]["text"],
                                 rejected=responses[worse]["text"], p=p, weight=weight(ann), source=f"human:{ann}"))
+    n_ai = 0
+    for lab in (store.ai_labels(campaign) if include_ai else []):
+        if lab["p"] == 0.5 and ties == "drop":
+            continue
+        first, second = lab["responses"]
+        better, worse = (first, second) if lab["p"] >= 0.5 else (second, first)
+        pairs.append(PairRecord(prompt=responses[first]["prompt"], chosen=responses[better]["text"],
+                                rejected=responses[worse]["text"], p=max(lab["p"], 1.0 - lab["p"]),
+                                source=f"ai:{lab['model']}:{lab['principle']}", p_orders=lab["p_orders"]))
+        n_ai += 1
     pairs = [p for p in pairs if p.chosen != p.rejected]
     write_records(out, pairs) if pairs else Path(out).write_text("")
-    return {"pairs": len(pairs), "judgments": len(judgments), **skipped,
+    return {"pairs": len(pairs), "judgments": len(judgments), "ai_labels": n_ai, **skipped,
             "excluded_annotators": [a for a, r in rel.items() if r["flagged"]] if exclude_flagged else []}

@@ -45,6 +45,13 @@ def _messages(p: m.Prompt) -> list[dict[str, Any]]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
 
+def _suggestion(label: m.AILabel, canonical: list[int], shown: list[int]) -> dict[str, Any]:
+    """The AI label in the annotator's screen terms: which letter the judge prefers, and how sure it is."""
+    favored = canonical[0] if label.p >= 0.5 else canonical[1]
+    return {"letter": "AB"[shown.index(favored)], "p": round(max(label.p, 1.0 - label.p), 3),
+            "model": label.model, "principle": label.principle}
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -289,11 +296,14 @@ class Store:
             shown = json.loads(a.display_order)
             texts = {r.id: r.text for r in s.scalars(select(m.Response).where(m.Response.id.in_(shown)))}
             last = s.scalar(select(m.Judgment).where(m.Judgment.assignment_id == a.id).order_by(m.Judgment.version.desc()).limit(1))
+            ai = (s.scalar(select(m.AILabel).where(m.AILabel.task_id == t.id).order_by(m.AILabel.id.desc()).limit(1))
+                  if c.show_ai_suggestions and t.kind == "pairwise" else None)
         return {"assignment_id": a.id, "kind": t.kind, "campaign": c.name, "guidelines": c.guidelines,
                 "guideline_version": c.guideline_version, "messages": _messages(p),
                 "responses": [texts[r] for r in shown],
                 "current": to_display(t.kind, json.loads(last.value), shown) if last else None,
-                "version": last.version if last else 0}
+                "version": last.version if last else 0,
+                "suggestion": _suggestion(ai, json.loads(t.response_ids), shown) if ai else None}
 
     def submit(self, annotator_id: int, j: JudgmentIn) -> JudgmentOut:
         """Store one judgment (a new version of the assignment's label) unless its client_id is known."""
@@ -374,6 +384,61 @@ class Store:
         return [{"assignment_id": j.assignment_id, "version": j.version, "kind": kind,
                  "value": to_display(kind, json.loads(j.value), json.loads(j.displayed_order)),
                  "created_at": j.created_at.isoformat(timespec="seconds")} for j, kind in latest.values()]
+
+    # ------------------------------------------------------------ AI labels (RLAIF beside RLHF)
+
+    def pairwise_items(self, campaign: str) -> list[dict[str, Any]]:
+        """Every pairwise task of a campaign as {task, prompt (stored JSON value), first, second} (texts in the
+        task's canonical order) for an AI judge."""
+        c = self.campaign(campaign)
+        if c.kind != "pairwise":
+            raise RlhaifError(f"campaign {campaign!r} is {c.kind}: AI labels are stored for pairwise tasks only")
+        with self.read() as s:
+            rows = s.execute(select(m.Task, m.Prompt).join(m.Prompt, m.Prompt.id == m.Task.prompt_id)
+                             .where(m.Task.campaign_id == c.id).order_by(m.Task.id)).all()
+            text = dict(s.execute(select(m.Response.id, m.Response.text).join(m.Prompt)
+                                  .where(m.Prompt.campaign_id == c.id)).all())
+        out = []
+        for t, p in rows:
+            a, b = json.loads(t.response_ids)
+            out.append({"task": t.id, "prompt": json.loads(p.prompt), "first": text[a], "second": text[b]})
+        return out
+
+    def add_ai_labels(self, labels: Iterable[dict[str, Any]]) -> int:
+        """Store AI labels {task, model, principle, p, p_orders}; ``p`` = P(the task's first response is
+        better). A label for a (task, model) already stored is replaced. One transaction."""
+        n = 0
+        with self.write() as s:
+            for lab in labels:
+                if not 0.0 <= float(lab["p"]) <= 1.0:
+                    raise RlhaifError(f"AI label for task {lab['task']}: p={lab['p']} is not a probability")
+                row = s.scalar(select(m.AILabel).where(m.AILabel.task_id == lab["task"],
+                                                       m.AILabel.model == lab["model"]))
+                if row is None:
+                    if s.get(m.Task, lab["task"]) is None:
+                        raise NotFound(f"no task {lab['task']}")
+                    row = m.AILabel(task_id=lab["task"], model=lab["model"])
+                    s.add(row)
+                row.principle, row.p = lab["principle"], float(lab["p"])
+                row.p_orders = json.dumps(list(lab.get("p_orders") or []))
+                n += 1
+        return n
+
+    def ai_labels(self, campaign: str | None = None) -> list[dict[str, Any]]:
+        """Stored AI labels as {task, model, principle, p, p_orders, responses (the task's ids, canonical order)}."""
+        q = select(m.AILabel, m.Task).join(m.Task, m.Task.id == m.AILabel.task_id).order_by(m.AILabel.id)
+        if campaign is not None:
+            q = q.join(m.Campaign, m.Campaign.id == m.Task.campaign_id).where(m.Campaign.name == campaign)
+        with self.read() as s:
+            return [{"task": t.id, "model": a.model, "principle": a.principle, "p": a.p,
+                     "p_orders": json.loads(a.p_orders), "responses": json.loads(t.response_ids)}
+                    for a, t in s.execute(q).all()]
+
+    def set_ai_suggestions(self, campaign: str, on: bool) -> None:
+        """Show (or hide) the AI label of each pairwise task to its annotators as a suggestion."""
+        c = self.campaign(campaign)
+        with self.write() as s:
+            s.get(m.Campaign, c.id).show_ai_suggestions = bool(on)
 
     # ------------------------------------------------------------ admin and aggregation
 
