@@ -53,7 +53,9 @@ def test_cai_recipe_end_to_end(tmp_path, hh_path):
     assert len((run / "generate" / "completions.jsonl").read_text().splitlines()) == 6
     assert (run / "pm" / "reward_config.json").exists() and (run / "pm" / "model.safetensors").exists()
     assert [json.loads(l)["step"] for l in (run / "ppo" / "metrics.jsonl").read_text().splitlines()] == [1]
-    assert (run / "ppo" / "model" / "adapter_config.json").exists()
+    # PPO started from the SFT adapter (merged into the base at load), so it saves merged: an adapter alone
+    # would name the raw base and lose the SFT weights
+    assert (run / "ppo" / "model" / "config.json").exists() and not (run / "ppo" / "model" / "adapter_config.json").exists()
     for f in ("report.html", "plots/score_distributions.png", "samples/base.jsonl", "samples/sft.jsonl",
               "samples/ppo.jsonl"):
         assert (run / "evaluate" / f).exists(), f
