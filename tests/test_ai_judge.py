@@ -298,3 +298,36 @@ def test_relabel_hh_file_with_a_malformed_record(tmp_path, judge, capsys):
     model, tok = judge
     cfg = AILabelConfig(input=str(src), output_dir=str(tmp_path / "ai"), judge_model="tiny-judge", skip_invalid=True)
     assert run_ai_label(cfg, HFBackend(model, tok, max_length=512))["pairs"] == 2
+
+
+def test_cli_ai_label_into_a_store_then_export_and_suggest(tmp_path, judge, capsys):
+    from rlhaif.cli import main
+    from rlhaif.data.records import CompletionRecord
+    from rlhaif.feedback.human.store import Store
+
+    model, tok = judge
+    model.save_pretrained(tmp_path / "judge")
+    tok.save_pretrained(tmp_path / "judge")
+    db = str(tmp_path / "f.db")
+    store = Store(db)
+    store.migrate()
+    store.create_campaign("c", "pairwise")
+    store.import_completions("c", [CompletionRecord(prompt_id="q", prompt=CONV, response=r, index=i)
+                                   for i, r in enumerate([Y1, Y2])])
+    store.close()
+
+    def run(*args):
+        try:
+            main(list(args))
+        except SystemExit as e:
+            assert e.code == 0
+        return capsys.readouterr().out
+
+    run("feedback", "ai-label", "--db", db, "--campaign", "c", "--judge-model", str(tmp_path / "judge"),
+        "-o", str(tmp_path / "ai"))
+    assert "1 AI labels" in run("feedback", "export", "--db", db, "-o", str(tmp_path / "p.jsonl"))
+    (pair,) = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert pair["source"].startswith("ai:judge:") and 0.5 <= pair["p"] <= 1.0
+    assert "wrote 0 pairs" in run("feedback", "export", "--db", db, "-o", str(tmp_path / "h.jsonl"), "--no-ai")
+    assert "shown" in run("feedback", "suggestions", "c", "--on", "--db", db)
+    assert Store(db).campaign("c").show_ai_suggestions
