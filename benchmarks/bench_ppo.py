@@ -19,6 +19,7 @@ loaded (what the run itself adds; the libraries each side imports differ). On CU
 ``torch.cuda.max_memory_allocated``. Medians of --reps.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_ppo.py --reps 3                       # CPU, tiny + ~7M
+    OMP_NUM_THREADS=1 python benchmarks/bench_ppo.py --sizes 7m --tokenizer smollm2  # a real 49k vocabulary
     python benchmarks/bench_ppo.py --device cuda --sizes 0.6b --reps 3 --steps 5    # GPU, ~0.6B Llama
 """
 
@@ -95,11 +96,16 @@ def our_side(settings_path: str) -> None:
                       **memory_report(baseline)}))
 
 
-def build_models(root: Path, hidden: int, layers: int, **kw) -> tuple[str, str, int]:
+def build_models(root: Path, hidden: int, layers: int, tokenizer: str = "words", **kw) -> tuple[str, str, int]:
     from rlhaif.models.tiny import WORDS, make_tiny_causal_lm, make_tiny_reward_model, make_tokenizer
     from rlhaif.reward.model import RewardModel
 
-    tok = make_tokenizer()
+    if tokenizer == "smollm2":  # a real 49,152-token vocabulary and chat template (the embedded default's)
+        from rlhaif.models.loading import load_tokenizer
+
+        tok = load_tokenizer("smollm2-135m-instruct")
+    else:
+        tok = make_tokenizer()
     pol, _ = make_tiny_causal_lm("llama", seed=0, tokenizer=tok, hidden=hidden, layers=layers, **kw)
     pol.save_pretrained(root / "policy")
     tok.save_pretrained(root / "policy")
@@ -139,6 +145,9 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--threads", type=int, default=1, help="torch threads per side (0 = torch's default)")
+    ap.add_argument("--tokenizer", default="words", choices=["words", "smollm2"],
+                    help="words: the 99-token test vocabulary; smollm2: SmolLM2's 49,152-token tokenizer (the random "
+                         "models then get that vocabulary: embeddings and LM head grow accordingly)")
     a = ap.parse_args()
     if a.side == "ours":
         return our_side(a.settings)
@@ -149,11 +158,11 @@ def main() -> None:
                 max_new_tokens=a.max_new_tokens, temperature=0.7, lr=1e-4, kl_coef=0.05, seed=0, steps=a.steps,
                 device=a.device, threads=a.threads)
     ours_cmd, trl_cmd = [sys.executable, __file__, "--side", "ours"], [str(TRL_PY), str(TRL_SIDE)]
-    print(f"settings: {json.dumps(base)}", flush=True)
+    print(f"settings: {json.dumps(base)}, tokenizer {a.tokenizer}", flush=True)
     for size in a.sizes.split(","):
         d = root / size
         d.mkdir()
-        policy, reward, n_params = build_models(d, **SIZES[size])
+        policy, reward, n_params = build_models(d, tokenizer=a.tokenizer, **SIZES[size])
         models = dict(policy=policy, reward=reward, prompts=str(d / "prompts.jsonl"))
         for variant in a.variants.split(","):
             lora_r = 8 if variant == "lora" else 0
