@@ -127,6 +127,20 @@ def test_separate_value_model_kl_ceiling_and_score_threshold(setup):
     assert free[0]["policy/early_stop"] == 0.0
 
 
+def test_separate_critic_is_a_trunk_without_lm_head_with_and_without_lora(setup):
+    from rlhaif.policy.ppo import load_policy
+
+    for lora_r in (0, 4):
+        cfg = tiny_cfg(setup, f"critic{lora_r}", steps=1, value_model=str(setup / "tiny"), lora_r=lora_r)
+        model, _, _ = load_policy(cfg)
+        names = [n for n, _ in model.value_model.named_parameters()]
+        assert names and not any("lm_head" in n for n in names)  # the critic carries no (B, T, V) head
+        trained = [n for n, p in model.value_model.named_parameters() if p.requires_grad]
+        assert trained and (all("lora_" in n for n in trained) if lora_r else len(trained) == len(names))
+        res = run_ppo(cfg)
+        assert res["steps"] == 1 and rows(res["output_dir"])[0]["value/loss"] >= 0
+
+
 def test_cli_with_a_reward_model_whose_tokenizer_differs(setup):
     from rlhaif.models.tiny import make_tiny_reward_model, make_tokenizer
     from rlhaif.reward.model import RewardModel

@@ -172,11 +172,11 @@ def load_policy(cfg: PPOConfig):
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
     value_model = None
     if cfg.value_model:
-        value_model, _ = load_causal_lm(cfg.value_model, dtype=cfg.dtype, merge_adapter=True)
+        lm, _ = load_causal_lm(cfg.value_model, dtype=cfg.dtype, merge_adapter=True)
+        value_model = lm.base_model  # the critic keeps the trunk only: it needs hidden states, never an LM head
+        del lm
         if cfg.lora_r > 0:
-            value_model = add_lora(value_model, r=cfg.lora_r, alpha=cfg.lora_alpha)
-        else:  # the LM head is unused by the critic: freeze it (DDP rejects parameters without gradients)
-            value_model.get_output_embeddings().requires_grad_(False)
+            value_model = add_lora(value_model, r=cfg.lora_r, alpha=cfg.lora_alpha, task_type="FEATURE_EXTRACTION")
     model = ActorCritic(policy, value_model)
     model.eval()  # no dropout: old and new log-probs must come from the same deterministic function
     return model, ref, tok

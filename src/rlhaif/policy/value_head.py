@@ -35,7 +35,8 @@ def hidden_size_of(model) -> int:
 
 class ActorCritic(nn.Module):
     """``policy`` (a causal LM, maybe a PEFT model) + ``value_head``; ``value_model`` is an optional separate
-    trunk (a causal LM whose last hidden state feeds the head instead of the policy's)."""
+    trunk (a causal LM's base model, without its LM head, whose last hidden state feeds the head instead of the
+    policy's)."""
 
     def __init__(self, policy: nn.Module, value_model: nn.Module | None = None):
         super().__init__()
@@ -55,8 +56,7 @@ class ActorCritic(nn.Module):
         if self.value_model is None:
             hidden = out.hidden_states[-1]
         else:
-            # logits_to_keep=1: the critic needs hidden states only, not a (B, T, V) pass through its LM head
-            hidden = self.value_model(**kw, output_hidden_states=True, logits_to_keep=1).hidden_states[-1]
+            hidden = self.value_model(**kw).last_hidden_state  # a trunk without an LM head (see run_ppo)
         values = self.value_head(hidden)
         if logits_to_keep:
             values = values[:, -logits_to_keep:]
