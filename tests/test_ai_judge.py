@@ -267,7 +267,7 @@ def test_ai_labels_go_into_the_feedback_store_beside_human_labels(tmp_path):
     assert sorted(p["chosen"] for p in ai) == ["a good answer", "a good reply"]
     assert all(p["p"] == pytest.approx(sig2) for p in ai)
     assert export_pairs(store, out, "c", include_ai=False)["pairs"] == 1
-    assert ai_agreement(store, "c") == {"good-judge": {"tasks": 1, "agree": 1, "accuracy": 1.0}}
+    assert ai_agreement(store.latest_judgments("c"), store.ai_labels("c")) == {"good-judge": {"tasks": 1, "agree": 1, "accuracy": 1.0}}
 
     again = run_ai_label(cfg, GoodWordBackend())  # a rerun: cache hits, labels replaced, not duplicated
     assert again["cache_hits"] == 2 and len(store.ai_labels("c")) == 2

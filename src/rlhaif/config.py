@@ -55,7 +55,6 @@ class StageConfig(BaseModel):
             raise ConfigError(f"{source}: key '{loc}': {msg}") from None
 
 
-
 class TrainLoopConfig(StageConfig):
     """Settings every training loop built on rlhaif.training shares (SFT, reward model); stage configs add
     their data, model, batch size and learning rate."""
@@ -82,6 +81,7 @@ class TrainLoopConfig(StageConfig):
     """Accelerate tracker: 'tensorboard' or 'wandb' (metrics.jsonl is always written)."""
     seed: int = 0
     """Seed of weight initialization (new heads, LoRA), dropout, data order and held-out splits."""
+
 
 def check_keys(model: type[BaseModel], data: dict[str, Any], source: str, prefix: str = "") -> None:
     """Reject unknown keys with a did-you-mean suggestion (nested config models are checked too)."""

@@ -198,7 +198,7 @@ def decisions(judgment: dict[str, Any]) -> dict[tuple, float]:
     return out
 
 
-def _units(judgments: Iterable[dict[str, Any]]) -> dict[tuple, dict[str, float]]:
+def votes_by_unit(judgments: Iterable[dict[str, Any]]) -> dict[tuple, dict[str, float]]:
     """{unit: {annotator: y}} over every judgment's pairwise decisions."""
     units: dict[tuple, dict[str, float]] = defaultdict(dict)
     for jd in judgments:
@@ -220,7 +220,7 @@ def consensus(votes: dict[str, float], weights: dict[str, float] | None = None) 
 def pairwise_agreement(judgments: Iterable[dict[str, Any]]) -> float:
     """Share of annotator pairs that gave the same decision on the same unit (units with ≥ 2 votes)."""
     agree = total = 0
-    for votes in _units(judgments).values():
+    for votes in votes_by_unit(judgments).values():
         for a, b in combinations(sorted(votes), 2):
             total += 1
             agree += votes[a] == votes[b]
@@ -260,7 +260,7 @@ def krippendorff_alpha(data: Sequence[Sequence[Any]], level: str = "nominal") ->
 
 def alpha_of_judgments(judgments: Iterable[dict[str, Any]]) -> float:
     """Nominal Krippendorff's α over the pairwise decisions (categories 0, 0.5, 1)."""
-    units = _units(judgments)
+    units = votes_by_unit(judgments)
     annotators = sorted({a for v in units.values() for a in v})
     keys = list(units)
     table = [[units[u].get(a) for u in keys] for a in annotators]
@@ -271,7 +271,7 @@ def annotator_reliability(judgments: Sequence[dict[str, Any]], gold: dict[tuple,
                           min_agreement: float = 0.5, min_gold: float = 0.6) -> dict[str, dict[str, Any]]:
     """Per annotator: agreement with the leave-one-out consensus of the others, accuracy on gold units,
     a weight in [0, 1] for export and a ``flagged`` bit when either falls below its threshold."""
-    units = _units(judgments)
+    units = votes_by_unit(judgments)
     stats: dict[str, dict[str, float]] = defaultdict(lambda: {"agree": 0, "n": 0, "gold_ok": 0, "gold_n": 0})
     for unit, votes in units.items():
         for a, y in votes.items():

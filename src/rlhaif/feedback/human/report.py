@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from rlhaif.data.io import write_records
 from rlhaif.data.rankings import ranking_to_pairs
@@ -74,29 +74,25 @@ def build_report(store: Store, campaign: str | None = None, bootstrap_rounds: in
             "reliability": {a: {k: (_finite(v) if isinstance(v, float) else v) for k, v in r.items()}
                             for a, r in reliability.items()},
             "flagged": flagged,
-            "ai_agreement": ai_agreement(store, campaign),
+            "ai_agreement": ai_agreement(judgments, store.ai_labels(campaign)),
             "models": board(model_comps, lambda k: k, bootstrap_rounds),
             "responses": per_response}
 
 
-def ai_agreement(store: Store, campaign: str | None = None) -> dict[str, dict[str, Any]]:
-    """Per judge model: how often its pick matches the human majority on pairwise tasks where the humans
-    (unflagged or not: all latest judgments) have a strict majority, and how many such tasks there were."""
-    votes: dict[int, list[int]] = defaultdict(list)  # task -> winners chosen by humans
-    for jd in store.latest_judgments(campaign):
-        if jd["kind"] == "pairwise" and jd["value"].get("choice") == "win":
-            votes[jd["task"]].append(jd["value"]["winner"])
+def ai_agreement(judgments: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per judge model: how often its pick matches the human consensus (``aggregate.consensus`` of the latest
+    judgments, flagged annotators included) on the pairwise tasks where that consensus is not a tie."""
+    units = agg.votes_by_unit(jd for jd in judgments if jd["kind"] == "pairwise")
     out: dict[str, dict[str, Any]] = {}
-    for lab in store.ai_labels(campaign):
-        w = votes.get(lab["task"], [])
-        first, second = lab["responses"]
-        if lab["p"] == 0.5 or w.count(first) == w.count(second):
+    for lab in labels:
+        i, j = sorted(lab["responses"])
+        human = agg.consensus(units.get((lab["task"], i, j), {}))  # 1: i preferred, 0: j, 0.5: tie or no votes
+        p_i = lab["p"] if lab["responses"][0] == i else 1.0 - lab["p"]  # the judge's P(i preferred)
+        if human == 0.5 or p_i == 0.5:
             continue
-        human = first if w.count(first) > w.count(second) else second
-        ai = first if lab["p"] > 0.5 else second
         r = out.setdefault(lab["model"], {"tasks": 0, "agree": 0})
         r["tasks"] += 1
-        r["agree"] += int(ai == human)
+        r["agree"] += int((p_i > 0.5) == (human == 1.0))
     for r in out.values():
         r["accuracy"] = round(r["agree"] / r["tasks"], 4)
     return out

@@ -52,6 +52,12 @@ def _suggestion(label: m.AILabel, canonical: list[int], shown: list[int]) -> dic
             "model": label.model, "principle": label.principle}
 
 
+def _response_texts(s: Session, campaign_id: int) -> dict[int, str]:
+    """{response id: text} of every response of a campaign."""
+    return dict(s.execute(select(m.Response.id, m.Response.text).join(m.Prompt)
+                          .where(m.Prompt.campaign_id == campaign_id)).all())
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -214,14 +220,11 @@ class Store:
         """Gold items from known preferences: a pair whose chosen and rejected are the two responses of a
         pairwise task (shown in either order) gives that task the known answer: chosen wins (p > 0.5),
         rejected wins (p < 0.5) or a tie (p = 0.5). All or nothing: a pair matching no task stops with its line."""
-        c = self.campaign(campaign)
-        if c.kind != "pairwise":
-            raise RlhaifError(f"campaign {campaign!r} is {c.kind}: gold pairs mark pairwise tasks only")
+        c = self._pairwise_campaign(campaign, "gold pairs mark")
         made = 0
         with self.write() as s:
             tasks = list(s.scalars(select(m.Task).where(m.Task.campaign_id == c.id)))
-            text = dict(s.execute(select(m.Response.id, m.Response.text).join(m.Prompt)
-                                  .where(m.Prompt.campaign_id == c.id)).all())
+            text = _response_texts(s, c.id)
             by_texts: dict[frozenset, list[tuple[m.Task, int, int]]] = {}
             for t in tasks:
                 a, b = json.loads(t.response_ids)
@@ -238,6 +241,12 @@ class Store:
                     t.gold = json.dumps(value)
                     made += 1
         return made
+
+    def _pairwise_campaign(self, campaign: str, what: str) -> m.Campaign:
+        c = self.campaign(campaign)
+        if c.kind != "pairwise":
+            raise RlhaifError(f"campaign {campaign!r} is {c.kind}: {what} pairwise tasks only")
+        return c
 
     def assign(self, seed: int = 0) -> int:
         """Give every task to ``overlap`` distinct annotators (admins excluded), least-loaded first, each with
@@ -390,14 +399,11 @@ class Store:
     def pairwise_items(self, campaign: str) -> list[dict[str, Any]]:
         """Every pairwise task of a campaign as {task, prompt (stored JSON value), first, second} (texts in the
         task's canonical order) for an AI judge."""
-        c = self.campaign(campaign)
-        if c.kind != "pairwise":
-            raise RlhaifError(f"campaign {campaign!r} is {c.kind}: AI labels are stored for pairwise tasks only")
+        c = self._pairwise_campaign(campaign, "AI labels are stored for")
         with self.read() as s:
             rows = s.execute(select(m.Task, m.Prompt).join(m.Prompt, m.Prompt.id == m.Task.prompt_id)
                              .where(m.Task.campaign_id == c.id).order_by(m.Task.id)).all()
-            text = dict(s.execute(select(m.Response.id, m.Response.text).join(m.Prompt)
-                                  .where(m.Prompt.campaign_id == c.id)).all())
+            text = _response_texts(s, c.id)
         out = []
         for t, p in rows:
             a, b = json.loads(t.response_ids)
