@@ -8,7 +8,7 @@ import torch
 from rlhaif.policy.advantages import gae, whiten
 from rlhaif.policy.kl import kl_k1, kl_k3, kl_penalized_rewards
 from rlhaif.policy.kl_control import AdaptiveKLController, FixedKLController
-from rlhaif.policy.losses import entropy_from_logits, explained_variance, policy_loss, value_loss
+from rlhaif.policy.losses import entropy_from_logprobs, explained_variance, policy_loss, value_loss
 
 
 def t(x):
@@ -115,7 +115,7 @@ def test_adaptive_kl_controller_update_and_state():
 def test_entropy_and_explained_variance():
     # uniform over 4 → ln 4 = 1.3862944; one-hot (logits 0, −inf...) → 0; the masked third row is ignored
     logits = t([[[0.0, 0.0, 0.0, 0.0], [0.0, -1e9, -1e9, -1e9], [5.0, 0.0, 0.0, 0.0]]])
-    ent, _ = entropy_from_logits(logits, t([[1, 1, 0]]))
+    ent, _ = entropy_from_logprobs(torch.log_softmax(logits, -1), t([[1, 1, 0]]))
     assert ent.item() == pytest.approx(math.log(4) / 2, abs=1e-6)
     # returns (1, 2, 3), values (1, 2, 2): Var[ret − V] = Var(0, 0, 1) = 2/9; Var[ret] = 2/3 → 1 − 1/3
     ev = explained_variance(t([[1, 2, 2]]), t([[1, 2, 3]]), t([[1, 1, 1]]))

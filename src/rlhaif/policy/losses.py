@@ -1,7 +1,7 @@
 """PPO losses as pure functions of tensors, each returning ``(loss, stats)``.
 
 Shapes: response-aligned (B, R) tensors (``logprobs``, ``old_logprobs``, ``advantages``, ``values``,
-``returns``, ``mask``); ``logits`` is (B, R, V). Means are over real response tokens only (``mask``).
+``returns``, ``mask``); ``logp`` is (B, R, V). Means are over real response tokens only (``mask``).
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return loss, stats
 
 
-def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean per-token entropy H = −Σ_v p_v log p_v of the distribution given by ``logits`` (already divided by
-    the sampling temperature). Returned as (entropy, stats); the PPO loss subtracts c₂·entropy (a bonus)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
+def entropy_from_logprobs(logp: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean per-token entropy H = −Σ_v p_v log p_v from ``logp`` (B, R, V), the log-softmax of the logits
+    already divided by the sampling temperature. Returned as (entropy, stats); the PPO loss subtracts
+    c₂·entropy (a bonus)."""
     ent = -(logp.exp() * logp).sum(-1)  # (B, R)
     entropy = masked_mean(ent, mask)
     return entropy, {"entropy": entropy.detach()}

@@ -215,14 +215,13 @@ def prompt_indices(step: int, n: int, batch: int, rank: int, world: int, seed: i
 
 
 def forward_response(model, batch: dict, temperature: float):
-    """(logprobs (B, R), values (B, R), logits/T (B, R, V)) of the response tokens; position P−1+t predicts
-    response token t and its hidden state is the state V(s_t) is read from."""
-    from rlhaif.policy.logprobs import selective_log_softmax
-
+    """(logprobs (B, R), values (B, R), log-softmax of logits/T (B, R, V)) of the response tokens; position
+    P−1+t predicts response token t and its hidden state is the state V(s_t) is read from. The full
+    log-softmax is returned because the entropy (bonus or statistic) is computed from the same pass."""
     R = batch["response_ids"].shape[1]
     logits, values = model(batch["input_ids"], batch["attention_mask"], logits_to_keep=R + 1)
-    logits = logits[:, :-1].float() / temperature
-    return selective_log_softmax(logits, batch["response_ids"]), values[:, :-1].float(), logits
+    logp = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
+    return logp.gather(-1, batch["response_ids"].unsqueeze(-1)).squeeze(-1), values[:, :-1].float(), logp
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -235,7 +234,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     from rlhaif.policy.advantages import gae, masked_mean, whiten
     from rlhaif.policy.kl import kl_penalized_rewards
     from rlhaif.policy.kl_control import AdaptiveKLController, FixedKLController
-    from rlhaif.policy.losses import entropy_from_logits, explained_variance, policy_loss, value_loss
+    from rlhaif.policy.losses import entropy_from_logprobs, explained_variance, policy_loss, value_loss
     from rlhaif.policy.rollout import decode_responses, response_logprobs, sample_responses
     from rlhaif.training import (latest_checkpoint, load_checkpoint, make_accelerator, make_optimizer,
                                  save_checkpoint, save_pretrained_atomic, seed_everything)
@@ -308,9 +307,9 @@ def run_ppo(cfg: PPOConfig) -> dict:
                      "response_ids": rollout.response_ids}
             mask = rollout.response_mask.float()  # (B, R)
             with torch.no_grad():
-                old_logprobs, old_values, logits = forward_response(core, batch, cfg.temperature)
-                rollout_entropy, _ = entropy_from_logits(logits, mask)
-                del logits
+                old_logprobs, old_values, logp = forward_response(core, batch, cfg.temperature)
+                rollout_entropy, _ = entropy_from_logprobs(logp, mask)
+                del logp
                 if ref is None:
                     with core.policy.disable_adapter():
                         ref_logprobs = response_logprobs(core.policy, rollout, cfg.temperature)
@@ -334,13 +333,13 @@ def run_ppo(cfg: PPOConfig) -> dict:
                     mb_idx = order[k * cfg.mini_batch_size:(k + 1) * cfg.mini_batch_size].to(acc.device)
                     mb = {key: v[mb_idx] for key, v in batch.items()}
                     with acc.autocast():
-                        logprobs, values, logits = forward_response(model, mb, cfg.temperature)
+                        logprobs, values, logp = forward_response(model, mb, cfg.temperature)
                     pg_loss, pg_stats = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mb["mask"],
                                                     cfg.clip_range)
                     v_loss, v_stats = value_loss(values, mb["old_values"], mb["returns"], mb["mask"],
                                                  cfg.clip_range_value)
                     with torch.set_grad_enabled(cfg.entropy_coef > 0):  # off: a statistic, no (B, R, V) graph
-                        entropy, _ = entropy_from_logits(logits, mb["mask"])
+                        entropy, _ = entropy_from_logprobs(logp, mb["mask"])
                     loss = pg_loss + cfg.vf_coef * v_loss - cfg.entropy_coef * entropy
                     acc.backward(loss)
                     acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
