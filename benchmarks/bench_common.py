@@ -5,6 +5,11 @@ thread each, repetitions alternating which side goes first. A worker prints one 
 ``cpu_s`` (the same span on both sides: model load -> data preparation -> training -> save), ``loop_s`` (the
 training loop alone, as each library reports it), ``items`` and ``peak_rss_mb``. CPU seconds are the steadier
 figure on a loaded machine: wall time grows with other people's load, CPU time much less.
+
+Activation checkpointing: TRL's SFT, reward and DPO configs turn it on by default (recompute activations in the
+backward: less memory, more compute); rlhaif's default is off. The benchmarks set it on both sides
+(``--checkpointing``) or on neither, so that both do the same work, and the TRL worker reports
+``activation_checkpointing`` as seen on its trained model.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TRL_PY = ROOT / ".bench-venvs" / "trl-current" / "bin" / "python"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_OFFLINE": "1"}
+
+
+def checkpointing_on(model) -> bool:
+    """True when any module of ``model`` recomputes its activations in the backward (transformers' flag)."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
 
 
 class Clock:

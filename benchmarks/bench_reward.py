@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import Clock, run_alternating  # noqa: E402
+from bench_common import Clock, checkpointing_on, run_alternating  # noqa: E402
 
 HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf" / "harmless-base-test-first1800.jsonl.gz"
 
@@ -57,13 +57,14 @@ def make_inputs(d: Path, n_pairs: int, max_length: int) -> str:
 
 def worker(side: str, a) -> None:
     d, out = Path(a.dir), Path(tempfile.mkdtemp(dir=a.dir))
-    clock = Clock()
+    clock, extra = Clock(), {}
     if side == "rlhaif":
         from rlhaif.reward.train import RewardTrainConfig, run_reward_train
 
         cfg = RewardTrainConfig(data=str(d / "pairs.jsonl"), backbone=a.backbone, output_dir=str(out),
                                 batch_size=a.batch, max_length=a.max_length, learning_rate=5e-5, epochs=1,
-                                group_by_length=a.grouped, eval_fraction=0.0, normalize=False, save_steps=0)
+                                group_by_length=a.grouped, eval_fraction=0.0, normalize=False, save_steps=0,
+                                activation_checkpointing=a.checkpointing)
         run_reward_train(cfg)
         loop_s = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["time"]
         n = sum(1 for _ in open(d / "pairs.jsonl"))
@@ -79,12 +80,14 @@ def worker(side: str, a) -> None:
                             learning_rate=5e-5, num_train_epochs=1, logging_steps=1, save_strategy="no",
                             report_to=[], use_cpu=True, bf16=False, fp16=False, dataloader_num_workers=0,
                             disable_dropout=False, eos_token="[SEP]", remove_unused_columns=False,
-                            train_sampling_strategy="group_by_length" if a.grouped else "random")
+                            train_sampling_strategy="group_by_length" if a.grouped else "random",
+                            gradient_checkpointing=a.checkpointing)  # TRL's default is True; ours False
         trainer = RewardTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
         loop_s = trainer.train().metrics["train_runtime"]
         trainer.save_model(str(out))
         n = len(trainer.train_dataset)
-    clock.report(side, n, loop_s)
+        extra["activation_checkpointing"] = checkpointing_on(trainer.model)
+    clock.report(side, n, loop_s, **extra)
 
 
 def main() -> None:
@@ -93,6 +96,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--checkpointing", action="store_true",
+                    help="activation checkpointing on both sides (TRL's default; off: neither side, the default)")
     ap.add_argument("--grouped", action="store_true", help="length-grouped batches on both sides")
     ap.add_argument("--worker", choices=["rlhaif", "trl"])
     ap.add_argument("--dir")
@@ -104,8 +109,10 @@ def main() -> None:
     backbone = make_inputs(d, a.pairs, a.max_length)
     common = ["--dir", str(d), "--backbone", backbone, "--batch", str(a.batch), "--max-length", str(a.max_length)]
     common += ["--grouped"] if a.grouped else []
+    common += ["--checkpointing"] if a.checkpointing else []
     print(f"{a.pairs} hh-rlhf pairs, batch {a.batch}, max length {a.max_length}, "
-          f"{'length-grouped' if a.grouped else 'random'} batches, fp32, 1 thread, {a.reps} reps", flush=True)
+          f"{'length-grouped' if a.grouped else 'random'} batches, fp32, 1 thread, {a.reps} reps, activation "
+          f"checkpointing {'on' if a.checkpointing else 'off'} on both sides", flush=True)
     run_alternating(__file__, {"rlhaif": common, "trl": common}, a.reps, "pairs")
 
 

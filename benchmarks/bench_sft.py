@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_common import Clock, run_alternating  # noqa: E402
+from bench_common import Clock, checkpointing_on, run_alternating  # noqa: E402
 
 DEMOS = Path(__file__).resolve().parents[1] / "src" / "rlhaif" / "assets" / "demos" / "demo_sft.jsonl"
 
@@ -49,12 +49,13 @@ def make_inputs(d: Path) -> None:
 
 def worker(side: str, a) -> None:
     d, out = Path(a.dir), Path(tempfile.mkdtemp(dir=a.dir))
-    clock = Clock()
+    clock, extra = Clock(), {}
     if side == "rlhaif":
         from rlhaif.policy.sft import SFTConfig, run_sft
 
         res = run_sft(SFTConfig(model=str(d / "model"), data=str(DEMOS), output_dir=str(out), batch_size=a.batch,
-                                max_length=a.max_length, learning_rate=2e-5, epochs=a.epochs, save_steps=0))
+                                max_length=a.max_length, learning_rate=2e-5, epochs=a.epochs, save_steps=0,
+                                activation_checkpointing=a.checkpointing))
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         loop_s, n = rows[-1]["time"], res["examples"]
         tokens = sum(r["sft/tokens"] for r in rows) // a.epochs  # response tokens learned per epoch
@@ -66,17 +67,19 @@ def worker(side: str, a) -> None:
         args = SFTConfig(output_dir=str(out), per_device_train_batch_size=a.batch, max_length=a.max_length,
                          learning_rate=2e-5, num_train_epochs=a.epochs, logging_steps=1, save_strategy="no",
                          report_to=[], use_cpu=True, bf16=False, fp16=False, dataloader_num_workers=0,
-                         completion_only_loss=True, model_init_kwargs={"dtype": "float32"})
+                         completion_only_loss=True, model_init_kwargs={"dtype": "float32"},
+                         gradient_checkpointing=a.checkpointing)  # TRL's default is True; ours False
         trainer = SFTTrainer(model=str(d / "model"), args=args, train_dataset=ds)
         loop_s = trainer.train().metrics["train_runtime"]
         trainer.save_model(str(out))
         n = len(trainer.train_dataset)
+        extra["activation_checkpointing"] = checkpointing_on(trainer.model)
         tok = trainer.processing_class  # completion tokens learned: prompt+completion minus the prompt
         rows = [json.loads(line) for line in (d / "trl.jsonl").read_text().splitlines()]
         tokens = sum(len(tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=True)["input_ids"])
                      - len(tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
                                                    return_dict=True)["input_ids"]) for r in rows)
-    clock.report(side, n * a.epochs, loop_s, examples=n, response_tokens_per_epoch=tokens)
+    clock.report(side, n * a.epochs, loop_s, examples=n, response_tokens_per_epoch=tokens, **extra)
 
 
 def main() -> None:
@@ -84,6 +87,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--checkpointing", action="store_true",
+                    help="activation checkpointing on both sides (TRL's default; off: neither side, the default)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--worker", choices=["rlhaif", "trl"])
     ap.add_argument("--dir")
@@ -93,9 +98,10 @@ def main() -> None:
     d = Path(tempfile.mkdtemp(prefix="bench-sft-"))
     make_inputs(d)
     common = ["--dir", str(d), "--epochs", str(a.epochs), "--batch", str(a.batch), "--max-length", str(a.max_length)]
+    common += ["--checkpointing"] if a.checkpointing else []
     n_demos = sum(1 for line in DEMOS.read_text().splitlines() if line.strip())
     print(f"{n_demos} demos x {a.epochs} epochs, batch {a.batch}, max length {a.max_length}, fp32, 1 thread, "
-          f"{a.reps} reps", flush=True)
+          f"{a.reps} reps, activation checkpointing {'on' if a.checkpointing else 'off'} on both sides", flush=True)
     run_alternating(__file__, {"rlhaif": common, "trl": common}, a.reps, "examples")
 
 

@@ -66,7 +66,10 @@ def main() -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {"side": "trl-1.0.0", "steps": len(clocks), "samples_per_second": n / (clocks[-1][0] - clocks[0][0]),
            "samples_per_cpu_second": n / (clocks[-1][1] - clocks[0][1]), "peak_rss_mib": peak,
-           "peak_rss_above_imports_mib": peak - baseline}
+           "peak_rss_above_imports_mib": peak - baseline,
+           # TRL's configs default gradient_checkpointing to True; PPOTrainer does not apply it (it skips
+           # Trainer.__init__), which this records so that the comparison stays checkable
+           "activation_checkpointing": any(getattr(m, "gradient_checkpointing", False) for m in trainer.model.modules())}
     if torch.cuda.is_available():
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(out))

@@ -246,3 +246,11 @@ def test_collate_carries_soft_labels_smoothing_and_weights():
     assert batch["weights"].tolist() == pytest.approx([1 / 3, 1.0])
     # response tokens: "kind dog" + EOS, "good" + EOS, "rude" + EOS, "bad cat" + EOS
     assert batch["response_mask"].sum(-1).tolist() == [3, 2, 2, 3]
+
+
+def test_activation_checkpointing_takes_the_same_step(tiny_dir, toy_files, tmp_path):
+    run_dpo(cfg(tiny_dir, toy_files, tmp_path / "plain", max_steps=1))
+    run_dpo(cfg(tiny_dir, toy_files, tmp_path / "ckpt", max_steps=1, activation_checkpointing=True))
+    one, two = metrics(tmp_path / "plain")[0], metrics(tmp_path / "ckpt")[0]
+    for k in ("dpo/loss", "train/grad_norm", "logps/chosen"):
+        assert one[k] == pytest.approx(two[k], rel=1e-5), k

@@ -127,3 +127,15 @@ def test_bad_demo_names_file_line_field(setup):
     bad.write_text(json.dumps({"prompt": "hello", "response": "yes"}) + "\n" + json.dumps({"prompt": "hi"}) + "\n")
     with pytest.raises(RlhaifError, match=r"bad.jsonl:2"):
         run_sft(_cfg(setup, "bad", data=str(bad)))
+
+
+def test_activation_checkpointing_trains_the_same_model(setup):
+    """Recomputing activations in the backward changes memory, not the result: same losses, same weights."""
+    run_sft(_cfg(setup, "plain", epochs=1, learning_rate=1e-2))
+    out = run_sft(_cfg(setup, "ckpt", epochs=1, learning_rate=1e-2, activation_checkpointing=True))
+    assert _losses(setup / "ckpt") == pytest.approx(_losses(setup / "plain"), rel=1e-5)
+    from transformers import AutoModelForCausalLM
+
+    a = AutoModelForCausalLM.from_pretrained(str(setup / "plain" / "model")).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(out["model"]).state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5

@@ -49,3 +49,38 @@ def test_schedule_by_hand(warmup, total, expected):
         opt.step()
         sched.step()
     assert got == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_activation_checkpointing_is_switched_on_and_keeps_the_gradients(lora):
+    from rlhaif.models.loading import add_lora
+    from rlhaif.models.tiny import make_tiny_causal_lm
+    from rlhaif.training import enable_activation_checkpointing
+
+    def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
+        model, _ = make_tiny_causal_lm("llama", seed=0)
+        if lora:
+            model = add_lora(model, r=4, alpha=8)
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    torch.nn.init.normal_(p, std=0.1, generator=torch.Generator().manual_seed(len(n)))
+        if checkpointing:
+            enable_activation_checkpointing(model)
+            assert any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
+        model.train()
+        ids = torch.randint(3, 50, (2, 12), generator=torch.Generator().manual_seed(1))
+        model(input_ids=ids, labels=ids).loss.backward()
+        return {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+
+    plain, ckpt = grads(False), grads(True)
+    assert plain.keys() == ckpt.keys() and plain
+    for n in plain:
+        torch.testing.assert_close(ckpt[n], plain[n], rtol=1e-4, atol=1e-6)
+
+
+def test_activation_checkpointing_on_a_model_without_support_is_a_config_error():
+    from rlhaif.errors import ConfigError
+    from rlhaif.training import enable_activation_checkpointing
+
+    with pytest.raises(ConfigError, match="activation_checkpointing: Sequential does not support it"):
+        enable_activation_checkpointing(_model())

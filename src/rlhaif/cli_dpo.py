@@ -35,6 +35,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         epochs: Optional[float] = typer.Option(None, help="Passes over the pairs (default 1)."),
         max_steps: Optional[int] = typer.Option(None, help="Optimizer steps (overrides --epochs)."),
         dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16 | float16."),
+        activation_checkpointing: Optional[bool] = typer.Option(
+            None, "--activation-checkpointing/--no-activation-checkpointing",
+            help="Recompute activations in the backward: less memory, ~1 more forward (default off)."),
         mixed_precision: Optional[str] = typer.Option(None, help="no | bf16 | fp16."),
         save_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 100)."),
         seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
@@ -50,6 +53,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             reference=reference, ref_model=ref_model, lora=lora, lora_r=lora_r, merge_lora=merge_lora,
             max_length=max_length, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
             learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, dtype=dtype,
-            mixed_precision=mixed_precision, save_steps=save_steps, seed=seed, log_with=log_with))
+            mixed_precision=mixed_precision, activation_checkpointing=activation_checkpointing,
+            save_steps=save_steps, seed=seed, log_with=log_with))
         result = run_dpo(cfg)
         typer.echo(json.dumps({"model": result["model"], "steps": result["steps"], **result["eval"]}))

@@ -32,6 +32,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         epochs: Optional[int] = typer.Option(None, help="Passes over the pairs (default 1)."),
         max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
         center_coef: Optional[float] = typer.Option(None, help="Centering coefficient η (default 0)."),
+        activation_checkpointing: Optional[bool] = typer.Option(
+            None, "--activation-checkpointing/--no-activation-checkpointing",
+            help="Recompute activations in the backward: less memory, ~1 more forward (default off)."),
         mixed_precision: Optional[str] = typer.Option(None, help="no | bf16 (where supported)."),
         save_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 200)."),
         seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),

@@ -24,6 +24,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         lora_r: Optional[int] = typer.Option(None, help="LoRA rank (0 = full fine-tuning)."),
         lora_alpha: Optional[int] = typer.Option(None, help="LoRA alpha (default 2 * rank)."),
         merge_lora: Optional[bool] = typer.Option(None, "--merge-lora/--no-merge-lora", help="Save merged."),
+        activation_checkpointing: Optional[bool] = typer.Option(
+            None, "--activation-checkpointing/--no-activation-checkpointing",
+            help="Recompute activations in the backward: less memory, ~1 more forward (default off)."),
         mixed_precision: Optional[str] = typer.Option(None, help="no | bf16 (where supported)."),
         save_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 200)."),
         seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),

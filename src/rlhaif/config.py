@@ -71,6 +71,10 @@ class TrainLoopConfig(StageConfig):
     """Stop after this many optimizer steps (and size the schedule to it)."""
     mixed_precision: Literal["no", "bf16"] = "no"
     """'bf16' autocast where the hardware supports it (falls back to fp32 elsewhere)."""
+    activation_checkpointing: bool = False
+    """Recompute each layer's activations in the backward instead of keeping them (transformers' activation
+    or gradient checkpointing): far less activation memory for about one more forward pass of compute. Off by
+    default; TRL's trainers turn it on by default."""
     save_steps: int = 200
     """Checkpoint every N optimizer steps for resume (0 = only at the end)."""
     keep_checkpoints: bool = False

@@ -94,6 +94,17 @@ def micro_batches(n: int, batch_size: int, epochs: int, seed: int,
     return out
 
 
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Turn on transformers' activation checkpointing (non-reentrant) on ``model`` or, through a PEFT wrapper,
+    its base model. It acts only in training mode (``model.train()``)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        from rlhaif.errors import ConfigError
+
+        raise ConfigError(f"activation_checkpointing: {type(base).__name__} does not support it; set it to false")
+    base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _fused_adamw_ok(params: list[torch.Tensor]) -> bool:
     """True when every parameter is a floating-point tensor on one device that torch's fused AdamW serves."""
     devices = {p.device.type for p in params}
@@ -124,7 +135,8 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: f
 def start_loop(model: torch.nn.Module, cfg, accelerator, n_micro_batches: int, out_dir: str | os.PathLike,
                project: str):
     """The shared start of a loop driven by a ``TrainLoopConfig`` (SFT, reward model): size the schedule,
-    build AdamW + schedule, ``accelerator.prepare``, start trackers, resume from the newest checkpoint.
+    activation checkpointing when asked, build AdamW + schedule, ``accelerator.prepare``, start trackers,
+    resume from the newest checkpoint.
 
     Returns ``(model, optimizer, scheduler, per_step, total_steps, step)``: ``per_step`` micro-batches (all
     processes) make one optimizer step; ``step`` is where a resumed run picks up (0 for a fresh one)."""
@@ -132,6 +144,8 @@ def start_loop(model: torch.nn.Module, cfg, accelerator, n_micro_batches: int, o
     total_steps = math.ceil(n_micro_batches / per_step)
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
+    if cfg.activation_checkpointing:
+        enable_activation_checkpointing(model)
     optimizer, scheduler = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     if cfg.log_with:

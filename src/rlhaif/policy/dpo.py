@@ -67,6 +67,10 @@ class DPOConfig(StageConfig):
     """LoRA scaling α."""
     merge_lora: bool = False
     """Save the LoRA merged into the base (a full model) instead of the adapter alone."""
+    activation_checkpointing: bool = False
+    """Recompute each layer's activations in the backward instead of keeping them (transformers' activation
+    or gradient checkpointing): far less activation memory for about one more forward pass of compute. Off by
+    default; TRL's trainers turn it on by default."""
     max_length: int = 512
     """Tokens per sequence (prompt + response); the prompt is cut from the left first, equally for both responses."""
     batch_size: int = 8
@@ -273,8 +277,9 @@ def run_dpo(cfg: DPOConfig) -> dict:
     from rlhaif.manifest import fingerprint, write_manifest
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import add_lora, is_adapter_folder, load_causal_lm
-    from rlhaif.training import (latest_checkpoint, load_checkpoint, make_accelerator, make_optimizer,
-                                 save_checkpoint, save_pretrained_atomic, seed_everything)
+    from rlhaif.training import (enable_activation_checkpointing, latest_checkpoint, load_checkpoint,
+                                 make_accelerator, make_optimizer, save_checkpoint, save_pretrained_atomic,
+                                 seed_everything)
 
     t0 = time.time()
     out = Path(cfg.output_dir)
@@ -293,6 +298,8 @@ def run_dpo(cfg: DPOConfig) -> dict:
     started_from_adapter = is_adapter_folder(cfg.model)
     if cfg.lora:
         model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha)
+    if cfg.activation_checkpointing:
+        enable_activation_checkpointing(model)
     pad_id = tok.pad_token_id
     train_enc = [encode_pair(tok, pr, cfg.max_length) for pr in train_pairs]
     eval_enc = [encode_pair(tok, pr, cfg.max_length) for pr in eval_pairs]
