@@ -18,6 +18,8 @@ def current_rss_mib() -> float:
 
 
 def main() -> None:
+    from bench_common import checkpointing_on  # this folder is on sys.path: the script runs from it
+
     s = json.loads(open(sys.argv[1]).read())
     import peft  # noqa: F401
     import torch
@@ -69,7 +71,7 @@ def main() -> None:
            "peak_rss_above_imports_mib": peak - baseline,
            # TRL's configs default gradient_checkpointing to True; PPOTrainer does not apply it (it skips
            # Trainer.__init__), which this records so that the comparison stays checkable
-           "activation_checkpointing": any(getattr(m, "gradient_checkpointing", False) for m in trainer.model.modules())}
+           "activation_checkpointing": checkpointing_on(trainer.model)}
     if torch.cuda.is_available():
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(out))

@@ -32,12 +32,11 @@ def main() -> None:
     if not rows or "gold" not in rows[0]:
         raise SystemExit(f"{args.evaluate}/samples: no samples with a 'gold' score (run evaluate with a gold scorer)")
     gold = np.array([r["gold"] for r in rows])
-    models = sorted({r["model"] for r in rows})
+    policy = np.array([r["model"] for r in rows])
     for path in args.reward_models:
         rm = load_reward_model(path)
         s = np.array(rm.score([r["prompt"] for r in rows], [r["response"] for r in rows]))
-        by = {m: round(float(np.corrcoef(s[[r["model"] == m for r in rows]], gold[[r["model"] == m for r in rows]])[0, 1]), 3)
-              for m in models}
+        by = {m: round(float(np.corrcoef(s[policy == m], gold[policy == m])[0, 1]), 3) for m in sorted(set(policy))}
         print(json.dumps({"reward_model": path, "responses": len(rows),
                           "pearson_r_with_gold": round(float(np.corrcoef(s, gold)[0, 1]), 3), "by_policy_model": by}))
 
