@@ -73,3 +73,46 @@ def manifest_matches(out_dir: str | os.PathLike, fp: dict[str, Any]) -> bool:
         return False
     return all(json.dumps(old.get(k), sort_keys=True, default=str) == json.dumps(fp[k], sort_keys=True, default=str)
                for k in ("stage", "config", "inputs"))
+
+
+def config_inputs(value: Any, exclude: Path) -> dict[str, str]:
+    """Existing files and folders named by a config's string values (not the stage's own output folder)."""
+    found: dict[str, str] = {}
+
+    def walk(v: Any, key: str) -> None:
+        if isinstance(v, str) and v and len(v) < 4096:
+            # a path, or a path inside 'kind:path' / 'file.py:function' (e.g. reward_model:runs/x/gold_rm)
+            for cand in (v, *v.split(":", 1)) if ":" in v else (v,):
+                if cand and Path(cand).exists():
+                    p = Path(cand).resolve()
+                    if p != exclude and exclude not in p.parents and p not in exclude.parents:
+                        found[key] = cand
+                    break
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{key}.{k}" if key else k)
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{key}[{i}]")
+
+    walk(value, "")
+    return found
+
+
+def stage_fingerprint(stage: str, cfg) -> dict[str, Any]:
+    """The fingerprint of a stage config (a StageConfig with ``output_dir``): its settings and the hashes of
+    every existing file or folder they name outside its own output folder. The runner and a stage run
+    alone compute it the same way, so a standalone run's manifest also lets a recipe skip it."""
+    config = cfg.model_dump(mode="json")
+    return fingerprint(stage, config, config_inputs(config, Path(cfg.output_dir).resolve()))
+
+
+def write_stage_manifest(stage: str, cfg, outputs: dict[str, Any] | None = None,
+                         wall_time_s: float | None = None) -> Path | None:
+    """What every stage calls last, alone or in a recipe: ``manifest.json`` in ``cfg.output_dir`` (main
+    process only; returns None elsewhere)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    outputs = json.loads(json.dumps(outputs or {}, default=str))
+    return write_manifest(cfg.output_dir, stage_fingerprint(stage, cfg), seed=getattr(cfg, "seed", None),
+                          wall_time_s=wall_time_s, outputs=outputs)

@@ -394,30 +394,6 @@ class _Scope:
         return value
 
 
-def _paths_in(value: Any, exclude: Path) -> dict[str, str]:
-    """Existing files and folders named by a config's string values (not the stage's own output folder)."""
-    found: dict[str, str] = {}
-
-    def walk(v: Any, key: str) -> None:
-        if isinstance(v, str) and v and len(v) < 4096:
-            # a path, or a path inside 'kind:path' / 'file.py:function' (e.g. reward_model:runs/x/gold_rm)
-            for cand in (v, *v.split(":", 1)) if ":" in v else (v,):
-                if cand and Path(cand).exists():
-                    p = Path(cand).resolve()
-                    if p != exclude and exclude not in p.parents and p not in exclude.parents:
-                        found[key] = cand
-                    break
-        elif isinstance(v, dict):
-            for k, x in v.items():
-                walk(x, f"{key}.{k}" if key else k)
-        elif isinstance(v, list):
-            for i, x in enumerate(v):
-                walk(x, f"{key}[{i}]")
-
-    walk(value, "")
-    return found
-
-
 def _policy_of(outputs: dict[str, Any], out_dir: Path) -> str:
     """The policy a sft/ppo/dpo stage produced: the model folder it returned, else its output folder."""
     for key in ("model", "model_dir", "policy"):
@@ -468,7 +444,7 @@ def _is_main_process() -> bool:
 def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, source: str,
               log: Callable[[str], None]) -> dict[str, Any]:
     """Resolve one stage's settings, skip it if its manifest matches, else run it and write its manifest."""
-    from rlhaif.manifest import fingerprint, manifest_matches, write_manifest
+    from rlhaif.manifest import manifest_matches, stage_fingerprint, write_manifest
 
     where = f"{source}: stage '{spec.name}'"
     fn, cfg_cls = stage_function(spec.stage, source)
@@ -480,7 +456,7 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
     cfg = cfg_cls.validate_dict(settings, where)
     out_dir = Path(cfg.output_dir)
     config = cfg.model_dump(mode="json")
-    fp = fingerprint(spec.stage, config, _paths_in(config, out_dir.resolve()))
+    fp = stage_fingerprint(spec.stage, cfg)
     if manifest_matches(out_dir, fp):
         manifest = json.loads((out_dir / "manifest.json").read_text())
         outputs, wall, cpu = manifest.get("outputs") or {}, manifest.get("wall_time_s"), None
