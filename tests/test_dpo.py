@@ -58,7 +58,7 @@ def toy_files(tmp_path_factory):
 
 def cfg(tiny_dir, files, out, **kw):
     base = dict(model=tiny_dir, pairs=files[0], eval_pairs=files[1], output_dir=str(out), max_length=32,
-                batch_size=8, lora=False, learning_rate=1e-3, max_steps=4, save_steps=100, seed=0)
+                batch_size=8, lora_r=0, learning_rate=1e-3, max_steps=4, save_every=100, seed=0)
     base.update(kw)
     return DPOConfig(**base)
 
@@ -76,7 +76,7 @@ def test_toy_preference_rises_well_above_chance(tiny_dir, toy_files, tmp_path):
     rows = [r for r in metrics(tmp_path) if "dpo/loss" in r]
     assert len(rows) == 30
     for name in ("dpo/loss", "rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy",
-                 "logps/chosen", "logps/rejected", "dpo/nll", "train/lr"):
+                 "logps/chosen", "logps/rejected", "dpo/nll", "train/learning_rate"):
         assert name in rows[0]
     assert rows[0]["rewards/accuracy"] == pytest.approx(0.5)  # π_θ = π_ref at step 1: all ties
     assert rows[-1]["dpo/loss"] < rows[0]["dpo/loss"]
@@ -88,7 +88,7 @@ def test_precomputed_and_adapter_reference_agree(tiny_dir, toy_files, tmp_path):
     runs = {}
     for ref in ("precompute", "adapter"):
         out = tmp_path / ref
-        res = run_dpo(cfg(tiny_dir, toy_files, out, lora=True, lora_r=4, learning_rate=5e-3, max_steps=3,
+        res = run_dpo(cfg(tiny_dir, toy_files, out, lora_r=4, learning_rate=5e-3, max_steps=3,
                           reference=ref, loss="ipo"))
         runs[ref] = ([r for r in metrics(out) if "dpo/loss" in r], res["eval"])
     (a_rows, a_eval), (b_rows, b_eval) = runs["precompute"], runs["adapter"]
@@ -102,7 +102,7 @@ def test_precomputed_and_adapter_reference_agree(tiny_dir, toy_files, tmp_path):
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tiny_dir, toy_files, tmp_path, monkeypatch):
-    kw = dict(max_steps=6, save_steps=3, lora=True, lora_r=4, learning_rate=5e-3)
+    kw = dict(max_steps=6, save_every=3, lora_r=4, learning_rate=5e-3)
     run_dpo(cfg(tiny_dir, toy_files, tmp_path / "whole", **kw))
 
     from rlhaif import metrics as metrics_mod
@@ -122,10 +122,11 @@ def test_interrupted_and_resumed_equals_uninterrupted(tiny_dir, toy_files, tmp_p
     run_dpo(cfg(tiny_dir, toy_files, tmp_path / "resumed", **kw))
 
     whole, resumed = metrics(tmp_path / "whole"), metrics(tmp_path / "resumed")
-    w = {r["step"]: r for r in whole if "dpo/loss" in r}
-    r = {r["step"]: r for r in resumed if "dpo/loss" in r}
-    assert sorted(r) == [1, 2, 3, 4, 5, 6]
-    for s in (4, 5, 6):
+    w = [r for r in whole if "dpo/loss" in r]
+    r = [r for r in resumed if "dpo/loss" in r]  # no dedup by step: a resumed run logs each step once
+    assert [x["step"] for x in r] == [x["step"] for x in w] == [1, 2, 3, 4, 5, 6]
+    assert [x["step"] for x in resumed] == [x["step"] for x in whole] == [1, 2, 3, 4, 5, 6, 6]  # + the eval row
+    for s in (3, 4, 5):
         assert r[s]["dpo/loss"] == pytest.approx(w[s]["dpo/loss"], rel=1e-6, abs=1e-7)
     from safetensors.torch import load_file
 
@@ -158,7 +159,7 @@ def test_bad_inputs_give_clear_errors(tiny_dir, toy_files, tmp_path):
     with pytest.raises(DataError, match=r"bad.jsonl:2: field 'chosen'"):
         run_dpo(cfg(tiny_dir, (write_jsonl(tmp_path / "bad.jsonl", bad), toy_files[1]), tmp_path / "o2"))
     with pytest.raises(ConfigError, match="lora"):
-        run_dpo(cfg(tiny_dir, toy_files, tmp_path / "o3", reference="adapter", lora=False))
+        run_dpo(cfg(tiny_dir, toy_files, tmp_path / "o3", reference="adapter", lora_r=0))
     with pytest.raises(ConfigError, match="did you mean 'beta'"):
         DPOConfig.validate_dict({"pairs": "x", "betta": 0.1})
 
@@ -199,7 +200,7 @@ def test_pair_logprobs_equal_full_forward_on_response_tokens(arch):
         got = pair_logprobs(model, collate_pairs(enc, pairs, tok.pad_token_id))
         right = pad_batch([c for c, _ in enc] + [r for _, r in enc], tok.pad_token_id, side="right")
         want = sequence_logprob(token_logprobs(model, right["input_ids"], right["attention_mask"]),
-                                right["response_mask"])
+                                right["loss_mask"])
     assert got.shape == (6,)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
@@ -245,7 +246,7 @@ def test_collate_carries_soft_labels_smoothing_and_weights():
     assert batch["p"].tolist() == pytest.approx([0.9 * 0.7 + 0.1 * 0.3, 0.9])
     assert batch["weights"].tolist() == pytest.approx([1 / 3, 1.0])
     # response tokens: "kind dog" + EOS, "good" + EOS, "rude" + EOS, "bad cat" + EOS
-    assert batch["response_mask"].sum(-1).tolist() == [3, 2, 2, 3]
+    assert batch["loss_mask"].sum(-1).tolist() == [3, 2, 2, 3]
 
 
 def test_activation_checkpointing_takes_the_same_step(tiny_dir, toy_files, tmp_path):
@@ -254,3 +255,34 @@ def test_activation_checkpointing_takes_the_same_step(tiny_dir, toy_files, tmp_p
     one, two = metrics(tmp_path / "plain")[0], metrics(tmp_path / "ckpt")[0]
     for k in ("dpo/loss", "train/grad_norm", "logps/chosen"):
         assert one[k] == pytest.approx(two[k], rel=1e-5), k
+
+
+def test_a_folder_holding_another_configurations_checkpoint_is_not_silently_continued(tiny_dir, toy_files, tmp_path):
+    out = tmp_path / "shared"
+    run_dpo(cfg(tiny_dir, toy_files, out, max_steps=2, save_every=1))
+    assert (out / "checkpoints" / "step-000002").exists()
+    # another learning rate (or loss, beta, data...): refused, naming the field, before any training
+    with pytest.raises(ConfigError, match=r"refusing to resume.*learning_rate: 0\.001 -> 0\.002"):
+        run_dpo(cfg(tiny_dir, toy_files, out, max_steps=4, learning_rate=2e-3))
+    with pytest.raises(ConfigError, match="loss: 'sigmoid' -> 'ipo'"):
+        run_dpo(cfg(tiny_dir, toy_files, out, max_steps=4, loss="ipo"))
+    # a longer run with the same settings continues it: steps 3 and 4 only, each logged once
+    res = run_dpo(cfg(tiny_dir, toy_files, out, max_steps=4, save_every=1))
+    assert res["steps"] == 4
+    assert [r["step"] for r in metrics(out) if "dpo/loss" in r] == [1, 2, 3, 4]
+    # resume: false starts afresh: the old checkpoints and rows are gone
+    res = run_dpo(cfg(tiny_dir, toy_files, out, max_steps=1, learning_rate=2e-3, resume=False))
+    assert [r["step"] for r in metrics(out) if "dpo/loss" in r] == [1]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000001"]
+
+
+def test_run_dpo_returns_the_common_outputs_and_writes_its_manifest(tiny_dir, toy_files, tmp_path):
+    from rlhaif.manifest import manifest_matches, stage_fingerprint
+
+    c = cfg(tiny_dir, toy_files, tmp_path, max_steps=1)
+    res = run_dpo(c)
+    assert res["output_dir"] == str(tmp_path) and res["model"] == str(tmp_path / "model") and res["steps"] == 1
+    assert "dpo/loss" in res["metrics"] and "eval/accuracy" in res["metrics"]
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest_matches(tmp_path, stage_fingerprint("dpo", c))  # what a recipe computes: it would skip
+    assert man["outputs"]["model"] == res["model"]

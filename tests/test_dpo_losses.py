@@ -98,3 +98,24 @@ def test_chosen_nll_is_per_token():
     loss, _ = chosen_nll_loss(torch.tensor([-5.0, -6.0]), torch.tensor([2, 4]), torch.tensor([1.0, 0.5]))
     assert loss.item() == pytest.approx((5.0 + 3.0) / (2.0 + 2.0))
     assert st["dpo/nll"].item() == pytest.approx(11.0 / 6.0)
+
+
+# ---- issue 14 §5
+
+@pytest.mark.parametrize("loss_fn", [dpo_loss, ipo_loss])
+def test_empty_batch_gives_zero_loss_and_no_nan(loss_fn):
+    empty = torch.zeros(0, requires_grad=True)
+    loss, stats = loss_fn(empty, torch.zeros(0), 0.1)
+    assert loss.item() == 0.0
+    loss.backward()  # still part of the graph
+    assert all(math.isfinite(float(v)) for v in stats.values())
+
+
+def test_ipo_rejects_beta_zero_and_dpo_config_validates_beta():
+    from rlhaif.errors import ConfigError
+    from rlhaif.policy.dpo import DPOConfig
+
+    with pytest.raises(ValueError, match="beta"):
+        ipo_loss(torch.zeros(2), torch.zeros(2), 0.0)
+    with pytest.raises(ConfigError, match="beta"):
+        DPOConfig.validate_dict({"pairs": "p.jsonl", "beta": 0.0})

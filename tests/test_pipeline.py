@@ -71,7 +71,7 @@ def rlhf_recipe(d: Path, hh: str, run_dir: Path, rounds: int = 2) -> dict:
          "save_every": 1, "lora_r": 4, "learning_rate": 1e-3},
         {"stage": "dpo", "model": "${base}", "pairs": "${pairs.pairs}", "max_steps": 1, "batch_size": 4,
          "max_length": 48},
-        {"stage": "evaluate", "models": {"base": "${base}", "ppo": "${ppo.model_dir}", "dpo": "${dpo.model}"},
+        {"stage": "evaluate", "models": {"base": "${base}", "ppo": "${ppo.model}", "dpo": "${dpo.model}"},
          "prompts": prompts, "max_prompts": 4, "proxy_scorer": "${reward}",
          "gold_scorer": f"{d / 'scorers.py'}:length", "max_new_tokens": 6, "bootstrap_rounds": 10,
          "training_metrics": {"ppo round 1": "${run_dir}/round1/ppo/metrics.jsonl",
@@ -120,11 +120,11 @@ def test_recipe_end_to_end_rounds_and_skip(tiny, hh_path, tmp_path):
     ppo1 = json.loads((dirs["ppo1"] / "manifest.json").read_text())
     gen2 = json.loads((dirs["gen2"] / "manifest.json").read_text())
     ppo2 = json.loads((dirs["ppo2"] / "manifest.json").read_text())
-    assert gen2["config"]["model"] == ppo1["outputs"]["model_dir"] == ppo2["config"]["model"]
+    assert gen2["config"]["model"] == ppo1["outputs"]["model"] == ppo2["config"]["model"]
     assert ppo1["config"]["reward_model"] == str(run / "round1" / "proxy_rm")
     assert "reward_model" in ppo1["inputs"] and len(ppo1["inputs"]["reward_model"]) == 64  # a sha256
     rep = json.loads((dirs["evaluate"] / "report.json").read_text())
-    assert rep["config"]["models"]["ppo"] == ppo2["outputs"]["model_dir"]
+    assert rep["config"]["models"]["ppo"] == ppo2["outputs"]["model"]
     assert rep["training"]["ppo round 2"]["steps"] == 2
     # every stage's wall time, in the run log, the summary and the report (the demo's 20-minute budget)
     times = rep["run_timings"]

@@ -28,7 +28,7 @@ def test_cai_recipe_end_to_end(tmp_path, hh_path):
          "max_length": 64, "batch_size": 4, "eval_fraction": 0.0, "normalize": False},
         {"stage": "ppo", "model": "${policy}", "prompts": str(prompts), "reward_model": "${pm}", "steps": 1,
          "batch_size": 2, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 4, "lora_r": 4},
-        {"stage": "evaluate", "models": {"base": "${base}", "sft": "${sft.model}", "ppo": "${ppo.model_dir}"},
+        {"stage": "evaluate", "models": {"base": "${base}", "sft": "${sft.model}", "ppo": "${ppo.model}"},
          "prompts": str(prompts), "proxy_scorer": "${pm}", "judge": str(tmp_path / "lm"), "max_new_tokens": 4,
          "bootstrap_rounds": 10},
     ]}, "cai-tiny.yaml")

@@ -120,3 +120,71 @@ def test_entropy_and_explained_variance():
     # returns (1, 2, 3), values (1, 2, 2): Var[ret − V] = Var(0, 0, 1) = 2/9; Var[ret] = 2/3 → 1 − 1/3
     ev = explained_variance(t([[1, 2, 2]]), t([[1, 2, 3]]), t([[1, 1, 1]]))
     assert ev.item() == pytest.approx(2 / 3, abs=1e-6)
+
+
+# ---- issue 14 §5: defects, each pinned by a test that failed before its fix
+
+def test_explained_variance_of_constant_returns_is_zero_not_huge():
+    # Var[returns] = 0: undefined; reported as 0 (the critic explains nothing there), never −2.5e7.
+    ev = explained_variance(t([[0.0, 1.0]]), t([[1.0, 1.0]]), t([[1.0, 1.0]]))
+    assert ev.item() == 0.0
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+def test_gae_ignores_nan_on_padded_positions():
+    # one real token: δ0 = r0 − V0 = 1 − 0.5 = 0.5 (next value 0: the episode ended); the pad's NaN never reaches it
+    adv, ret = gae(t([[1.0, 0.0]]), t([[0.5, NAN]]), t([[1.0, 0.0]]))
+    close(adv, [[0.5, 0.0]])
+    close(ret, [[1.0, 0.0]])
+    adv, _ = gae(t([[1.0, NAN]]), t([[0.5, INF]]), t([[1.0, 0.0]]))
+    close(adv, [[0.5, 0.0]])
+
+
+def test_whiten_ignores_nan_on_padded_positions():
+    out = whiten(t([[1, 2], [3, NAN]]), t([[1, 1], [1, 0]]))
+    close(out, [[-1.2247449, 0.0], [1.2247449, 0.0]])
+
+
+def test_whiten_without_shift_mean_only_rescales():
+    # entries 1, 2, 3 (the pad is ignored): σ = sqrt(2/3) = 0.8164966 → x / σ = 1.2247449, 2.4494897, 3.6742346
+    out = whiten(t([[1, 2], [3, 100]]), t([[1, 1], [1, 0]]), shift_mean=False)
+    close(out, [[1.2247449, 2.4494897], [3.6742346, 0.0]])
+
+
+def test_losses_and_kl_ignore_nan_on_padded_positions():
+    mask = t([[1, 0]])
+    new = t([[-1.0, NAN]]).requires_grad_()
+    loss, stats = policy_loss(new, t([[-1.0, INF]]), t([[2.0, NAN]]), mask)
+    loss.backward()
+    assert loss.item() == pytest.approx(-2.0)  # ratio 1 on the real token: −A·1
+    assert torch.isfinite(new.grad).all() and new.grad[0, 1].item() == 0.0
+    assert all(torch.isfinite(v) for v in stats.values())
+    values = t([[0.5, NAN]]).requires_grad_()
+    v_loss, _ = value_loss(values, t([[0.5, NAN]]), t([[1.5, INF]]), mask)
+    v_loss.backward()
+    assert v_loss.item() == pytest.approx(0.5)  # ½·(0.5 − 1.5)²
+    assert torch.isfinite(values.grad).all()
+    ev = explained_variance(t([[1.0, 2.0, NAN]]), t([[1.0, 3.0, NAN]]), t([[1, 1, 0]]))
+    assert ev.item() == pytest.approx(0.75)  # Var[ret−V] = Var(0, 1) = ¼; Var[ret] = Var(1, 3) = 1 → 1 − ¼
+    rewards, kl_stats = kl_penalized_rewards(t([1.0]), t([[-1.0, NAN]]), t([[-1.5, -1.0]]), mask, beta=0.1)
+    close(rewards, [[-0.05 + 1.0, 0.0]])  # k1 = 0.5 on the real token
+    close(kl_stats["kl"], [0.5])
+
+
+@pytest.mark.parametrize("advantage", [1.0, 0.0, -1.0])
+def test_policy_loss_and_gradient_finite_for_a_huge_log_ratio(advantage):
+    old = t([[-100.0]])
+    new = t([[0.0]]).requires_grad_()  # log-ratio 100: exp overflows float32 without a clamp
+    loss, stats = policy_loss(new, old, t([[advantage]]), t([[1.0]]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(new.grad).all()
+    assert all(torch.isfinite(v) for v in stats.values())
+
+
+def test_kl_k3_finite_for_a_huge_log_ratio():
+    # log r = 100 (> 88, where exp overflows float32): clamped to 20 → (e^20 − 1) − 20
+    k3 = kl_k3(t([-100.0]), t([0.0]))
+    assert torch.isfinite(k3).all()
+    assert k3.item() == pytest.approx(math.expm1(20.0) - 20.0, rel=1e-5)

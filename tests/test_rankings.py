@@ -45,3 +45,8 @@ def test_bad_rankings_are_rejected():
         ranking_to_pairs("q", ["a", "b"], [1, 2, 3])
     with pytest.raises(ValueError, match="rank must be an integer"):
         ranking_to_pairs("q", ["a", "b"], [0, 1])
+
+
+def test_a_bool_is_not_a_rank():
+    with pytest.raises(ValueError, match="bool"):
+        ranking_to_pairs("p", ["a", "b"], [True, 2])

@@ -81,3 +81,22 @@ def test_pair_metrics_calibration_by_hand():
     s = lambda x: 1 / (1 + math.exp(-x))
     ece = (abs(0.0 - s(0.1)) + abs(1.0 - s(0.5)) + abs(1.0 - s(3.0))) / 3
     assert rep["ece"] == pytest.approx(ece)
+
+
+# ---- issue 14 §5
+
+def test_empty_batch_with_centering_gives_zero_loss_and_no_nan():
+    loss, stats = bradley_terry_loss(torch.zeros(0), torch.zeros(0), center_coef=0.01)
+    assert loss.item() == 0.0
+    assert all(math.isfinite(v) for k, v in stats.items() if k != "rm/accuracy")
+
+
+def test_zero_margin_counts_half_in_training_stats_and_evaluation_as_in_dpo():
+    # margins +1 (right) and 0 (chance: half), p = 1 → (1 + 0.5) / 2
+    _, stats = bradley_terry_loss(t(1.0, 0.0), t(0.0, 0.0), p=t(1.0, 1.0))
+    assert stats["rm/accuracy"] == pytest.approx(0.75)
+    assert pair_metrics([1.0, 0.0], [0.0, 0.0], [1.0, 1.0])["accuracy"] == pytest.approx(0.75)
+    # a zero margin on a pair whose rejected side won (p = 0) is half right too, not right
+    _, stats = bradley_terry_loss(t(0.0), t(0.0), p=t(0.0))
+    assert stats["rm/accuracy"] == pytest.approx(0.5)
+    assert pair_metrics([0.0], [0.0], [0.0])["accuracy"] == pytest.approx(0.5)

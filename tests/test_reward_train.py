@@ -130,7 +130,7 @@ def test_reward_resume_after_interruption_equals_uninterrupted(tmp_path, monkeyp
     def cfg(name):
         return RewardTrainConfig(data=data, backbone=str(tmp_path / "bb"), output_dir=str(tmp_path / name),
                                  eval_fraction=0.25, epochs=2, batch_size=4, learning_rate=3e-3, max_length=64,
-                                 save_steps=3)
+                                 save_every=3)
 
     straight = run_reward_train(cfg("straight"))  # 30 train pairs / 4 -> 8 steps per epoch, 16 in all
     import rlhaif.training as training

@@ -29,7 +29,7 @@ def test_labels_mask_prompt_and_padding():
     e1 = encode_prompt_response(tok, "hello what is the sun", "the sun is red")
     e2 = encode_prompt_response(tok, "hello", "yes")
     b = pad_batch([e1, e2], tok.pad_token_id, side="right")
-    labels = make_labels(b["input_ids"], b["response_mask"])
+    labels = make_labels(b["input_ids"], b["loss_mask"])
     for row, e in enumerate((e1, e2)):
         n_p, n = len(e.prompt_ids), len(e.input_ids)
         assert (labels[row, :n_p] == IGNORE).all()  # prompt (chat template included) ignored
@@ -55,7 +55,7 @@ def test_sft_loss_by_hand():
 
 def _cfg(tmp_path, name, **kw):
     base = dict(model=str(tmp_path / "base"), data=str(tmp_path / "demos.jsonl"), output_dir=str(tmp_path / name),
-                batch_size=4, learning_rate=3e-3, epochs=2, max_length=64, save_steps=0, seed=1)
+                batch_size=4, learning_rate=3e-3, epochs=2, max_length=64, save_every=0, seed=1)
     base.update(kw)
     return SFTConfig(**base)
 
@@ -83,7 +83,7 @@ def test_tiny_model_response_loss_falls_and_saves(setup):
 
 
 def test_resume_after_interruption_equals_uninterrupted(setup, monkeypatch):
-    full = run_sft(_cfg(setup, "straight", save_steps=2, epochs=2, batch_size=5))  # 5 steps/epoch: mid-epoch resume
+    full = run_sft(_cfg(setup, "straight", save_every=2, epochs=2, batch_size=5))  # 5 steps/epoch: mid-epoch resume
     import rlhaif.training as training
 
     orig = training.save_checkpoint
@@ -96,10 +96,10 @@ def test_resume_after_interruption_equals_uninterrupted(setup, monkeypatch):
 
     monkeypatch.setattr(training, "save_checkpoint", crash_after)
     with pytest.raises(KeyboardInterrupt):
-        run_sft(_cfg(setup, "resumed", save_steps=2, epochs=2, batch_size=5))
+        run_sft(_cfg(setup, "resumed", save_every=2, epochs=2, batch_size=5))
     assert (setup / "resumed" / "checkpoints" / "step-000004").exists()
     monkeypatch.setattr(training, "save_checkpoint", orig)
-    resumed = run_sft(_cfg(setup, "resumed", save_steps=2, epochs=2, batch_size=5))
+    resumed = run_sft(_cfg(setup, "resumed", save_every=2, epochs=2, batch_size=5))
     assert resumed["steps"] == full["steps"] == 10
     assert _losses(setup / "resumed")[-6:] == pytest.approx(_losses(setup / "straight")[-6:], rel=1e-5)
     from safetensors.torch import load_file

@@ -25,8 +25,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         nll_alpha: Optional[float] = typer.Option(None, help="Weight of the NLL term on chosen (default 0)."),
         reference: Optional[str] = typer.Option(None, help="precompute (cached once) | adapter (LoRA disabled)."),
         ref_model: Optional[str] = typer.Option(None, help="A different reference model (precompute only)."),
-        lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA adapter (default) or all weights."),
-        lora_r: Optional[int] = typer.Option(None, help="LoRA rank (default 16)."),
+        lora_r: Optional[int] = typer.Option(None, help="LoRA rank (default 16); 0 = full fine-tuning."),
         merge_lora: Optional[bool] = typer.Option(None, "--merge-lora", help="Save LoRA merged into the base."),
         max_length: Optional[int] = typer.Option(None, help="Tokens per sequence (default 512)."),
         batch_size: Optional[int] = typer.Option(None, help="Pairs per micro-batch (default 8)."),
@@ -39,7 +38,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             None, "--activation-checkpointing/--no-activation-checkpointing",
             help="Recompute activations in the backward: less memory, ~1 more forward (default off)."),
         mixed_precision: Optional[str] = typer.Option(None, help="no | bf16 | fp16."),
-        save_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 100)."),
+        save_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 100)."),
         seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
         log_with: Optional[str] = typer.Option(None, help="tensorboard | wandb."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with the same keys."),
@@ -50,10 +49,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         cfg = DPOConfig.from_sources(config, dict(
             pairs=pairs, model=model, output_dir=output_dir, eval_pairs=eval_pairs, eval_fraction=eval_fraction,
             max_pairs=max_pairs, loss=loss, beta=beta, label_smoothing=label_smoothing, nll_alpha=nll_alpha,
-            reference=reference, ref_model=ref_model, lora=lora, lora_r=lora_r, merge_lora=merge_lora,
+            reference=reference, ref_model=ref_model, lora_r=lora_r, merge_lora=merge_lora,
             max_length=max_length, batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
             learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, dtype=dtype,
             mixed_precision=mixed_precision, activation_checkpointing=activation_checkpointing,
-            save_steps=save_steps, seed=seed, log_with=log_with))
+            save_every=save_every, seed=seed, log_with=log_with))
         result = run_dpo(cfg)
         typer.echo(json.dumps({"model": result["model"], "steps": result["steps"], **result["eval"]}))

@@ -54,4 +54,4 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         m = result["metrics"]
         if result["rank"] == 0:
             typer.echo(f"ppo: {result['steps']} steps, score {m.get('objective/score', float('nan')):.4f}, "
-                       f"kl {m.get('objective/kl', float('nan')):.4f}; policy saved to {result['model_dir']}")
+                       f"kl {m.get('objective/kl', float('nan')):.4f}; policy saved to {result['model']}")

@@ -36,7 +36,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             None, "--activation-checkpointing/--no-activation-checkpointing",
             help="Recompute activations in the backward: less memory, ~1 more forward (default off)."),
         mixed_precision: Optional[str] = typer.Option(None, help="no | bf16 (where supported)."),
-        save_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 200)."),
+        save_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 200)."),
         seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with the same keys."),
     ):

@@ -28,7 +28,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             None, "--activation-checkpointing/--no-activation-checkpointing",
             help="Recompute activations in the backward: less memory, ~1 more forward (default off)."),
         mixed_precision: Optional[str] = typer.Option(None, help="no | bf16 (where supported)."),
-        save_steps: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 200)."),
+        save_every: Optional[int] = typer.Option(None, help="Checkpoint every N steps (default 200)."),
         seed: Optional[int] = typer.Option(None, help="Random seed (default 0)."),
         config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with the same keys."),
     ):
@@ -38,4 +38,4 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         out = run_sft(SFTConfig.from_sources(config, overrides))
         typer.echo(f"trained {out['steps']} steps on {out['examples']} examples "
-                   f"(last loss {out['final_loss']:.4f}) -> {out['model']}")
+                   f"(last loss {out['metrics'].get('sft/loss', float('nan')):.4f}) -> {out['model']}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, TypeVar
+from typing import Any, ClassVar, Literal, Optional, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -55,9 +55,40 @@ class StageConfig(BaseModel):
             raise ConfigError(f"{source}: key '{loc}': {msg}") from None
 
 
-class TrainLoopConfig(StageConfig):
-    """Settings every training loop built on rlhaif.training shares (SFT, reward model); stage configs add
-    their data, model, batch size and learning rate."""
+class TrainConfig(StageConfig):
+    """Settings every trainer shares (SFT, reward model, DPO, PPO): output folder, learning rate, seed,
+    checkpoints and resume, logging, precision. Stages set their own defaults for some of them.
+
+    ``resume_may_change`` names the fields a resumed run may change (how long it runs, how it logs and
+    saves); a resume with any other field changed is refused (``rlhaif.training.start_run``)."""
+
+    resume_may_change: ClassVar[frozenset[str]] = frozenset(
+        {"output_dir", "resume", "save_every", "keep_checkpoints", "log_with", "epochs", "max_steps"})
+
+    output_dir: str = "runs/train"
+    """Where the trained model, checkpoints/, metrics.jsonl and manifest.json go."""
+    learning_rate: float = 1e-5
+    """Peak AdamW learning rate (linear warm-up, then linear decay to 0)."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm (0 = off; the norm is logged either way)."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Accelerate autocast: 'bf16' where the hardware supports it (falls back to fp32 elsewhere), 'fp16'."""
+    save_every: int = 200
+    """Checkpoint every N optimizer steps (and at the end) for resume; 0 = only at the end."""
+    keep_checkpoints: bool = False
+    """Keep checkpoints/ after a finished run (they hold optimizer state, about 3x the trained weights)."""
+    resume: bool = True
+    """Resume from the newest checkpoint in `output_dir` when one exists (refused when it was made with other
+    settings); false = start afresh, deleting the folder's old checkpoints and metrics."""
+    log_with: Optional[str] = None
+    """Accelerate tracker: 'tensorboard' or 'wandb' (metrics.jsonl is always written)."""
+    seed: int = 0
+    """Seed of weight initialization (new heads, LoRA), dropout, data order and held-out splits."""
+
+
+class TrainLoopConfig(TrainConfig):
+    """Settings of the epoch-driven loops (SFT, reward model, DPO); stage configs add their data, model and
+    batch size."""
 
     gradient_accumulation_steps: int = 1
     """Micro-batches per optimizer step."""
@@ -65,26 +96,30 @@ class TrainLoopConfig(StageConfig):
     """AdamW weight decay."""
     warmup_steps: int = 0
     """Optimizer steps of linear warm-up (then linear decay to 0)."""
-    epochs: int = 1
-    """Passes over the training data."""
+    epochs: float = 1.0
+    """Passes over the training data (fractions allowed); `max_steps` wins when set."""
     max_steps: Optional[int] = None
     """Stop after this many optimizer steps (and size the schedule to it)."""
-    mixed_precision: Literal["no", "bf16"] = "no"
-    """'bf16' autocast where the hardware supports it (falls back to fp32 elsewhere)."""
     activation_checkpointing: bool = False
     """Recompute each layer's activations in the backward instead of keeping them (transformers' activation
     or gradient checkpointing): far less activation memory for about one more forward pass of compute. Off by
     default; TRL's trainers turn it on by default."""
-    save_steps: int = 200
-    """Checkpoint every N optimizer steps for resume (0 = only at the end)."""
-    keep_checkpoints: bool = False
-    """Keep checkpoints/ after a finished run (they hold optimizer state, about 3x the trained weights)."""
-    resume: bool = True
-    """Resume from the newest checkpoint in `output_dir` when one exists."""
-    log_with: Optional[str] = None
-    """Accelerate tracker: 'tensorboard' or 'wandb' (metrics.jsonl is always written)."""
-    seed: int = 0
-    """Seed of weight initialization (new heads, LoRA), dropout, data order and held-out splits."""
+
+
+class LoRAConfig(StageConfig):
+    """The LoRA settings of the policy trainers (SFT, DPO, PPO)."""
+
+    lora_r: int = 16
+    """LoRA rank; 0 = full fine-tuning."""
+    lora_alpha: Optional[int] = None
+    """LoRA scaling numerator α (the update is scaled by α / r); default 2 * lora_r."""
+    merge_lora: bool = False
+    """Save the LoRA adapter merged into the base (a plain model) instead of the adapter alone."""
+
+    @property
+    def lora_scale_alpha(self) -> int:
+        """α as used: ``lora_alpha``, or 2 · ``lora_r`` when unset."""
+        return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
 
 
 def check_keys(model: type[BaseModel], data: dict[str, Any], source: str, prefix: str = "") -> None:

@@ -26,13 +26,16 @@ class MetricsLogger:
     """Append-only metrics log + progress display. Only the main process writes."""
 
     def __init__(self, out_dir: str | Path, total_steps: int | None = None, description: str = "train",
-                 accelerator=None, show: tuple[str, ...] = (), enabled: bool = True):
+                 accelerator=None, show: tuple[str, ...] = (), enabled: bool = True, start_step: int = 0):
+        """``total_steps`` is the run's last step; ``start_step`` the step a resumed run starts after (the
+        progress bar starts there)."""
         self.path = Path(out_dir) / "metrics.jsonl"
         self.accelerator = accelerator
         self.enabled = enabled and (accelerator is None or accelerator.is_main_process)
         self.show = show
         self.total = total_steps
         self.description = description
+        self.start_step = start_step
         self._progress = None
         self._task = None
         self._t0 = time.time()
@@ -46,7 +49,8 @@ class MetricsLogger:
             self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                       TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
             self._progress.start()
-            self._task = self._progress.add_task(self.description, total=self.total, info="")
+            self._task = self._progress.add_task(self.description, total=self.total, completed=self.start_step,
+                                                 info="")
         return self
 
     def __exit__(self, *exc) -> None:

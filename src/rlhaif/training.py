@@ -1,7 +1,10 @@
 """Blocks every training loop calls (SFT, reward, DPO, PPO): Accelerate set-up, optimizer and schedule,
 atomic checkpoints with exact resume, and the final ``save_pretrained``.
 
-Loops call these functions; nothing here is a base class to inherit.
+Loops call these functions; nothing here is a base class to inherit. Every loop (SFT, reward model, DPO,
+PPO) starts with ``start_run``: resume from the newest checkpoint (refused when it was made with other
+settings) or start afresh, with ``metrics.jsonl`` / ``samples.jsonl`` cut back to the checkpoint's step.
+Every loop draws its data order from ``micro_batches``.
 
 Checkpoint layout (``<out>/checkpoints/step-000040/``):
     trainable.safetensors   the trainable parameters only (a LoRA adapter stays small)
@@ -20,12 +23,14 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 CKPT_DIR = "checkpoints"
+RUN_CONFIG = "train_config.json"  # the stage and settings a run started with: a resume is checked against it
+LOG_FILES = ("metrics.jsonl", "samples.jsonl")  # per-step rows, cut back to the checkpoint on resume
 
 
 def seed_everything(seed: int) -> None:
@@ -69,29 +74,42 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
-def micro_batches(n: int, batch_size: int, epochs: int, seed: int,
+def micro_batches(n: int, batch_size: int, epochs: float, seed: int,
                   lengths: list[int] | None = None, group: int = 64) -> list[list[int]]:
-    """Every micro-batch of the run, in order (a short last batch per epoch is kept); a pure function of its
-    arguments, so a resumed run skips exactly the batches it consumed.
+    """Every micro-batch of the run, in order: the one data-order function of every loop. A pure function of
+    its arguments, so a resumed run skips exactly the batches it consumed.
+
+    Each epoch is a seeded permutation of ``range(n)`` cut into batches (a short last batch per epoch is
+    kept); a fractional last epoch keeps its first ``ceil(fraction · batches)`` batches. Concatenated, the
+    batches are the stream of epoch permutations (PPO draws its prompts from that stream, ``stream_indices``).
 
     With ``lengths`` (tokens per example) batches are length-grouped: each epoch's permutation is cut into
     windows of ``group`` batches, each window is sorted by length (longest first) and cut into batches, and
     the batches of the epoch are shuffled again. Examples of similar length share a batch, so padding (wasted
     compute) shrinks, while the data order stays random at the scale of a window."""
     out = []
-    for epoch in range(epochs):
+    for epoch in range(math.ceil(epochs)):
         order = epoch_order(n, seed, epoch)
         if lengths is None:
-            out.extend(order[i:i + batch_size] for i in range(0, n, batch_size))
-            continue
-        window = batch_size * group
-        batches = []
-        for w in range(0, n, window):
-            chunk = sorted(order[w:w + window], key=lambda i: -lengths[i])  # stable: ties keep the random order
-            batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
-        shuffle = epoch_order(len(batches), seed, 10_000 + epoch)
-        out.extend(batches[i] for i in shuffle)
+            batches = [order[i:i + batch_size] for i in range(0, n, batch_size)]
+        else:
+            window = batch_size * group
+            grouped = []
+            for w in range(0, n, window):
+                chunk = sorted(order[w:w + window], key=lambda i: -lengths[i])  # stable: ties keep the random order
+                grouped.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+            batches = [grouped[i] for i in epoch_order(len(grouped), seed, 10_000 + epoch)]
+        share = epochs - epoch
+        out.extend(batches if share >= 1 else batches[:math.ceil(share * len(batches))])
     return out
+
+
+def stream_indices(start: int, count: int, n: int, seed: int) -> list[int]:
+    """Items ``start .. start + count − 1`` of the endless stream of epoch permutations of ``range(n)`` (the
+    concatenation of ``micro_batches``' epochs): fixed-size draws that run across epoch boundaries."""
+    first = start // n
+    flat = [i for b in micro_batches(n, n, first + math.ceil((start % n + count) / n), seed)[first:] for i in b]
+    return flat[start % n:start % n + count]
 
 
 def enable_activation_checkpointing(model: torch.nn.Module) -> None:
@@ -132,14 +150,91 @@ def make_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: f
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
 
 
-def start_loop(model: torch.nn.Module, cfg, accelerator, n_micro_batches: int, out_dir: str | os.PathLike,
-               project: str):
-    """The shared start of a loop driven by a ``TrainLoopConfig`` (SFT, reward model): size the schedule,
-    activation checkpointing when asked, build AdamW + schedule, ``accelerator.prepare``, start trackers,
-    resume from the newest checkpoint.
+def start_run(cfg, stage: str, accelerator=None) -> Path | None:
+    """The start every loop shares. Returns the checkpoint to resume from, or None for a fresh start.
+
+    Resume (``cfg.resume`` and a checkpoint in ``cfg.output_dir``): refused with a ``ConfigError`` naming the
+    fields when the settings saved at the start of that run (``train_config.json``) differ in a field outside
+    ``cfg.resume_may_change``, or name another stage; ``metrics.jsonl`` and ``samples.jsonl`` lose the rows
+    logged after the checkpoint (``trim_logs``), so a resumed run logs each step once. Fresh start: the folder's old
+    checkpoints, logs, saved settings and manifest are deleted (they belong to another run). Either way the
+    settings are saved, and a stale ``manifest.json`` is removed (the stage has not finished)."""
+    out = Path(cfg.output_dir)
+    main = accelerator is None or accelerator.is_main_process
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        check_resumable(out, cfg, stage)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:
+            shutil.rmtree(out / CKPT_DIR, ignore_errors=True)
+            for name in LOG_FILES:
+                (out / name).unlink(missing_ok=True)
+        else:
+            trim_logs(out, json.loads((ckpt / "trainer_state.json").read_text())["step"])
+        (out / "manifest.json").unlink(missing_ok=True)
+        (out / RUN_CONFIG).write_text(json.dumps({"stage": stage, "config": cfg.model_dump(mode="json")}, indent=2))
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return ckpt
+
+
+def trim_logs(out_dir: str | os.PathLike, step: int) -> None:
+    """Cut the logs back to what existed when the checkpoint of ``step`` was written: ``samples.jsonl`` keeps
+    its rows of steps ≤ ``step``; ``metrics.jsonl`` keeps the first row of each step ≤ ``step`` (a step's
+    training row comes before its checkpoint; a later row of the same step, such as DPO's held-out ``eval/*``
+    row, is written again by the resumed run)."""
+    from rlhaif.data.io import read_jsonl_tolerant, write_jsonl
+
+    out = Path(out_dir)
+    if (out / "samples.jsonl").exists():
+        write_jsonl(out / "samples.jsonl", [r for r in read_jsonl_tolerant(out / "samples.jsonl")
+                                            if r.get("step", 0) <= step])
+    if (out / "metrics.jsonl").exists():
+        seen: set[int] = set()
+        kept = []
+        for r in read_jsonl_tolerant(out / "metrics.jsonl"):
+            if r.get("step", 0) <= step and r.get("step", 0) not in seen:
+                seen.add(r.get("step", 0))
+                kept.append(r)
+        write_jsonl(out / "metrics.jsonl", kept)
+
+
+def check_resumable(out_dir: str | os.PathLike, cfg, stage: str) -> None:
+    """Raise a ``ConfigError`` unless the run saved in ``out_dir`` was the same stage with the same settings
+    (fields in ``cfg.resume_may_change`` may differ)."""
+    from rlhaif.errors import ConfigError
+
+    path = Path(out_dir) / RUN_CONFIG
+    fix = (f"use the settings of that run, another output_dir, or resume: false to start afresh "
+           f"(deletes {Path(out_dir) / CKPT_DIR} and the metrics)")
+    if not path.exists():
+        raise ConfigError(f"{out_dir}: holds checkpoints but no {RUN_CONFIG}, so which settings made them is "
+                          f"unknown; refusing to resume: {fix}")
+    saved = json.loads(path.read_text())
+    if saved.get("stage") != stage:
+        raise ConfigError(f"{out_dir}: its checkpoints are from a '{saved.get('stage')}' run, not {stage}; "
+                          f"refusing to resume: {fix}")
+    now = cfg.model_dump(mode="json")
+    old = saved.get("config", {})
+    changed = [k for k in sorted(set(now) | set(old))
+               if k not in cfg.resume_may_change and json.dumps(now.get(k)) != json.dumps(old.get(k))]
+    if changed:
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ConfigError(f"{out_dir}: refusing to resume: the checkpoint was made with other settings ({diff}); "
+                          f"{fix}")
+
+
+def start_loop(model: torch.nn.Module, cfg, accelerator, n_micro_batches: int, stage: str,
+               before_resume: Callable[[torch.nn.Module], None] | None = None):
+    """The shared start of a loop driven by a ``TrainLoopConfig`` (SFT, reward model, DPO): ``start_run``,
+    size the schedule, activation checkpointing when asked, build AdamW + schedule, ``accelerator.prepare``,
+    start trackers, call ``before_resume(model)`` (DPO computes its reference log-probs there, while the
+    model still holds the starting weights), resume from the checkpoint ``start_run`` chose.
 
     Returns ``(model, optimizer, scheduler, per_step, total_steps, step)``: ``per_step`` micro-batches (all
     processes) make one optimizer step; ``step`` is where a resumed run picks up (0 for a fresh one)."""
+    ckpt = start_run(cfg, stage, accelerator)
     per_step = cfg.gradient_accumulation_steps * accelerator.num_processes
     total_steps = math.ceil(n_micro_batches / per_step)
     if cfg.max_steps is not None:
@@ -149,13 +244,37 @@ def start_loop(model: torch.nn.Module, cfg, accelerator, n_micro_batches: int, o
     optimizer, scheduler = make_optimizer(model, cfg.learning_rate, cfg.weight_decay, cfg.warmup_steps, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     if cfg.log_with:
-        accelerator.init_trackers(project, config=cfg.model_dump())
+        accelerator.init_trackers(f"rlhaif-{stage}", config=cfg.model_dump(mode="json"))
+    if before_resume is not None:
+        before_resume(model)
     step = 0
-    ckpt = latest_checkpoint(out_dir) if cfg.resume else None
     if ckpt is not None:
         step = load_checkpoint(ckpt, model, optimizer, scheduler, accelerator)["step"]
         accelerator.print(f"resumed from {ckpt} (step {step})")
     return model, optimizer, scheduler, per_step, total_steps, step
+
+
+def clip_gradients(accelerator, model: torch.nn.Module, max_grad_norm: float) -> float:
+    """Clip the global gradient norm to ``max_grad_norm`` (0 = no clipping); the norm before clipping."""
+    return float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf")))
+
+
+def finish_run(stage: str, cfg, outputs: dict[str, Any], t0: float, accelerator=None) -> dict[str, Any]:
+    """The end every loop shares: drop checkpoints/ unless ``cfg.keep_checkpoints``, write the stage's
+    ``manifest.json`` (``write_stage_manifest``, as a recipe does) and return ``outputs`` with
+    ``output_dir`` first."""
+    import time
+
+    from rlhaif.manifest import write_stage_manifest
+
+    outputs = {"output_dir": str(cfg.output_dir), **outputs}
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    if accelerator is None or accelerator.is_main_process:
+        if not cfg.keep_checkpoints:
+            shutil.rmtree(Path(cfg.output_dir) / CKPT_DIR, ignore_errors=True)
+        write_stage_manifest(stage, cfg, outputs, round(time.time() - t0, 2))
+    return outputs
 
 
 def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

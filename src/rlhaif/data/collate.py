@@ -1,10 +1,11 @@
-"""Tokenize (prompt, response) for training, with the chat template and a response mask.
+"""Tokenize (prompt, response) for training, with the chat template and a loss mask.
 
 One function used by SFT, DPO, the causal reward model and PPO's re-scoring, so that every stage sees the
 same tokens for the same text.
 
-Shapes: ``input_ids``, ``attention_mask``, ``response_mask`` are (B, T); ``response_mask[b, t] = 1`` where
-token t belongs to the response (the tokens whose log-probability is learned or scored).
+Shapes: ``input_ids``, ``attention_mask``, ``loss_mask`` are (B, T), input-aligned; ``loss_mask[b, t] = 1``
+where token t belongs to the response (the tokens whose log-probability is learned or scored). (PPO's
+``response_mask`` is another thing: (B, R), aligned with the response tokens alone.)
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def encode_prompt_response(tokenizer, prompt: Prompt, response: str, max_length:
 
 
 def pad_batch(encoded: Sequence[Encoded], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
-    """input_ids, attention_mask, response_mask (all (B, T)), padded on ``side``."""
+    """input_ids, attention_mask, loss_mask (all (B, T)), padded on ``side``."""
     T = max(len(e.input_ids) for e in encoded)
     B = len(encoded)
     ids = torch.full((B, T), pad_id, dtype=torch.long)
@@ -63,4 +64,4 @@ def pad_batch(encoded: Sequence[Encoded], pad_id: int, side: str = "right") -> d
         ids[i, off:off + n] = torch.tensor(e.input_ids)
         attn[i, off:off + n] = 1
         resp[i, off + np_:off + n] = 1
-    return {"input_ids": ids, "attention_mask": attn, "response_mask": resp}
+    return {"input_ids": ids, "attention_mask": attn, "loss_mask": resp}

@@ -28,6 +28,8 @@ def ranking_to_pairs(prompt: Prompt, responses: Sequence[str], ranks: Sequence[R
     if len(responses) != len(ranks):
         raise ValueError(f"{len(responses)} responses but {len(ranks)} ranks")
     for r in ranks:
+        if isinstance(r, bool):  # bool is an int subclass: True would silently be rank 1
+            raise ValueError(f"a rank must be an integer >= 1 or 'F' (fail), got the bool {r!r}")
         if not _is_fail(r) and (not isinstance(r, int) or r < 1):
             raise ValueError(f"a rank must be an integer >= 1 or 'F' (fail), got {r!r}")
     pairs: list[tuple[int, int, float]] = []  # (chosen index, rejected index, p)

@@ -133,7 +133,7 @@ def response_logprobs(model, prompt_ids: list[list[int]], response_ids: list[lis
         enc = [Encoded(p, r) for p, r in zip(prompt_ids[s:s + batch_size], response_ids[s:s + batch_size])]
         b = pad_batch(enc, pad_id, side="left")
         lp = token_logprobs(model, b["input_ids"].to(device), b["attention_mask"].to(device), temperature)
-        mask = b["response_mask"][:, 1:].bool()  # (B, T-1), aligned with lp
+        mask = b["loss_mask"][:, 1:].bool()  # (B, T-1), aligned with lp
         out += [lp[i][mask[i].to(lp.device)].float().cpu() for i in range(lp.shape[0])]
     return out
 

@@ -2,6 +2,9 @@
 
 Shapes: every tensor is response-aligned, (B, R): column t is the t-th response token; ``mask`` is 1 on
 real response tokens and 0 on the right padding after a row's last token.
+
+Pads are removed by selection (``torch.where``), never by multiplying with the mask: a NaN or inf on a pad
+(NaN × 0 = NaN) must not reach a real token, a statistic or a gradient.
 """
 
 from __future__ import annotations
@@ -9,9 +12,14 @@ from __future__ import annotations
 import torch
 
 
+def zero_pads(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` where ``mask`` is set, exactly 0 elsewhere (selection: a NaN on a pad is dropped, and so is its
+    gradient)."""
+    return torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1)
+    return zero_pads(x, mask).sum() / mask.to(x.dtype).sum().clamp(min=1)
 
 
 def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -23,12 +31,12 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
     """(x − mean) / sqrt(var + eps) with mean and variance taken over ``mask`` only; pads come back as 0.
 
-    ``shift_mean=False`` rescales without centring (used for rewards, whose sign carries meaning)."""
-    mean, var = masked_mean(values, mask), masked_var(values, mask)
-    out = (values - mean) * torch.rsqrt(var + eps)
-    if not shift_mean:
-        out = out + mean
-    return out * mask.to(values.dtype)
+    ``shift_mean=False`` rescales without centring, x / sqrt(var + eps) (for rewards, whose sign carries
+    meaning). Not TRL's ``whiten(shift_mean=False)``, which returns (x − mean)/σ + mean and so can flip signs."""
+    values = zero_pads(values, mask)
+    var = masked_var(values, mask)
+    out = (values - masked_mean(values, mask) if shift_mean else values) * torch.rsqrt(var + eps)
+    return zero_pads(out, mask)
 
 
 @torch.no_grad()
@@ -43,6 +51,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     Returns (advantages, returns), both (B, R) and 0 on pads."""
     B, R = rewards.shape
     m = mask.to(rewards.dtype)
+    rewards, values = zero_pads(rewards, mask), zero_pads(values, mask)  # a NaN on a pad stops here
     advantages = torch.zeros_like(rewards)
     last = torch.zeros(B, dtype=rewards.dtype, device=rewards.device)
     for t in reversed(range(R)):
@@ -53,5 +62,5 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
         delta = rewards[:, t] + gamma * next_value - values[:, t]
         last = (delta + gamma * lam * m_next * last) * m[:, t]
         advantages[:, t] = last
-    returns = (advantages + values) * m
+    returns = zero_pads(advantages + values, mask)
     return advantages, returns

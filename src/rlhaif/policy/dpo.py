@@ -18,11 +18,12 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
+from pydantic import Field
 
-from rlhaif.config import StageConfig
+from rlhaif.config import LoRAConfig, TrainLoopConfig
 from rlhaif.data.collate import Encoded, encode_prompt_response, pad_batch
 from rlhaif.data.formats import read_pairs
 from rlhaif.data.records import PairRecord
@@ -32,8 +33,11 @@ from rlhaif.policy.dpo_losses import LOSSES, chosen_nll_loss, smooth_labels
 REF_CACHE = "ref_logprobs.pt"
 
 
-class DPOConfig(StageConfig):
-    """Settings of `rlhaif dpo`."""
+class DPOConfig(TrainLoopConfig, LoRAConfig):
+    """Settings of `rlhaif dpo` (the loop settings, LoRA and checkpoints come from ``TrainLoopConfig`` and
+    ``LoRAConfig``)."""
+
+    resume_may_change: ClassVar[frozenset[str]] = TrainLoopConfig.resume_may_change | {"eval_batch_size"}
 
     model: str = "smollm2-135m-instruct"
     """Policy to start from (folder, .gguf, built-in name). A LoRA SFT adapter folder is merged into its base first."""
@@ -49,8 +53,8 @@ class DPOConfig(StageConfig):
     """Where the model, metrics.jsonl, eval.json and checkpoints go."""
     loss: Literal["sigmoid", "ipo"] = "sigmoid"
     """sigmoid = DPO (conservative DPO when p < 1); ipo = IPO. Both use each pair's soft label p."""
-    beta: float = 0.1
-    """β: strength of the implicit KL constraint (IPO: τ)."""
+    beta: float = Field(0.1, gt=0)
+    """β > 0: strength of the implicit KL constraint (IPO: τ, whose target margin is 1/(2τ))."""
     label_smoothing: float = 0.0
     """Extra label-noise rate ε: p ← (1 − ε)·p + ε·(1 − p) (cDPO's ε with hard labels)."""
     nll_alpha: float = 0.0
@@ -59,48 +63,20 @@ class DPOConfig(StageConfig):
     """precompute: reference log-probs computed once and cached in output_dir; adapter: on the fly with LoRA disabled."""
     ref_model: Optional[str] = None
     """A different reference model for `precompute` (default: the starting policy itself)."""
-    lora: bool = True
-    """Train a LoRA adapter (True) or all weights (False)."""
-    lora_r: int = 16
-    """LoRA rank."""
-    lora_alpha: int = 32
-    """LoRA scaling α."""
-    merge_lora: bool = False
-    """Save the LoRA merged into the base (a full model) instead of the adapter alone."""
-    activation_checkpointing: bool = False
-    """Recompute each layer's activations in the backward instead of keeping them (transformers' activation
-    or gradient checkpointing): far less activation memory for about one more forward pass of compute. Off by
-    default; TRL's trainers turn it on by default."""
     max_length: int = 512
     """Tokens per sequence (prompt + response); the prompt is cut from the left first, equally for both responses."""
     batch_size: int = 8
     """Pairs per micro-batch per process (the forward sees 2× this many sequences)."""
-    gradient_accumulation_steps: int = 1
-    """Micro-batches per optimizer step."""
     learning_rate: float = 5e-5
     """Peak AdamW learning rate (linear warm-up, then linear decay to 0)."""
-    warmup_steps: int = 0
-    """Optimizer steps of linear warm-up."""
-    epochs: float = 1.0
-    """Passes over the training pairs (fractions allowed); `max_steps` wins when set."""
-    max_steps: Optional[int] = None
-    """Optimizer steps to run; None = from `epochs`."""
-    max_grad_norm: float = 1.0
-    """Gradient clipping by global norm (0 = off)."""
     dtype: str = "float32"
     """Weights dtype: float32, bfloat16 or float16."""
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """Autocast through Accelerate (bf16 falls back to no where unsupported)."""
-    save_steps: int = 100
-    """Write a checkpoint every this many optimizer steps (and at the end); a re-run resumes from the latest."""
-    keep_checkpoints: int = 2
-    """Checkpoints kept on disk."""
+    save_every: int = 100
+    """Checkpoint every N optimizer steps (and at the end); a re-run resumes from the latest."""
+    keep_checkpoints: bool = True
+    """Keep checkpoints/ after a finished run (the newest two; they hold optimizer state)."""
     eval_batch_size: int = 16
     """Pairs per batch for the reference pre-computation and the held-out evaluation."""
-    seed: int = 0
-    """Random seed (data order, LoRA init)."""
-    log_with: Optional[str] = None
-    """Tracker through Accelerate: tensorboard, wandb, or None."""
 
 
 # ---------------------------------------------------------------- data
@@ -138,7 +114,7 @@ def encode_pair(tokenizer, pair: PairRecord, max_length: int) -> tuple[Encoded, 
 
 def collate_pairs(encoded: list[tuple[Encoded, Encoded]], pairs: list[PairRecord], pad_id: int,
                   label_smoothing: float = 0.0) -> dict[str, torch.Tensor]:
-    """input_ids, attention_mask, response_mask (2B, T) laid out [chosen; rejected]; p, weights (B,).
+    """input_ids, attention_mask, loss_mask (2B, T) laid out [chosen; rejected]; p, weights (B,).
     Left padding, as for generation (responses end together at column T-1)."""
     batch = pad_batch([c for c, _ in encoded] + [r for _, r in encoded], pad_id, side="left")
     p = torch.tensor([pr.p for pr in pairs], dtype=torch.float32)
@@ -154,7 +130,7 @@ def pair_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     prompts, ragged responses and a large vocabulary they are most of the time and memory of a step."""
     from rlhaif.policy.logprobs import selective_log_softmax
 
-    ids, attn, resp = batch["input_ids"], batch["attention_mask"], batch["response_mask"]
+    ids, attn, resp = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
     pos = (attn.cumsum(-1) - 1).clamp(min=0)  # left padding: positions start at the first real token
     base = getattr(model, "module", model)  # DDP wraps
     if getattr(base.config, "final_logit_softcapping", None):  # logits are not head(hidden): the plain way
@@ -172,18 +148,6 @@ def pair_logprobs(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def _to(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]:
     return {k: v.to(device) for k, v in batch.items()}
-
-
-def micro_batch_indices(k: int, n: int, size: int, seed: int) -> tuple[list[int], float]:
-    """Indices of the k-th micro-batch (global, before the split across processes) of an endless stream of
-    seeded permutations of range(n), and the epoch it ends in. A function of k alone: resume is exact."""
-    start = k * size
-    out: list[int] = []
-    while len(out) < size:
-        epoch, pos = divmod(start + len(out), n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)).tolist()
-        out.extend(perm[pos: pos + size - len(out)])
-    return out, (start + size) / n
 
 
 # ---------------------------------------------------------------- reference log-probabilities
@@ -273,70 +237,63 @@ def evaluate(cfg: DPOConfig, accelerator, model, encoded, pairs, ref: torch.Tens
 # ---------------------------------------------------------------- the loop
 
 def run_dpo(cfg: DPOConfig) -> dict:
-    """Train with DPO / IPO / cDPO on ``cfg.pairs``; returns the output paths and held-out metrics."""
-    from rlhaif.manifest import fingerprint, write_manifest
+    """Train with DPO / IPO / cDPO on ``cfg.pairs``. Returns ``output_dir``, ``model`` (the saved model
+    folder), ``metrics`` (the last step's row and the held-out ``eval/*``), ``eval``, ``steps``, ``train_pairs``."""
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import add_lora, is_adapter_folder, load_causal_lm
-    from rlhaif.training import (enable_activation_checkpointing, latest_checkpoint, load_checkpoint,
-                                 make_accelerator, make_optimizer, save_checkpoint, save_pretrained_atomic,
-                                 seed_everything)
+    from rlhaif.training import (clip_gradients, finish_run, make_accelerator, micro_batches, save_checkpoint,
+                                 save_pretrained_atomic, seed_everything, start_loop)
 
     t0 = time.time()
     out = Path(cfg.output_dir)
-    if cfg.reference == "adapter" and not cfg.lora:
-        raise ConfigError("reference 'adapter' needs lora: true (the reference is the model with its adapter "
-                          "disabled); use reference 'precompute' for full fine-tuning")
+    if cfg.reference == "adapter" and not cfg.lora_r:
+        raise ConfigError("reference 'adapter' needs lora_r > 0 (the reference is the model with its adapter "
+                          "disabled); use reference 'precompute' for full fine-tuning (lora_r 0)")
     if cfg.reference == "adapter" and cfg.ref_model:
         raise ConfigError("ref_model is only used with reference 'precompute'")
     seed_everything(cfg.seed)
     train_pairs, eval_pairs = load_pairs(cfg)
     accelerator = make_accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.log_with, project_dir=out)
-    world, rank = accelerator.num_processes, accelerator.process_index
+    world = accelerator.num_processes
 
     # A LoRA SFT adapter is merged first: "adapter disabled" must mean the SFT policy, not its base.
     model, tok = load_causal_lm(cfg.model, dtype=cfg.dtype, padding_side="left", merge_adapter=True)
     started_from_adapter = is_adapter_folder(cfg.model)
-    if cfg.lora:
-        model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha)
-    if cfg.activation_checkpointing:
-        enable_activation_checkpointing(model)
+    if cfg.lora_r:
+        model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_scale_alpha)
     pad_id = tok.pad_token_id
     train_enc = [encode_pair(tok, pr, cfg.max_length) for pr in train_pairs]
     eval_enc = [encode_pair(tok, pr, cfg.max_length) for pr in eval_pairs]
 
-    micro_per_epoch = len(train_pairs) / (cfg.batch_size * world)
-    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * micro_per_epoch / cfg.gradient_accumulation_steps))
-    optimizer, scheduler = make_optimizer(model, cfg.learning_rate, 0.0, cfg.warmup_steps, total)
-    model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler steps once per optimizer step, by us
-    if accelerator.is_main_process and cfg.log_with:
-        accelerator.init_trackers("rlhaif-dpo", config=cfg.model_dump(mode="json"))
+    per_step = cfg.gradient_accumulation_steps * world
+    epochs = cfg.epochs
+    if cfg.max_steps is not None:  # max_steps wins: enough epochs of data for it
+        epochs = math.ceil(cfg.max_steps * per_step / math.ceil(len(train_pairs) / cfg.batch_size))
+    micros = micro_batches(len(train_pairs), cfg.batch_size, epochs, cfg.seed)
+    ref: dict[str, Any] = {"train": None, "eval": None}
 
-    ref_train = ref_eval = None
-    if cfg.reference == "precompute":  # before any checkpoint is loaded: the policy is still the reference
-        ref_all = reference_cache(cfg, accelerator, model, tok, train_enc + eval_enc, train_pairs + eval_pairs)
-        ref_train, ref_eval = ref_all[: len(train_pairs)], ref_all[len(train_pairs):]
+    def reference_before_resume(policy) -> None:  # before any checkpoint is loaded: the policy is the reference
+        if cfg.reference == "precompute":
+            ref_all = reference_cache(cfg, accelerator, policy, tok, train_enc + eval_enc, train_pairs + eval_pairs)
+            ref["train"], ref["eval"] = ref_all[: len(train_pairs)], ref_all[len(train_pairs):]
 
-    step = 0
-    ckpt = latest_checkpoint(out)
-    if ckpt is not None:
-        step = load_checkpoint(ckpt, model, optimizer, scheduler, accelerator)["step"]
+    model, optimizer, scheduler, per_step, total, step = start_loop(model, cfg, accelerator, len(micros), "dpo",
+                                                                    before_resume=reference_before_resume)
+    ref_train, ref_eval = ref["train"], ref["eval"]
     loss_fn = LOSSES[cfg.loss]
-    accum = cfg.gradient_accumulation_steps
     show = ("dpo/loss", "rewards/accuracy", "rewards/margin")
-    with MetricsLogger(out, total_steps=total, description="dpo", accelerator=accelerator, show=show) as log:
-        if step:
-            log.print(f"resumed from {ckpt} (step {step})")
-            log._progress and log._progress.update(log._task, completed=step)
+    row: dict[str, Any] = {}
+    with MetricsLogger(out, total_steps=total, description="dpo", accelerator=accelerator, show=show,
+                       start_step=step) as log:
         model.train()
         while step < total:
+            mine = micros[step * per_step:(step + 1) * per_step][accelerator.process_index::world]
             sums: dict[str, float] = {}
-            for micro in range(accum):
-                idx, epoch = micro_batch_indices(step * accum + micro, len(train_pairs), cfg.batch_size * world, cfg.seed)
-                idx = idx[rank * cfg.batch_size:(rank + 1) * cfg.batch_size]
+            for micro, idx in enumerate(mine):
                 pairs = [train_pairs[i] for i in idx]
                 batch = _to(collate_pairs([train_enc[i] for i in idx], pairs, pad_id, cfg.label_smoothing),
                             accelerator.device)
-                sync = accelerator.no_sync(model) if micro < accum - 1 else contextlib.nullcontext()
+                sync = accelerator.no_sync(model) if micro < len(mine) - 1 else contextlib.nullcontext()
                 with sync:
                     logprobs = pair_logprobs(model, batch)  # (2B,) [chosen; rejected]
                     if ref_train is not None:
@@ -346,15 +303,14 @@ def run_dpo(cfg: DPOConfig) -> dict:
                     loss, stats = loss_fn(logprobs.float(), ref_logprobs.float(), cfg.beta, batch["p"], batch["weights"])
                     if cfg.nll_alpha:
                         n = len(idx)
-                        lengths = batch["response_mask"][:n].sum(-1)
+                        lengths = batch["loss_mask"][:n].sum(-1)
                         nll, nll_stats = chosen_nll_loss(logprobs[:n].float(), lengths, batch["weights"])
                         loss = loss + cfg.nll_alpha * nll
                         stats.update(nll_stats)
-                    accelerator.backward(loss / accum)
+                    accelerator.backward(loss / len(mine))
                 for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) / accum
-            grad_norm = (accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                         if cfg.max_grad_norm else None)
+                    sums[k] = sums.get(k, 0.0) + float(v) / len(mine)
+            grad_norm = clip_gradients(accelerator, model, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -363,13 +319,11 @@ def run_dpo(cfg: DPOConfig) -> dict:
             if world > 1:
                 vals = accelerator.reduce(torch.tensor(list(sums.values()), device=accelerator.device), "mean")
                 sums = dict(zip(sums, vals.tolist()))
-            row = {**sums, "train/lr": scheduler.get_last_lr()[0], "train/epoch": round(epoch, 4)}
-            if grad_norm is not None:
-                row["train/grad_norm"] = float(grad_norm)
+            row = {**sums, "train/grad_norm": grad_norm, "train/learning_rate": scheduler.get_last_lr()[0],
+                   "train/epoch": round(step * per_step * cfg.batch_size / len(train_pairs), 4)}
             log.log(step, row)
-            if step % cfg.save_steps == 0 or step == total:
-                save_checkpoint(out, step, model, optimizer, scheduler, {"pairs": len(train_pairs)}, accelerator,
-                                keep=cfg.keep_checkpoints)
+            if (cfg.save_every and step % cfg.save_every == 0) or step == total:
+                save_checkpoint(out, step, model, optimizer, scheduler, {"pairs": len(train_pairs)}, accelerator)
 
         results = evaluate(cfg, accelerator, model, eval_enc, eval_pairs, ref_eval, pad_id)
         if eval_pairs:
@@ -377,13 +331,11 @@ def run_dpo(cfg: DPOConfig) -> dict:
             log.print(f"held-out preference accuracy {results['eval/accuracy']:.3f} on {len(eval_pairs)} pairs, "
                       f"implicit-reward margin {results['eval/margin']:.4f}")
 
-    merge = cfg.merge_lora or (cfg.lora and started_from_adapter)  # the SFT adapter was merged into the base
+    merge = cfg.merge_lora or (cfg.lora_r > 0 and started_from_adapter)  # the SFT adapter was merged into the base
     model_dir = save_pretrained_atomic(model, tok, out / "model", merge_lora=merge, accelerator=accelerator)
     if accelerator.is_main_process:
         (out / "eval.json").write_text(json.dumps(results, indent=2))
-        fp = fingerprint("dpo", cfg.model_dump(mode="json"), {"model": cfg.model, "pairs": cfg.pairs, "eval_pairs": cfg.eval_pairs})
-        write_manifest(out, fp, seed=cfg.seed, wall_time_s=round(time.time() - t0, 2),
-                       outputs={"model": str(model_dir), "eval": results, "steps": step})
+    outputs = finish_run("dpo", cfg, {"model": str(model_dir), "metrics": {**row, **results}, "eval": results,
+                                      "steps": step, "train_pairs": len(train_pairs)}, t0, accelerator)
     accelerator.end_training()
-    return {"model": str(model_dir), "eval": results, "steps": step, "train_pairs": len(train_pairs),
-            "output_dir": str(out)}
+    return outputs

@@ -12,13 +12,16 @@ this is conservative DPO (Mitchell 2023, cDPO); p = 1 gives plain DPO, p = 0.5 p
 ``smooth_labels`` adds a uniform label-noise rate ε on top (TRL's ``label_smoothing``).
 
 Pair weights ``weights`` (B,) scale each pair's loss (1/C(K,2) for pairs from one ranking); the batch loss is
-mean(w·L), so it adds up exactly over micro-batches of equal size.
+mean(w·L), so it adds up exactly over micro-batches of equal size. An empty batch gives a zero loss (still
+part of the graph) and zero statistics, not NaN: a process left without pairs cannot poison the step.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from rlhaif.reward.losses import batch_mean, pair_correct
 
 
 def _split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,10 +43,10 @@ def _stats(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, beta: float, loss
     rewards_c, rewards_r = beta * (lp_c - ref_c), beta * (lp_r - ref_r)
     margin = rewards_c - rewards_r
     # A margin of exactly zero (the first step, when π_θ = π_ref) counts as half right: chance, not failure.
-    acc = (margin > 0).float() + 0.5 * (margin == 0).float()
-    return {"dpo/loss": loss.detach(), "rewards/chosen": rewards_c.mean(), "rewards/rejected": rewards_r.mean(),
-            "rewards/margin": margin.mean(), "rewards/accuracy": acc.mean(),
-            "logps/chosen": lp_c.mean(), "logps/rejected": lp_r.mean()}
+    acc = pair_correct(margin)
+    return {"dpo/loss": loss.detach(), "rewards/chosen": batch_mean(rewards_c), "rewards/rejected": batch_mean(rewards_r),
+            "rewards/margin": batch_mean(margin), "rewards/accuracy": batch_mean(acc),
+            "logps/chosen": batch_mean(lp_c), "logps/rejected": batch_mean(lp_r)}
 
 
 def log_ratio_margin(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
@@ -67,7 +70,7 @@ def dpo_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, beta: float = 0
     h = log_ratio_margin(logprobs, ref_logprobs)
     p, weights = _defaults(h, p, weights)
     losses = -p * F.logsigmoid(beta * h) - (1.0 - p) * F.logsigmoid(-beta * h)
-    loss = (weights * losses).mean()
+    loss = batch_mean(weights * losses)
     return loss, _stats(logprobs, ref_logprobs, beta, loss)
 
 
@@ -77,11 +80,13 @@ def ipo_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, beta: float = 0
 
         L = p·(h − 1/(2β))² + (1 − p)·(h + 1/(2β))²     (minimised at h = (2p − 1)/(2β))
     """
+    if beta <= 0:
+        raise ValueError(f"IPO needs beta > 0 (its target margin is 1/(2·beta)), got beta={beta}")
     h = log_ratio_margin(logprobs, ref_logprobs)
     p, weights = _defaults(h, p, weights)
     target = 1.0 / (2.0 * beta)
     losses = p * (h - target) ** 2 + (1.0 - p) * (h + target) ** 2
-    loss = (weights * losses).mean()
+    loss = batch_mean(weights * losses)
     return loss, _stats(logprobs, ref_logprobs, beta, loss)
 
 

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import torch
 
+from rlhaif.policy.advantages import zero_pads
+from rlhaif.policy.losses import LOG_RATIO_CLAMP
+
 
 def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     return logprobs - ref_logprobs
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    log_r = ref_logprobs - logprobs
+    """k3 with log r clamped to ±``LOG_RATIO_CLAMP`` before ``exp`` (float32 overflows past 88)."""
+    log_r = (ref_logprobs - logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     return torch.expm1(log_r) - log_r
 
 
@@ -41,8 +45,7 @@ def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logpr
     (the prompt's own EOS tokens never count, TRL issue 6805). The score goes on the last real response
     token, never on a pad (TRL issue 3750). Returns (rewards (B, R), stats) with stats ``kl`` (B,) the
     per-sequence KL sum and ``scores`` (B,) after the penalty."""
-    m = mask.to(logprobs.dtype)
-    kl = KL_ESTIMATORS[estimator](logprobs, ref_logprobs) * m  # (B, R)
+    kl = zero_pads(KL_ESTIMATORS[estimator](logprobs, ref_logprobs), mask)  # (B, R); a pad's NaN is dropped
     scores = scores.to(logprobs.dtype).clone()
     if missing_eos_penalty is not None and eos_reached is not None:
         scores = scores - missing_eos_penalty * (~eos_reached.bool()).to(scores.dtype)

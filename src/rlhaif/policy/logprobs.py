@@ -1,7 +1,7 @@
 """Per-token log-probabilities of the tokens actually present, the quantity PPO, DPO and KL share.
 
 ``logprobs[b, t] = log π(x[b, t+1] | x[b, :t+1])`` is aligned to the *predicted* token: the returned tensors
-are (B, T-1) and line up with ``input_ids[:, 1:]`` and ``response_mask[:, 1:]``.
+are (B, T-1) and line up with ``input_ids[:, 1:]`` and ``loss_mask[:, 1:]``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,6 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     return (lp, logits) if return_logits else lp
 
 
-def sequence_logprob(token_lp: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """Sum of response-token log-probabilities per sequence, (B,). ``response_mask`` is (B, T) over input ids."""
-    return (token_lp * response_mask[:, 1:].to(token_lp.dtype)).sum(-1)
+def sequence_logprob(token_lp: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Sum of response-token log-probabilities per sequence, (B,). ``loss_mask`` is (B, T) over input ids."""
+    return torch.where(loss_mask[:, 1:].bool(), token_lp, token_lp.new_zeros(())).sum(-1)

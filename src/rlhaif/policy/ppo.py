@@ -16,11 +16,11 @@ import copy
 import math
 import time
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Callable, ClassVar, Literal, Optional
 
 import torch
 
-from rlhaif.config import StageConfig
+from rlhaif.config import LoRAConfig, TrainConfig
 from rlhaif.data.records import prompt_text
 from rlhaif.errors import ConfigError, RlhaifError
 from rlhaif.models.loading import DEFAULT_POLICY
@@ -28,9 +28,13 @@ from rlhaif.models.loading import DEFAULT_POLICY
 Scorer = Callable[[list, list], list]
 
 
-class PPOConfig(StageConfig):
+class PPOConfig(TrainConfig, LoRAConfig):
     """Settings of `rlhaif ppo`. Defaults start from TRL 1.0.0's PPO (γ=1, λ=0.95, clips 0.2, vf 0.1,
-    β=0.05, 4 epochs, T=0.7) and add LoRA, an entropy bonus (off), adaptive KL (off) and a KL ceiling."""
+    β=0.05, 4 epochs, T=0.7) and add LoRA, an entropy bonus (off), adaptive KL (off) and a KL ceiling.
+    Checkpoints, resume, logging and precision come from ``TrainConfig``."""
+
+    resume_may_change: ClassVar[frozenset[str]] = TrainConfig.resume_may_change | {
+        "steps", "sample_every", "score_threshold"}
 
     model: str = DEFAULT_POLICY
     """Policy to start from: folder (full model or LoRA SFT adapter, merged first), .gguf or built-in name."""
@@ -46,8 +50,6 @@ class PPOConfig(StageConfig):
     """A separate value model (causal LM folder or name) for the critic; default: a head on the policy's trunk."""
     lora_r: int = 16
     """LoRA rank; 0 = full fine-tuning with a frozen copy as the reference."""
-    lora_alpha: int = 32
-    """LoRA scaling numerator (alpha / r)."""
     learning_rate: float = 1e-5
     """AdamW learning rate, linear decay to 0 over `steps` (use ~1e-4 with LoRA on small models)."""
     steps: int = 100
@@ -90,12 +92,12 @@ class PPOConfig(StageConfig):
     """Subtracted from the score of a response that hits the length cap without EOS; None = off."""
     score_clip: Optional[float] = 10.0
     """Clip scores to ±this before the KL penalty (OpenRLHF uses 10); None = no clip."""
-    max_grad_norm: float = 1.0
-    """Gradient-norm clip."""
     seed: int = 0
     """Random seed (each process adds its rank for sampling)."""
     save_every: int = 50
     """Checkpoint every N steps (and at the end); resume continues exactly from the newest."""
+    keep_checkpoints: bool = True
+    """Keep checkpoints/ after a finished run (the newest two), so a longer run can continue it."""
     sample_every: int = 10
     """Write a few prompt/response/score samples to samples.jsonl every N steps."""
     score_threshold: Optional[float] = None
@@ -103,14 +105,8 @@ class PPOConfig(StageConfig):
     merge_lora: bool = False
     """Save the final policy with the LoRA adapter merged into the base (default: the adapter alone). Forced on
     when ``model`` is itself a LoRA adapter: its base was merged with it, so an adapter alone would name the raw base."""
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """Accelerate autocast for the update (bf16 falls back to fp32 where unsupported)."""
-    log_with: Optional[str] = None
-    """Accelerate tracker: tensorboard or wandb."""
     dtype: str = "float32"
     """Weights dtype: float32, bfloat16 or float16."""
-    resume: bool = True
-    """Continue from the newest checkpoint in output_dir when one exists."""
 
 
 # ---------------------------------------------------------------------------------------------- set-up
@@ -167,7 +163,7 @@ def load_policy(cfg: PPOConfig):
     policy, tok = load_causal_lm(cfg.model, dtype=cfg.dtype, merge_adapter=True)  # SFT adapter → merged base
     ref = None
     if cfg.lora_r > 0:
-        policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha)
+        policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_scale_alpha)
     else:
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
     value_model = None
@@ -176,7 +172,7 @@ def load_policy(cfg: PPOConfig):
         value_model = lm.base_model  # the critic keeps the trunk only: it needs hidden states, never an LM head
         del lm
         if cfg.lora_r > 0:
-            value_model = add_lora(value_model, r=cfg.lora_r, alpha=cfg.lora_alpha, task_type="FEATURE_EXTRACTION")
+            value_model = add_lora(value_model, r=cfg.lora_r, alpha=cfg.lora_scale_alpha, task_type="FEATURE_EXTRACTION")
     model = ActorCritic(policy, value_model)
     model.eval()  # no dropout: old and new log-probs must come from the same deterministic function
     return model, ref, tok
@@ -204,14 +200,11 @@ def encode_all_prompts(cfg: PPOConfig, tok, records, context: int | None) -> lis
 
 def prompt_indices(step: int, n: int, batch: int, rank: int, world: int, seed: int) -> list[int]:
     """Indices of this process's prompts at ``step``: a fixed function of the step, so a resumed run draws
-    exactly the prompts the uninterrupted run would (each epoch a fresh seeded permutation)."""
-    out, perms = [], {}
-    for i in range(batch):
-        epoch, j = divmod(((step - 1) * world + rank) * batch + i, n)
-        if epoch not in perms:
-            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100003 + epoch))
-        out.append(int(perms[epoch][j]))
-    return out
+    exactly the prompts the uninterrupted run would: the stream of seeded epoch permutations every loop draws
+    its data from (``rlhaif.training.stream_indices``)."""
+    from rlhaif.training import stream_indices
+
+    return stream_indices(((step - 1) * world + rank) * batch, batch, n, seed)
 
 
 def forward_response(model, batch: dict, temperature: float):
@@ -228,7 +221,7 @@ def forward_response(model, batch: dict, temperature: float):
 
 
 def run_ppo(cfg: PPOConfig) -> dict:
-    from rlhaif.data.io import append_jsonl, read_jsonl_tolerant, write_jsonl
+    from rlhaif.data.io import append_jsonl
     from rlhaif.generate import eos_ids, read_prompts
     from rlhaif.metrics import MetricsLogger
     from rlhaif.policy.advantages import gae, masked_mean, whiten
@@ -236,9 +229,10 @@ def run_ppo(cfg: PPOConfig) -> dict:
     from rlhaif.policy.kl_control import AdaptiveKLController, FixedKLController
     from rlhaif.policy.losses import entropy_from_logprobs, explained_variance, policy_loss, value_loss
     from rlhaif.policy.rollout import decode_responses, response_logprobs, sample_responses
-    from rlhaif.training import (latest_checkpoint, load_checkpoint, make_accelerator, make_optimizer,
-                                 save_checkpoint, save_pretrained_atomic, seed_everything)
+    from rlhaif.training import (finish_run, load_checkpoint, make_accelerator, make_optimizer, save_checkpoint,
+                                 save_pretrained_atomic, seed_everything, start_run)
 
+    t_start = time.time()
     out = Path(cfg.output_dir)
     acc = make_accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.log_with, project_dir=out)
     rank, world = acc.process_index, acc.num_processes
@@ -257,34 +251,21 @@ def run_ppo(cfg: PPOConfig) -> dict:
               else FixedKLController(cfg.kl_coef))
 
     start = 0
-    ckpt = latest_checkpoint(out) if cfg.resume else None
+    ckpt = start_run(cfg, "ppo", acc)  # resume (refused on other settings, logs cut back) or a fresh start
     if ckpt is not None:
         state = load_checkpoint(ckpt, model, optimizer, scheduler, acc)  # weights, optimizer, scheduler, RNG
         start = state["step"]
         kl_ctl.load_state_dict(state["kl_ctl"])
-        for name in ("metrics.jsonl", "samples.jsonl"):  # drop rows logged after that checkpoint
-            if acc.is_main_process and (out / name).exists():
-                write_jsonl(out / name, [r for r in read_jsonl_tolerant(out / name) if r.get("step", 0) <= start])
     else:
         seed_everything(cfg.seed + rank)  # each process samples differently
-        if acc.is_main_process:  # a fresh start: old logs and checkpoints in this folder belong to another run
-            for name in ("metrics.jsonl", "samples.jsonl"):
-                (out / name).unlink(missing_ok=True)
-            if (out / "checkpoints").exists():
-                import shutil
-
-                shutil.rmtree(out / "checkpoints")
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "ppo_config.json").write_text(cfg.model_dump_json(indent=2))
     if cfg.log_with:
         acc.init_trackers("ppo", config=cfg.model_dump(mode="json"))
 
     mb_per_epoch = cfg.batch_size // cfg.mini_batch_size
     step, row = start, {}
     show = ("objective/score", "objective/kl", "objective/beta", "policy/clipfrac")
-    with MetricsLogger(out, total_steps=cfg.steps - start, description="ppo", accelerator=acc, show=show) as log:
+    with MetricsLogger(out, total_steps=cfg.steps, description="ppo", accelerator=acc, show=show,
+                       start_step=start) as log:
         for step in range(start + 1, cfg.steps + 1):
             # 1. Rollout: sample from the current policy (LoRA on), plain softmax at T.
             t0 = time.perf_counter()
@@ -373,7 +354,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
                                               for k in keys]), "mean")
             row = {k: float(v) for k, v in zip(keys, reduced)}
             row.update({"objective/beta": kl_ctl.value, "policy/early_stop": float(early_stop),
-                        "lr": scheduler.get_last_lr()[0], "time/generate": t1 - t0, "time/score": t2 - t1,
+                        "train/learning_rate": scheduler.get_last_lr()[0], "time/generate": t1 - t0, "time/score": t2 - t1,
                         "time/train": t3 - t2, "samples_per_second": cfg.batch_size * world / (t3 - t0)})
             kl_ctl.update(row["objective/kl"], cfg.batch_size * world)
             log.log(step, row)
@@ -399,7 +380,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
 
         save_file({k: v.detach().cpu().contiguous() for k, v in core.value_head.state_dict().items()},
                   str(out / "value_head.safetensors"))
-    acc.end_training()
     checksum = float(sum(p.detach().double().abs().sum() for p in core.parameters() if p.requires_grad))
-    return {"steps": step, "output_dir": str(out), "model_dir": str(model_dir), "metrics": row,
-            "resumed_from": start, "rank": rank, "param_checksum": checksum}
+    result = finish_run("ppo", cfg, {"model": str(model_dir), "metrics": row, "steps": step, "resumed_from": start,
+                                     "rank": rank, "param_checksum": checksum}, t_start, acc)
+    acc.end_training()
+    return result

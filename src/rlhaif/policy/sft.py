@@ -12,19 +12,19 @@ larger. Data order is a seeded permutation per epoch; a resumed run skips exactl
 from __future__ import annotations
 
 import contextlib
-import shutil
+import time
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
-from rlhaif.config import TrainLoopConfig
+from rlhaif.config import LoRAConfig, TrainLoopConfig
 
 IGNORE = -100
 
 
-class SFTConfig(TrainLoopConfig):
+class SFTConfig(TrainLoopConfig, LoRAConfig):
     """Settings of `rlhaif sft`."""
 
     model: str = "smollm2-135m-instruct"
@@ -39,20 +39,18 @@ class SFTConfig(TrainLoopConfig):
     """Examples per micro-batch."""
     learning_rate: float = 2e-5
     """Peak AdamW learning rate (linear warm-up, then linear decay to 0); LoRA likes ~1e-4."""
+    max_grad_norm: float = 0.0
+    """Gradient clipping by global norm (0 = off; the norm is logged either way)."""
     lora_r: int = 0
     """LoRA rank; 0 = full fine-tuning."""
-    lora_alpha: Optional[int] = None
-    """LoRA alpha (default 2 * lora_r)."""
-    merge_lora: bool = False
-    """Save the LoRA adapter merged into the base (a plain model) instead of the adapter alone."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Weights dtype when loading the model."""
 
 
-def make_labels(input_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """Labels for causal-LM cross-entropy: the token ids where ``response_mask`` is 1, ``-100`` on prompt
+def make_labels(input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
+    """Labels for causal-LM cross-entropy: the token ids where ``loss_mask`` is 1, ``-100`` on prompt
     and padding (ignored). (B, T)."""
-    return input_ids.masked_fill(response_mask == 0, IGNORE)
+    return input_ids.masked_fill(loss_mask == 0, IGNORE)
 
 
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor, num_tokens: int | None = None
@@ -70,15 +68,19 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor, num_tokens: int | None 
 
 
 def run_sft(config: SFTConfig) -> dict[str, Any]:
-    """Fine-tune ``config.model`` on ``config.data``; write the model to ``config.output_dir``."""
+    """Fine-tune ``config.model`` on ``config.data``; write the model to ``config.output_dir``/model.
+
+    Returns ``output_dir``, ``model`` (the saved model folder), ``metrics`` (the last step's row), ``steps``,
+    ``examples``."""
     from rlhaif.data.collate import encode_prompt_response, pad_batch
     from rlhaif.data.io import read_records
     from rlhaif.data.records import DemoRecord
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import add_lora, load_causal_lm
-    from rlhaif.training import (make_accelerator, micro_batches, save_checkpoint, save_pretrained_atomic,
-                                 seed_everything, start_loop)
+    from rlhaif.training import (clip_gradients, finish_run, make_accelerator, micro_batches, save_checkpoint,
+                                 save_pretrained_atomic, seed_everything, start_loop)
 
+    t0 = time.time()
     cfg = config
     out = Path(cfg.output_dir)
     demos = read_records(cfg.data, DemoRecord)
@@ -86,47 +88,45 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     model, tok = load_causal_lm(cfg.model, dtype=cfg.dtype, padding_side="right")
     encoded = [encode_prompt_response(tok, *d.split(), max_length=cfg.max_length) for d in demos]
     if cfg.lora_r:
-        model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha or 2 * cfg.lora_r)
+        model = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_scale_alpha)
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
 
     acc = make_accelerator(1, cfg.mixed_precision, cfg.log_with, out)  # accumulation is done by hand below
     micros = micro_batches(len(encoded), cfg.batch_size, cfg.epochs, cfg.seed)
-    model, optimizer, scheduler, per_step, total_steps, step = start_loop(model, cfg, acc, len(micros), out, "rlhaif-sft")
+    model, optimizer, scheduler, per_step, total_steps, step = start_loop(model, cfg, acc, len(micros), "sft")
 
     model.train()
-    last_loss = float("nan")
-    with MetricsLogger(out, total_steps, "sft", acc, show=("sft/loss",)) as log:
-        if step and log._progress:
-            log._progress.update(log._task, completed=step)
+    row: dict[str, Any] = {}
+    with MetricsLogger(out, total_steps, "sft", acc, show=("sft/loss",), start_step=step) as log:
         while step < total_steps:
             mine = micros[step * per_step:(step + 1) * per_step][acc.process_index::acc.num_processes]
             batches = [pad_batch([encoded[j] for j in idx], tok.pad_token_id, side="right") for idx in mine]
-            step_tokens = sum(int(b["response_mask"][:, 1:].sum()) for b in batches)
+            step_tokens = sum(int(b["loss_mask"][:, 1:].sum()) for b in batches)
             loss_sum, tokens = 0.0, 0
             for i, b in enumerate(batches):
                 b = {k: v.to(acc.device) for k, v in b.items()}
                 sync = i == len(batches) - 1
                 with contextlib.nullcontext() if sync else acc.no_sync(model):
                     logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits  # (B, T, V)
-                    loss, stats = sft_loss(logits, make_labels(b["input_ids"], b["response_mask"]), step_tokens)
+                    loss, stats = sft_loss(logits, make_labels(b["input_ids"], b["loss_mask"]), step_tokens)
                     acc.backward(loss)
                 loss_sum += stats["sft/nll_sum"]
                 tokens += stats["sft/tokens"]
-            grad_norm = acc.clip_grad_norm_(model.parameters(), float("inf"))
+            grad_norm = clip_gradients(acc, model, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            last_loss = loss_sum / max(1, tokens)
-            log.log(step, {"sft/loss": last_loss, "sft/tokens": tokens, "train/grad_norm": float(grad_norm),
-                           "train/lr": scheduler.get_last_lr()[0],
-                           "train/epoch": step * per_step * cfg.batch_size / len(encoded)})
-            if (cfg.save_steps and step % cfg.save_steps == 0) or step == total_steps:
+            row = {"sft/loss": loss_sum / max(1, tokens), "sft/tokens": tokens, "train/grad_norm": grad_norm,
+                   "train/learning_rate": scheduler.get_last_lr()[0],
+                   "train/epoch": step * per_step * cfg.batch_size / len(encoded)}
+            log.log(step, row)
+            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
                 save_checkpoint(out, step, model, optimizer, scheduler, {"examples": len(encoded)}, acc)
 
     save_pretrained_atomic(model, tok, out / "model", merge_lora=cfg.merge_lora, accelerator=acc)
-    if acc.is_main_process and not cfg.keep_checkpoints:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    result = finish_run("sft", cfg, {"model": str(out / "model"), "metrics": row, "steps": step,
+                                     "examples": len(encoded)}, t0, acc)
     acc.end_training()
-    return {"steps": step, "examples": len(encoded), "final_loss": last_loss, "model": str(out / "model")}
+    return result

@@ -4,7 +4,8 @@ Calibration: the model's probability that ``chosen`` wins is σ(r_c − r_r) (ra
 likelihood it was trained on). Its confidence is max(σ, 1 − σ); pairs are bucketed by confidence
 (0.5–0.6, ..., 0.9–1.0) and each bucket reports how often the model was right. A calibrated model's accuracy
 in a bucket matches the bucket's mean confidence; ``ece`` is the pair-weighted mean gap.
-Ties (p = 0.5) have no right answer and are left out of accuracy and calibration.
+Ties (p = 0.5) have no right answer and are left out of accuracy and calibration; a zero margin counts as
+half right (``reward.losses.pair_correct``, the rule DPO's accuracy uses too).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def pair_metrics(chosen_scores: Sequence[float], rejected_scores: Sequence[float
         if pi == 0.5:
             continue
         prob = 1.0 / (1.0 + math.exp(-max(min(m, 50.0), -50.0)))
-        rows.append((max(prob, 1.0 - prob), (m > 0) == (pi > 0.5)))
+        rows.append((max(prob, 1.0 - prob), 0.5 if m == 0 else float((m > 0) == (pi > 0.5))))  # pair_correct's rule
     buckets = []
     for lo, hi in zip(BUCKETS[:-1], BUCKETS[1:]):
         inside = [(c, ok) for c, ok in rows if lo <= c < hi or (hi == 1.0 and c == 1.0)]
@@ -95,7 +96,7 @@ class RewardScoreConfig(StageConfig):
 def run_reward_eval(config: RewardEvalConfig) -> dict[str, Any]:
     """Score a pairs file and report accuracy, mean margin and calibration (written to ``output``)."""
     from rlhaif.reward.model import load_reward_model
-    from rlhaif.reward.train import load_pairs, parse_lines
+    from rlhaif.reward.pairs import load_pairs, parse_lines
 
     rm = load_reward_model(config.model)
     pairs = load_pairs(config.data, parse_lines(config.data_lines, "data_lines"))

@@ -45,7 +45,9 @@ class RewardModel:
     """A sequence-classification model (one output) + its tokenizer + how text is encoded + normalization.
 
     ``score`` returns normalized scores ``(raw - mean) / std``; ``raw_scores`` returns the head's output.
-    ``rewards(batch)`` is the differentiable forward used by training: (N,) for an encoded batch of N texts.
+    ``forward_scores(batch)`` is the differentiable forward used by training: raw scores (N,) for an encoded
+    batch of N texts. (A reward model's outputs are "scores" everywhere: PPO's ``objective/score`` is the same
+    number, normalized.)
     """
 
     def __init__(self, model, tokenizer, text_format: str = "pair", max_length: int = 512,
@@ -116,8 +118,8 @@ class RewardModel:
         return [len(encode_prompt_response(self.tokenizer, p, r, self.max_length).input_ids)
                 for p, r in zip(prompts, responses)]
 
-    def rewards(self, batch: dict[str, torch.Tensor], model=None) -> torch.Tensor:
-        """Raw rewards (N,) of an encoded batch, with gradients. ``model`` overrides ``self.model``
+    def forward_scores(self, batch: dict[str, torch.Tensor], model=None) -> torch.Tensor:
+        """Raw scores (N,) of an encoded batch, with gradients. ``model`` overrides ``self.model``
         (training passes the Accelerate-wrapped module)."""
         model = model if model is not None else self.model
         return model(**batch).logits[:, 0].float()
@@ -130,7 +132,7 @@ class RewardModel:
         for i in range(0, len(responses), batch_size):
             batch = self.encode(prompts[i:i + batch_size], responses[i:i + batch_size])
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            out.extend(self.rewards(batch).tolist())
+            out.extend(self.forward_scores(batch).tolist())
         self.model.train(was_training)
         return out
 

@@ -9,16 +9,17 @@ Data order is a seeded permutation per epoch, so a resumed run skips exactly the
 from __future__ import annotations
 
 import contextlib
-import shutil
+import time
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import torch
 
 from rlhaif.config import TrainLoopConfig
-from rlhaif.training import epoch_order
 from rlhaif.data.records import PairRecord
 from rlhaif.errors import ConfigError, DataError
+from rlhaif.reward.pairs import load_pairs, parse_lines
+from rlhaif.training import epoch_order
 
 
 class RewardTrainConfig(TrainLoopConfig):
@@ -53,6 +54,8 @@ class RewardTrainConfig(TrainLoopConfig):
     less padding, so less compute on data of mixed lengths such as hh-rlhf; False = plain seeded shuffle."""
     learning_rate: float = 5e-5
     """Peak AdamW learning rate (linear warm-up, then linear decay to 0)."""
+    max_grad_norm: float = 0.0
+    """Gradient clipping by global norm (0 = off; the norm is logged either way)."""
     center_coef: float = 0.0
     """η of the centering term η·mean((r_c + r_r)²); 1e-2 is TRL's suggestion; 0 = off."""
     use_margin: bool = True
@@ -65,64 +68,21 @@ class RewardTrainConfig(TrainLoopConfig):
     """Most responses scored for the normalization statistics."""
 
 
-# -- data -------------------------------------------------------------------------------------------------
-
-def parse_lines(spec: str | None, field: str) -> tuple[int, int] | None:
-    """ "1-1500" -> (1, 1500); None -> None."""
-    if spec is None:
-        return None
-    try:
-        a, b = (int(x) for x in str(spec).split("-"))
-        assert 1 <= a <= b
-    except Exception:
-        raise ConfigError(f"{field}: expected a 1-based line range like '1-1500', got '{spec}'") from None
-    return a, b
-
-
-def load_pairs(path: str, lines: tuple[int, int] | None = None) -> list[PairRecord]:
-    """Pairs of any supported format (detected from the first record), optionally one range of lines.
-    hh-rlhf records that do not parse (empty last reply, a turn marker without its blank line: a handful exist
-    in the public data) are skipped, as ``read_hh_rlhf(skip_invalid=True)`` does."""
-    from rlhaif.data.formats import hh_to_pair, trl_to_pair
-    from rlhaif.data.io import parse_record, read_jsonl
-
-    out: list[PairRecord] = []
-    kind = None
-    for lineno, obj in read_jsonl(path):
-        if kind is None:
-            if "prompt" not in obj and isinstance(obj.get("chosen"), str) and "\n\nHuman:" in obj["chosen"]:
-                kind = "hh"
-            elif isinstance(obj.get("chosen"), list):
-                kind = "trl"
-            else:
-                kind = "pairs"
-        if lines is not None and not lines[0] <= lineno <= lines[1]:
-            continue
-        if kind == "hh":
-            try:
-                out.append(hh_to_pair(obj, str(path), lineno))
-            except DataError:  # read_hh_rlhf(skip_invalid=True) semantics: malformed public records are dropped
-                pass
-        elif kind == "trl":
-            out.append(trl_to_pair(obj, str(path), lineno))
-        else:
-            out.append(parse_record(PairRecord, obj, str(path), lineno))
-    if not out:
-        raise DataError(str(path), None, None, "no preference pairs found" + (f" in lines {lines}" if lines else ""))
-    return out
-
-
 # -- the loop ---------------------------------------------------------------------------------------------
 
 def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
     """Train the reward model; write it, reward_normalization.json, eval.json and metrics.jsonl to
-    ``config.output_dir``. Returns the held-out report (plus ``steps``)."""
+    ``config.output_dir`` (the model folder itself). Returns ``output_dir``, ``model`` (= output_dir: the
+    reward model folder), ``metrics`` (the last step's row), ``steps``, ``eval`` (the held-out report) and
+    the report's keys at the top level (``accuracy``, ``train_pairs``, ...) as before."""
     from rlhaif.metrics import MetricsLogger
     from rlhaif.reward.evaluate import compute_normalization, evaluate_pairs
     from rlhaif.reward.losses import bradley_terry_loss
     from rlhaif.reward.model import build_reward_model
-    from rlhaif.training import make_accelerator, micro_batches, save_checkpoint, seed_everything, start_loop
+    from rlhaif.training import (clip_gradients, finish_run, make_accelerator, micro_batches, save_checkpoint,
+                                 seed_everything, start_loop)
 
+    t0 = time.time()
     cfg = config
     out = Path(cfg.output_dir)
     pairs = load_pairs(cfg.data, parse_lines(cfg.data_lines, "data_lines"))
@@ -149,13 +109,11 @@ def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
         lengths = [max(a, b) for a, b in zip(rm.token_lengths(prompts, [p.chosen for p in pairs]),
                                              rm.token_lengths(prompts, [p.rejected for p in pairs]))]
     micros = micro_batches(len(pairs), cfg.batch_size, cfg.epochs, cfg.seed, lengths)
-    model, optimizer, scheduler, per_step, total_steps, step = start_loop(rm.model, cfg, acc, len(micros), out,
-                                                                          "rlhaif-reward")
+    model, optimizer, scheduler, per_step, total_steps, step = start_loop(rm.model, cfg, acc, len(micros), "reward")
 
     model.train()
-    with MetricsLogger(out, total_steps, "reward", acc, show=("rm/loss", "rm/accuracy")) as log:
-        if step:
-            log._progress and log._progress.update(log._task, completed=step)
+    row: dict[str, Any] = {}
+    with MetricsLogger(out, total_steps, "reward", acc, show=("rm/loss", "rm/accuracy"), start_step=step) as log:
         while step < total_steps:
             mine = micros[step * per_step:(step + 1) * per_step][acc.process_index::acc.num_processes]
             stats_sum: dict[str, float] = {}
@@ -167,24 +125,25 @@ def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
                 enc = {k: v.to(acc.device) for k, v in enc.items()}
                 sync = i == len(mine) - 1
                 with contextlib.nullcontext() if sync else acc.no_sync(model):
-                    rewards = rm.rewards(enc, model)  # (2B,)
+                    scores = rm.forward_scores(enc, model)  # (2B,) raw
                     B = len(batch_pairs)
                     tensor = lambda vals: torch.tensor(vals, dtype=torch.float32, device=acc.device)
                     loss, stats = bradley_terry_loss(
-                        rewards[:B], rewards[B:], p=tensor([p.p for p in batch_pairs]),
+                        scores[:B], scores[B:], p=tensor([p.p for p in batch_pairs]),
                         margin=tensor([p.margin for p in batch_pairs]) if cfg.use_margin else None,
                         weights=tensor([p.weight for p in batch_pairs]), center_coef=cfg.center_coef)
                     acc.backward(loss / len(mine))
                 for k, v in stats.items():
                     stats_sum[k] = stats_sum.get(k, 0.0) + v / len(mine)
-            grad_norm = acc.clip_grad_norm_(model.parameters(), float("inf"))
+            grad_norm = clip_gradients(acc, model, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            log.log(step, {**stats_sum, "train/grad_norm": float(grad_norm), "train/lr": scheduler.get_last_lr()[0],
-                           "train/epoch": step * per_step * cfg.batch_size / len(pairs)})
-            if (cfg.save_steps and step % cfg.save_steps == 0) or step == total_steps:
+            row = {**stats_sum, "train/grad_norm": grad_norm, "train/learning_rate": scheduler.get_last_lr()[0],
+                   "train/epoch": step * per_step * cfg.batch_size / len(pairs)}
+            log.log(step, row)
+            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
                 save_checkpoint(out, step, model, optimizer, scheduler, {"epoch_pairs": len(pairs)}, acc)
 
     rm.model = acc.unwrap_model(model)
@@ -202,10 +161,9 @@ def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
 
         with atomic_write(out / "eval.json") as f:
             f.write(json.dumps(report, indent=2))
-        if not cfg.keep_checkpoints:
-            shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    result = finish_run("reward", cfg, {"model": str(out), "metrics": row, **report, "eval": report}, t0, acc)
     acc.end_training()
-    return report
+    return result
 
 
 def _reference_texts(cfg: RewardTrainConfig, pairs: list[PairRecord]) -> tuple[list, list[str]]:
