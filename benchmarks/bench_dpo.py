@@ -77,10 +77,11 @@ def rlhaif_side(a) -> None:
     from rlhaif.policy.dpo import DPOConfig, run_dpo
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = DPOConfig(model=a.model_dir, pairs=a.data, eval_fraction=0.0, output_dir=out, lora=a.lora,
-                        lora_r=LORA_R, lora_alpha=LORA_ALPHA, reference="adapter" if a.lora else "precompute",
+        cfg = DPOConfig(model=a.model_dir, pairs=a.data, eval_fraction=0.0, output_dir=out,
+                        lora_r=LORA_R if a.lora else 0, lora_alpha=LORA_ALPHA,
+                        reference="adapter" if a.lora else "precompute",
                         max_length=a.max_length, batch_size=a.batch, max_steps=a.steps, learning_rate=a.lr,
-                        beta=a.beta, save_steps=10**6, seed=0)
+                        beta=a.beta, save_every=10**6, seed=0)
         t0, c0 = time.perf_counter(), time.process_time()
         run_dpo(cfg)
         rows = [json.loads(line) for line in open(Path(out) / "metrics.jsonl")]

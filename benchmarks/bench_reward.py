@@ -63,7 +63,7 @@ def worker(side: str, a) -> None:
 
         cfg = RewardTrainConfig(data=str(d / "pairs.jsonl"), backbone=a.backbone, output_dir=str(out),
                                 batch_size=a.batch, max_length=a.max_length, learning_rate=5e-5, epochs=1,
-                                group_by_length=a.grouped, eval_fraction=0.0, normalize=False, save_steps=0,
+                                group_by_length=a.grouped, eval_fraction=0.0, normalize=False, save_every=0,
                                 activation_checkpointing=a.checkpointing)
         run_reward_train(cfg)
         loop_s = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["time"]

@@ -54,7 +54,7 @@ def worker(side: str, a) -> None:
         from rlhaif.policy.sft import SFTConfig, run_sft
 
         res = run_sft(SFTConfig(model=str(d / "model"), data=str(DEMOS), output_dir=str(out), batch_size=a.batch,
-                                max_length=a.max_length, learning_rate=2e-5, epochs=a.epochs, save_steps=0,
+                                max_length=a.max_length, learning_rate=2e-5, epochs=a.epochs, save_every=0,
                                 activation_checkpointing=a.checkpointing))
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         loop_s, n = rows[-1]["time"], res["examples"]

@@ -66,3 +66,22 @@ def live_server():
     for srv, th in running:
         srv.should_exit = True
         th.join(timeout=10)
+
+
+@pytest.fixture
+def crash_after_logging(monkeypatch):
+    """``crash_after_logging(step)``: the next training run dies right after writing its metrics row of
+    ``step`` (before that step's checkpoint), as a kill would; ``crash_after_logging(None)`` undoes it."""
+    from rlhaif import metrics
+
+    real = metrics.MetricsLogger.log
+
+    def arm(step):
+        def log(self, s, row, advance=1):
+            real(self, s, row, advance)
+            if s == step:
+                raise KeyboardInterrupt(f"simulated kill after logging step {s}")
+        monkeypatch.setattr(metrics.MetricsLogger, "log", real if step is None else log)
+
+    return arm
+

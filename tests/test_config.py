@@ -102,3 +102,33 @@ def test_required_field_and_assignment_validation():
     cfg = ToyConfig()
     with pytest.raises(Exception):
         cfg.batch_size = "x"
+
+
+def test_renamed_keys_fail_and_suggest_the_new_name():
+    from rlhaif.policy.dpo import DPOConfig
+    from rlhaif.policy.ppo import PPOConfig
+    from rlhaif.policy.sft import SFTConfig
+    from rlhaif.reward.train import RewardTrainConfig
+
+    for cls, data in ((SFTConfig, {"data": "d"}), (RewardTrainConfig, {"data": "d"}), (DPOConfig, {"pairs": "p"})):
+        with pytest.raises(ConfigError, match=r"r\.yaml: unknown key 'save_steps' .*did you mean 'save_every'\?"):
+            cls.validate_dict({**data, "save_steps": 5}, "r.yaml")
+    with pytest.raises(ConfigError, match=r"unknown key 'lora' for DPOConfig; did you mean 'lora_r'\? \(lora: false is lora_r: 0"):
+        DPOConfig.validate_dict({"pairs": "p", "lora": False}, "r.yaml")
+    assert PPOConfig.validate_dict({"prompts": "p", "save_every": 5}).save_every == 5
+
+
+def test_every_trainer_is_built_on_one_base_without_retyped_fields():
+    from rlhaif.config import TrainConfig, TrainLoopConfig
+    from rlhaif.policy.dpo import DPOConfig
+    from rlhaif.policy.ppo import PPOConfig
+    from rlhaif.policy.sft import SFTConfig
+    from rlhaif.reward.train import RewardTrainConfig
+
+    for cls in (SFTConfig, RewardTrainConfig, DPOConfig, PPOConfig):
+        assert issubclass(cls, TrainConfig)
+        base = TrainLoopConfig if issubclass(cls, TrainLoopConfig) else TrainConfig
+        for name, field in base.model_fields.items():
+            assert cls.model_fields[name].annotation == field.annotation, (cls.__name__, name)
+    for cls in (SFTConfig, DPOConfig, PPOConfig):  # one LoRA vocabulary: lora_r (0 = full) + lora_alpha
+        assert {"lora_r", "lora_alpha", "merge_lora"} <= set(cls.model_fields) and "lora" not in cls.model_fields

@@ -190,3 +190,23 @@ def test_two_cpu_processes_keep_parameters_identical(setup):
     # each rank sampled its own prompts, yet after the optimizer steps the weights agree: gradients synchronised
     assert r0["param_checksum"] == pytest.approx(r1["param_checksum"], rel=1e-9)
     assert len(rows(setup / "ddp")) == 2
+
+
+def test_ppo_resumed_run_logs_each_step_once_refuses_a_changed_learning_rate_and_may_run_longer(
+        setup, crash_after_logging):
+    from rlhaif.errors import ConfigError
+
+    kw = dict(steps=3, save_every=1, lora_r=4, learning_rate=5e-3, sample_every=1)
+    crash_after_logging(2)  # the kill comes after step 2's metrics row, before its samples and checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        run_ppo(tiny_cfg(setup, "dup", **kw))
+    crash_after_logging(None)
+    with pytest.raises(ConfigError, match=r"learning_rate: 0\.005 -> 0\.001"):
+        run_ppo(tiny_cfg(setup, "dup", **{**kw, "learning_rate": 1e-3}))
+    res = run_ppo(tiny_cfg(setup, "dup", **{**kw, "steps": 4}))  # more steps: allowed
+    assert res["resumed_from"] == 1 and res["steps"] == 4
+    assert [r["step"] for r in rows(res["output_dir"])] == [1, 2, 3, 4]
+    samples = [json.loads(l)["step"] for l in (Path(res["output_dir"]) / "samples.jsonl").read_text().splitlines()]
+    assert sorted(set(samples)) == [1, 2, 3, 4] and len(samples) == 4 * 4
+    assert res["model"] == str(Path(res["output_dir"]) / "model") and "objective/score" in res["metrics"]
+    assert json.loads((Path(res["output_dir"]) / "manifest.json").read_text())["outputs"]["steps"] == 4

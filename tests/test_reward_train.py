@@ -184,3 +184,28 @@ def test_pair_truncation_keeps_latest_turns_and_response_start():
     assert decode(short) == f"[CLS] {prompt} [SEP] {reply} [SEP]"
     long_prompt = RewardModel(bert, tok, "pair", max_length=9, truncation_side="left")  # short reply kept whole
     assert tok.decode(long_prompt.encode([prompt], ["yes no"])["input_ids"][0]) == "[CLS] nine ten eleven twelve [SEP] yes no [SEP]"
+
+
+def test_reward_resumed_run_logs_each_step_once_and_refuses_other_data(tmp_path, crash_after_logging):
+    from rlhaif.errors import ConfigError
+
+    save_tiny(tmp_path / "bb", "llama", reward=True)
+    data = write(tmp_path / "train.jsonl", toy_pairs(24, 4))
+    other = write(tmp_path / "other.jsonl", toy_pairs(24, 5))
+
+    def cfg(**kw):
+        return RewardTrainConfig(**{**dict(data=data, backbone=str(tmp_path / "bb"), output_dir=str(tmp_path / "o"),
+                                           eval_fraction=0.0, batch_size=4, learning_rate=3e-3, max_length=64,
+                                           save_every=2, normalize=False), **kw})
+
+    crash_after_logging(3)  # 6 steps; the kill comes after step 3 is logged, the newest checkpoint is step 2
+    with pytest.raises(KeyboardInterrupt):
+        run_reward_train(cfg())
+    crash_after_logging(None)
+    with pytest.raises(ConfigError, match="refusing to resume.*data: "):
+        run_reward_train(cfg(data=other))
+    out = run_reward_train(cfg())
+    steps = [json.loads(line)["step"] for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    assert out["output_dir"] == out["model"] == str(tmp_path / "o") and "rm/loss" in out["metrics"]
+    assert json.loads((tmp_path / "o" / "manifest.json").read_text())["stage"] == "reward"

@@ -139,3 +139,22 @@ def test_activation_checkpointing_trains_the_same_model(setup):
     a = AutoModelForCausalLM.from_pretrained(str(setup / "plain" / "model")).state_dict()
     b = AutoModelForCausalLM.from_pretrained(out["model"]).state_dict()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_a_resumed_run_logs_each_step_once_and_a_changed_learning_rate_is_refused(setup, crash_after_logging):
+    from rlhaif.errors import ConfigError
+
+    kw = dict(save_every=2, epochs=2, batch_size=5)  # 10 steps; checkpoints at 2, 4, ...
+    crash_after_logging(5)  # step 5 is logged, its state is not checkpointed: the resume restarts after step 4
+    with pytest.raises(KeyboardInterrupt):
+        run_sft(_cfg(setup, "dup", **kw))
+    crash_after_logging(None)
+    with pytest.raises(ConfigError, match=r"refusing to resume.*learning_rate: 0\.003 -> 0\.001"):
+        run_sft(_cfg(setup, "dup", **kw, learning_rate=1e-3))
+    out = run_sft(_cfg(setup, "dup", **kw))
+    steps = [json.loads(line)["step"] for line in (setup / "dup" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 11))
+    assert out["output_dir"] == str(setup / "dup") and out["model"] == str(setup / "dup" / "model")
+    assert "sft/loss" in out["metrics"] and out["steps"] == 10
+    man = json.loads((setup / "dup" / "manifest.json").read_text())
+    assert man["stage"] == "sft" and man["outputs"]["model"] == out["model"]

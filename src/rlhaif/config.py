@@ -122,13 +122,26 @@ class LoRAConfig(StageConfig):
         return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
 
 
+RENAMED_KEYS = {
+    "save_steps": ("save_every", ""),
+    "lora": ("lora_r", " (lora: false is lora_r: 0, full fine-tuning; lora: true is lora_r > 0)"),
+}
+"""Old keys that were renamed (issue 14: one name for one thing): old -> (new, note). An old key fails with
+the usual unknown-key message, which suggests the new name."""
+
+
 def check_keys(model: type[BaseModel], data: dict[str, Any], source: str, prefix: str = "") -> None:
-    """Reject unknown keys with a did-you-mean suggestion (nested config models are checked too)."""
+    """Reject unknown keys with a did-you-mean suggestion (nested config models are checked too; a renamed
+    key suggests its new name)."""
     known = list(model.model_fields)
     for key, value in data.items():
         if key not in known:
-            near = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-            hint = f"; did you mean '{prefix}{near[0]}'?" if near else f"; known keys: {', '.join(sorted(known))}"
+            renamed = RENAMED_KEYS.get(key)
+            near = ([renamed[0]] if renamed and renamed[0] in known
+                    else difflib.get_close_matches(key, known, n=1, cutoff=0.6))
+            note = renamed[1] if renamed and renamed[0] in known else ""
+            hint = (f"; did you mean '{prefix}{near[0]}'?{note}" if near
+                    else f"; known keys: {', '.join(sorted(known))}")
             raise ConfigError(f"{source}: unknown key '{prefix}{key}' for {model.__name__}{hint}")
         sub = model.model_fields[key].annotation
         if isinstance(value, dict) and isinstance(sub, type) and issubclass(sub, BaseModel):
