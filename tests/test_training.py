@@ -84,3 +84,52 @@ def test_activation_checkpointing_on_a_model_without_support_is_a_config_error()
 
     with pytest.raises(ConfigError, match="activation_checkpointing: Sequential does not support it"):
         enable_activation_checkpointing(_model())
+
+
+def test_one_data_order_epochs_fractions_and_the_prompt_stream():
+    from rlhaif.training import epoch_order, micro_batches, stream_indices
+
+    e0, e1 = epoch_order(5, 7, 0), epoch_order(5, 7, 1)
+    assert micro_batches(5, 2, 2, seed=7) == [e0[0:2], e0[2:4], e0[4:5], e1[0:2], e1[2:4], e1[4:5]]
+    assert micro_batches(5, 2, 1.5, seed=7) == [e0[0:2], e0[2:4], e0[4:5], e1[0:2], e1[2:4]]  # ceil(0.5 · 3) = 2
+    # PPO's prompts: fixed-size draws from the same stream, across epoch boundaries
+    assert stream_indices(0, 3, 5, seed=7) == e0[:3]
+    assert stream_indices(3, 4, 5, seed=7) == e0[3:] + e1[:2]
+    assert stream_indices(12, 2, 5, seed=7) == epoch_order(5, 7, 2)[2:4]
+
+
+def _run_dir(tmp_path, rows, step=2, **saved):
+    import json
+
+    from rlhaif.config import TrainConfig
+
+    cfg = TrainConfig(output_dir=str(tmp_path), learning_rate=1e-3)
+    ck = tmp_path / "checkpoints" / f"step-{step:06d}"
+    ck.mkdir(parents=True)
+    (ck / "trainer_state.json").write_text(json.dumps({"step": step}))
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "train_config.json").write_text(json.dumps({"stage": saved.pop("stage", "sft"),
+                                                             "config": {**cfg.model_dump(mode="json"), **saved}}))
+    return cfg
+
+
+def test_start_run_trims_logs_to_the_checkpoint_and_refuses_other_settings(tmp_path):
+    import json
+
+    from rlhaif.errors import ConfigError
+    from rlhaif.training import start_run
+
+    rows = [{"step": 1}, {"step": 2}, {"step": 2, "eval/accuracy": 1.0}, {"step": 3}]
+    cfg = _run_dir(tmp_path / "a", rows, save_every=7, log_with="wandb")  # these may change on resume
+    assert start_run(cfg, "sft").name == "step-000002"
+    kept = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert kept == [{"step": 1}, {"step": 2}]  # the rows written after the checkpoint are gone
+    cfg = _run_dir(tmp_path / "b", rows, learning_rate=5e-4)
+    with pytest.raises(ConfigError, match=r"refusing to resume.*\(learning_rate: 0\.0005 -> 0\.001\)"):
+        start_run(cfg, "sft")
+    cfg = _run_dir(tmp_path / "c", rows, stage="ppo")
+    with pytest.raises(ConfigError, match="checkpoints are from a 'ppo' run, not sft"):
+        start_run(cfg, "sft")
+    cfg = _run_dir(tmp_path / "d", rows, learning_rate=5e-4).model_copy(update={"resume": False})
+    assert start_run(cfg, "sft") is None  # a fresh start: old checkpoints and rows deleted
+    assert not (tmp_path / "d" / "checkpoints").exists() and not (tmp_path / "d" / "metrics.jsonl").exists()
