@@ -188,3 +188,5 @@ def test_kl_k3_finite_for_a_huge_log_ratio():
     k3 = kl_k3(t([-100.0]), t([0.0]))
     assert torch.isfinite(k3).all()
     assert k3.item() == pytest.approx(math.expm1(20.0) - 20.0, rel=1e-5)
+    # log r = −100 cannot overflow and is not clamped: (e^−100 − 1) + 100 = 99
+    assert kl_k3(t([0.0]), t([-100.0])).item() == pytest.approx(99.0, rel=1e-6)

@@ -173,7 +173,10 @@ def start_run(cfg, stage: str, accelerator=None) -> Path | None:
         else:
             trim_logs(out, json.loads((ckpt / "trainer_state.json").read_text())["step"])
         (out / "manifest.json").unlink(missing_ok=True)
-        (out / RUN_CONFIG).write_text(json.dumps({"stage": stage, "config": cfg.model_dump(mode="json")}, indent=2))
+        from rlhaif.data.io import atomic_write
+
+        with atomic_write(out / RUN_CONFIG) as f:  # other processes may be reading it (check_resumable)
+            json.dump({"stage": stage, "config": cfg.model_dump(mode="json")}, f, indent=2)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return ckpt

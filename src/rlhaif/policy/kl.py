@@ -19,8 +19,9 @@ def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    """k3 with log r clamped to ±``LOG_RATIO_CLAMP`` before ``exp`` (float32 overflows past 88)."""
-    log_r = (ref_logprobs - logprobs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    """k3 with log r clamped to at most ``LOG_RATIO_CLAMP`` before ``exp`` (float32 overflows past 88); a very
+    negative log r needs no guard (k3 ≈ −log r − 1 there) and is left exact."""
+    log_r = (ref_logprobs - logprobs).clamp(max=LOG_RATIO_CLAMP)
     return torch.expm1(log_r) - log_r
 
 
