@@ -64,14 +64,14 @@ def rlhf_recipe(d: Path, hh: str, run_dir: Path, rounds: int = 2) -> dict:
          "max_new_tokens": 6, "max_prompts": 4},
         {"stage": "simulate", "repeat": True, "completions": "${gen.completions}", "scorer": "reward_model:${reward}",
          "kind": "ranking", "overlap": 2},
-        {"stage": "reward", "name": "proxy_rm", "repeat": True, "data": "${simulate.pairs_path}",
+        {"stage": "reward", "name": "proxy_rm", "repeat": True, "data": "${simulate.pairs}",
          "backbone": str(d / "rm"), "max_length": 48, "batch_size": 8, "eval_fraction": 0.0, "normalize": False},
         {"stage": "ppo", "repeat": True, "model": "${policy}", "prompts": prompts, "reward_model": "${proxy_rm}",
          "steps": 2, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6,
          "save_every": 1, "lora_r": 4, "learning_rate": 1e-3},
         {"stage": "dpo", "model": "${base}", "pairs": "${pairs.pairs}", "max_steps": 1, "batch_size": 4,
          "max_length": 48},
-        {"stage": "evaluate", "models": {"base": "${base}", "ppo": "${ppo.model_dir}", "dpo": "${dpo.model}"},
+        {"stage": "evaluate", "models": {"base": "${base}", "ppo": "${ppo.model}", "dpo": "${dpo.model}"},
          "prompts": prompts, "max_prompts": 4, "proxy_scorer": "${reward}",
          "gold_scorer": f"{d / 'scorers.py'}:length", "max_new_tokens": 6, "bootstrap_rounds": 10,
          "training_metrics": {"ppo round 1": "${run_dir}/round1/ppo/metrics.jsonl",
@@ -120,11 +120,11 @@ def test_recipe_end_to_end_rounds_and_skip(tiny, hh_path, tmp_path):
     ppo1 = json.loads((dirs["ppo1"] / "manifest.json").read_text())
     gen2 = json.loads((dirs["gen2"] / "manifest.json").read_text())
     ppo2 = json.loads((dirs["ppo2"] / "manifest.json").read_text())
-    assert gen2["config"]["model"] == ppo1["outputs"]["model_dir"] == ppo2["config"]["model"]
+    assert gen2["config"]["model"] == ppo1["outputs"]["model"] == ppo2["config"]["model"]
     assert ppo1["config"]["reward_model"] == str(run / "round1" / "proxy_rm")
     assert "reward_model" in ppo1["inputs"] and len(ppo1["inputs"]["reward_model"]) == 64  # a sha256
     rep = json.loads((dirs["evaluate"] / "report.json").read_text())
-    assert rep["config"]["models"]["ppo"] == ppo2["outputs"]["model_dir"]
+    assert rep["config"]["models"]["ppo"] == "round2/ppo/model" and rep["paths_relative_to"] == ".."  # inside the run: relative
     assert rep["training"]["ppo round 2"]["steps"] == 2
     # every stage's wall time, in the run log, the summary and the report (the demo's 20-minute budget)
     times = rep["run_timings"]
@@ -291,7 +291,7 @@ def test_human_stage_serves_app_and_exports_labels(tmp_path):
 
     from rlhaif.feedback.human.schemas import JudgmentIn
     from rlhaif.feedback.human.store import Store
-    from rlhaif.pipeline import HumanFeedbackConfig, run_human_feedback
+    from rlhaif.feedback.human.collect import HumanFeedbackConfig, run_human_feedback
 
     rows = [{"prompt_id": f"p{i}", "prompt": f"question {i}", "response": f"answer {i} {j}", "model": "m", "index": j}
             for i in range(2) for j in range(2)]
@@ -384,19 +384,19 @@ def test_generate_stage_vllm_and_hf_write_the_same_format(tiny, tmp_path, monkey
     folder, the chat-templated prompt ids, k, the sampling settings) and that it writes HF's record format."""
     from rlhaif.generate import encode_prompts, read_prompts
     from rlhaif.models.loading import load_tokenizer
-    from rlhaif.pipeline import GenerateStageConfig, run_generate
+    from rlhaif.generate import GenerateConfig, run_generate
 
     base = dict(model=str(tiny / "lm"), prompts=str(tiny / "prompts.jsonl"), k=2, max_new_tokens=4, max_prompts=3,
                 temperature=0.8)
-    hf = run_generate(GenerateStageConfig(output_dir=str(tmp_path / "hf"), **base))  # auto, vLLM absent: HF
+    hf = run_generate(GenerateConfig(output_dir=str(tmp_path / "hf"), **base))  # auto, vLLM absent: HF
     assert "backend" not in hf
     with pytest.raises(RlhaifError, match=r"rlhaif\[vllm\]"):
-        run_generate(GenerateStageConfig(output_dir=str(tmp_path / "x"), backend="vllm", **base))
+        run_generate(GenerateConfig(output_dir=str(tmp_path / "x"), backend="vllm", **base))
     vllm = types.ModuleType("vllm")
     exec(FAKE_VLLM, vllm.__dict__)
     monkeypatch.setitem(sys.modules, "vllm", vllm)  # removed again after the test
 
-    res = run_generate(GenerateStageConfig(output_dir=str(tmp_path / "v"), backend="vllm", **base))
+    res = run_generate(GenerateConfig(output_dir=str(tmp_path / "v"), backend="vllm", **base))
     assert res["backend"] == "vllm" and res["responses"] == 6 and res["new_tokens"] == 3 * (1 + 2)
     assert Path(vllm.calls["model"], "config.json").exists()  # a plain model folder vLLM can load
     assert vllm.calls["params"] == {"n": 2, "temperature": 0.8, "top_p": 1.0, "max_tokens": 4, "seed": 0}

@@ -401,5 +401,5 @@ def run_ppo(cfg: PPOConfig) -> dict:
                   str(out / "value_head.safetensors"))
     acc.end_training()
     checksum = float(sum(p.detach().double().abs().sum() for p in core.parameters() if p.requires_grad))
-    return {"steps": step, "output_dir": str(out), "model_dir": str(model_dir), "metrics": row,
+    return {"steps": step, "output_dir": str(out), "model": str(model_dir), "metrics": row,
             "resumed_from": start, "rank": rank, "param_checksum": checksum}
