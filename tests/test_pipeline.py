@@ -409,3 +409,41 @@ def test_generate_stage_vllm_and_hf_write_the_same_format(tiny, tmp_path, monkey
     key = [(r["prompt_id"], r["prompt"], r["index"], r["model"]) for r in rows["hf"]]
     assert [(r["prompt_id"], r["prompt"], r["index"], r["model"]) for r in rows["v"]] == key  # ... in the same order
     assert [(r["response"], r["finished"]) for r in rows["v"][:2]] == [("answer 0.0", True), ("answer 0.1", False)]
+
+
+TOY_OWN_MANIFEST = '''
+from pathlib import Path
+from rlhaif.config import StageConfig
+from rlhaif.manifest import write_stage_manifest
+
+class OwnConfig(StageConfig):
+    output_dir: str
+    value: int = 0
+
+def run_own(cfg: OwnConfig) -> dict:
+    Path(cfg.output_dir, "out.txt").write_text(str(cfg.value))
+    write_stage_manifest("toyown:run_own", cfg, {"value": cfg.value, "written_by": "the stage"})
+    return {"value": cfg.value}
+'''
+
+
+def test_only_needs_the_stages_before_it_and_the_stage_manifest_is_kept(tmp_path, monkeypatch):
+    """`--only b` on a run whose later stage c never ran: b runs, c is not asked for (it used to stop with
+    "stage 'c' has not finished"). A stage's own manifest is not overwritten by the runner."""
+    (tmp_path / "toystage.py").write_text(TOY)
+    (tmp_path / "toyown.py").write_text(TOY_OWN_MANIFEST)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = recipe_from_dict({"run_dir": str(tmp_path / "run"), "stages": [
+        {"stage": "toystage:run_toy", "name": "a", "value": 2},
+        {"stage": "toyown:run_own", "name": "b", "value": "${a.nested.double}"},
+        {"stage": "toystage:run_toy", "name": "c", "value": "${b.value}"}]}, "toy.yaml")
+    with pytest.raises(RlhaifError, match="stage 'a' has not finished"):  # what b needs must have run
+        run_recipe(recipe, only=["b"], log=lambda m: None)
+    run_recipe(recipe, only=["a"], log=lambda m: None)
+    summary = run_recipe(recipe, only=["b"], log=lambda m: None)
+    assert [(s["name"], s["status"], s["outputs"]["value"]) for s in summary["stages"]] == [("b", "ran", 4)]
+    assert not (tmp_path / "run" / "c").exists()
+    man = json.loads((tmp_path / "run" / "b" / "manifest.json").read_text())
+    assert man["outputs"] == {"value": 4, "written_by": "the stage"} and man["wall_time_s"] >= 0
+    with pytest.raises(ConfigError, match="--only names no stage called x"):
+        run_recipe(recipe, only=["x"], log=lambda m: None)

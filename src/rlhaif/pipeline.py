@@ -263,7 +263,9 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
         outputs, wall = json.loads(json.dumps(result, default=str)), round(time.time() - t0, 2)
         cpu = round(time.process_time() - c0, 2)  # all threads of this process: wall ≈ cpu / threads when quiet
         if _is_main_process():
-            if not manifest_matches(out_dir, fp):  # a stage that writes no manifest of its own (your own stages)
+            if manifest_matches(out_dir, fp):  # the stage's own: the runner adds only its wall time
+                _record_wall_time(out_dir / "manifest.json", wall)
+            else:  # a stage that writes no manifest of its own (e.g. a module:function of yours)
                 write_manifest(out_dir, fp, seed=config.get("seed"), wall_time_s=wall, outputs=outputs)
             (out_dir / STARTED).unlink(missing_ok=True)
             log(f"[done] {spec.name}{f' round {round_}' if repeated else ''}: {wall:.1f} s (cpu {cpu:.1f} s)")
@@ -275,6 +277,15 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
     # wall_time_s: the stage's own run time (from its manifest when skipped: the run that made the outputs)
     return {"name": spec.name, "stage": spec.stage, "round": round_ if repeated else None, "status": status,
             "wall_time_s": wall, "cpu_time_s": cpu, "output_dir": str(out_dir), "outputs": outputs}
+
+
+def _record_wall_time(path: Path, wall: float) -> None:
+    """The runner's wall time of a stage in the manifest the stage wrote (a re-run that skips the stage
+    reports it), the rest as the stage wrote it."""
+    body = json.loads(path.read_text())
+    body["wall_time_s"] = wall
+    with atomic_write(path) as f:
+        json.dump(body, f, indent=2, default=str)
 
 
 def run_recipe(recipe: Recipe, only: Optional[list[str]] = None, log: Callable[[str], None] = print) -> dict:

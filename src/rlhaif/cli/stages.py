@@ -78,7 +78,8 @@ COMMANDS = [
     StageCommand(("sft",), "sft", "Supervised fine-tuning: cross-entropy on response tokens (prompt masked), "
                  "full or LoRA.", _sft),
     StageCommand(("generate",), "generate", "Sample K responses per prompt and write completions.jsonl (with "
-                 "the sampling settings).", _generate, call=_generate_with_progress),
+                 "the sampling settings).", _generate, call=_generate_with_progress,
+                 flags={"output_dir": ["--output-dir"]}),  # -o: the completions file, as before
     StageCommand(("reward", "train"), "reward", "Train a Bradley–Terry reward model on preference pairs; writes "
                  "the model, eval.json, metrics.", _reward_train),
     StageCommand(("reward", "eval"), "rlhaif.reward.evaluate:run_reward_eval", "Accuracy, mean margin and "
