@@ -447,3 +447,27 @@ def test_only_needs_the_stages_before_it_and_the_stage_manifest_is_kept(tmp_path
     assert man["outputs"] == {"value": 4, "written_by": "the stage"} and man["wall_time_s"] >= 0
     with pytest.raises(ConfigError, match="--only names no stage called x"):
         run_recipe(recipe, only=["x"], log=lambda m: None)
+
+
+def test_report_paths_inside_the_run_are_relative(tmp_path):
+    from rlhaif.evaluate.run import relative_paths_in_report
+
+    run, outside = tmp_path / "run", tmp_path / "elsewhere"
+    for d in (run / "sft" / "model", run / "evaluate", outside):
+        d.mkdir(parents=True)
+    (run / "ppo.jsonl").write_text("")
+    (outside / "scorers.py").write_text("")
+    report = {"config": {"models": {"base": "smollm2-135m-instruct", "sft": str(run / "sft" / "model")},
+                         "gold_scorer": f"{outside / 'scorers.py'}:length", "proxy_scorer": f"reward_model:{run / 'sft'}",
+                         "training_metrics": {"ppo": str(run / "ppo.jsonl")}, "output_dir": str(run / "evaluate")},
+              "training": {"ppo": {"path": str(run / "ppo.jsonl"), "steps": 2}},
+              "samples": [{"response": str(run / "sft")}]}  # free text is left alone
+    path = run / "evaluate" / "report.json"
+    path.write_text(json.dumps(report))
+    relative_paths_in_report(path)
+    got = json.loads(path.read_text())
+    assert got["paths_relative_to"] == ".."
+    assert got["config"] == {"models": {"base": "smollm2-135m-instruct", "sft": "sft/model"},
+                             "gold_scorer": f"{outside / 'scorers.py'}:length", "proxy_scorer": "reward_model:sft",
+                             "training_metrics": {"ppo": "ppo.jsonl"}, "output_dir": "evaluate"}
+    assert got["training"]["ppo"] == {"path": "ppo.jsonl", "steps": 2} and got["samples"] == report["samples"]
