@@ -65,6 +65,8 @@ class Toy(StageConfig):
     """Which way."""
     switch: bool = True
     """Switch."""
+    quiet: bool = False
+    """Say less."""
     limit: Optional[int] = None
     """At most this many."""
     names: dict[str, str] = {}
@@ -84,8 +86,9 @@ def _parse(args, yaml_path=None):
 
 
 def test_flags_typed_and_left_out_flags_keep_the_yaml(tmp_path):
-    (tmp_path / "t.yaml").write_text("output_dir: y\nrate: 0.25\nswitch: false\nmode: b\nnames: {x: '1'}\n")
+    (tmp_path / "t.yaml").write_text("output_dir: y\nrate: 0.25\nswitch: false\nquiet: true\nmode: b\nnames: {x: '1'}\n")
     cfg = _parse([], tmp_path / "t.yaml")  # nothing given: the YAML stands, not the config's defaults
+    assert cfg.quiet is True  # an absent --quiet/--no-quiet is None, not False
     assert (cfg.output_dir, cfg.rate, cfg.switch, cfg.mode, cfg.names, cfg.new_field) == ("y", 0.25, False, "b",
                                                                                       {"x": "1"}, 3)
     cfg = _parse(["-o", "z", "--rate", "2", "--switch", "--mode", "a", "--names", "p=q", "--names", "r=s=t",
@@ -126,3 +129,10 @@ def test_flag_names_kept(capsys):
         cmd = _command(path)
         names = {o for p in cmd.get_params(click.Context(cmd)) for o in (*p.opts, *p.secondary_opts)}
         assert set(flags) <= names, (path, set(flags) - names)
+
+
+@pytest.mark.parametrize("args", [["feedback", "init", "--bogus"], ["generate", "--bogus"], ["nope"],
+                                  ["generate", "--k", "x"]])
+def test_a_usage_error_is_one_message_and_exit_code_2(args):
+    out = subprocess.run([sys.executable, "-m", "rlhaif.cli", *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Error:" in out.stderr and "Traceback" not in out.stderr, out.stderr

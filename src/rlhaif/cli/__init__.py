@@ -58,6 +58,19 @@ def build() -> click.Group:
     return root
 
 
+def _click_errors(name: str) -> tuple[type, ...]:
+    """click's exception class ``name``, from click and from the copy of click that typer ships (typer's own
+    commands raise that one's, the stage commands click's)."""
+    mods = [click.exceptions, typer]
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:
+        pass
+    else:
+        mods.append(vendored)
+    return tuple({c for m in mods if isinstance(c := getattr(m, name, None), type)})
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         code = build().main(args=argv, prog_name="rlhaif", standalone_mode=False)
@@ -66,13 +79,13 @@ def main(argv: list[str] | None = None) -> None:
     except RlhaifError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
-    except (click.exceptions.Exit, SystemExit) as e:
+    except (*_click_errors("Exit"), SystemExit) as e:
         code = getattr(e, "exit_code", getattr(e, "code", 0))
         sys.exit(code or 0)
-    except click.exceptions.ClickException as e:  # usage errors (a bad flag)
+    except _click_errors("ClickException") as e:  # usage errors (a bad flag)
         e.show()
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except _click_errors("Abort"):
         typer.echo("aborted", err=True)
         sys.exit(130)
 
