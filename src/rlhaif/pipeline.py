@@ -54,7 +54,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "simulate": ("rlhaif.feedback.simulate", "run_simulated_panel"),
     "ai_label": ("rlhaif.feedback.ai.judge", "run_ai_label"),
     "revise": ("rlhaif.feedback.ai.critique_revise", "run_revise"),
-    "pairs": ("rlhaif.data.mix", "run_pairs"),
+    "pairs": ("rlhaif.feedback.mix", "run_pairs"),
     "human": ("rlhaif.feedback.human.collect", "run_human_feedback"),
     "reward": ("rlhaif.reward.train", "run_reward_train"),
     "ppo": ("rlhaif.policy.ppo", "run_ppo"),

@@ -1,6 +1,6 @@
-"""The pairs stage: read preference files of any supported format (rlhaif pairs.jsonl, TRL, hh-rlhf), take
-up to `limit` from each, and write one pairs.jsonl (how the recipes feed a reward model or DPO, and how the
-CAI recipe mixes AI and human labels)."""
+"""The pairs stage: gather preference feedback from files of any supported format (rlhaif pairs.jsonl from
+people or an AI judge, TRL, hh-rlhf), take up to `limit` from each, and write one pairs.jsonl (how the recipes
+feed a reward model or DPO, and how the CAI recipe mixes AI and human labels)."""
 
 from __future__ import annotations
 
