@@ -6,7 +6,7 @@ A recipe is YAML::
     policy: smollm2-135m-instruct   # the starting policy; ${policy} always names the latest one
     rounds: 2                   # iterated RLHF: the stages marked `repeat: true` run once per round
     stages:
-      - {stage: sft, data: ${assets}/demos.jsonl, lora: true}
+      - {stage: sft, data: ${assets}/demos/demo_sft.jsonl, lora_r: 16}
       - {stage: generate, name: gen, repeat: true, model: ${policy}, prompts: ...}
       - {stage: ppo, repeat: true, model: ${policy}, reward_model: ${reward}, ...}
       - {stage: evaluate, models: {base: ${base}, aligned: ${policy}}, ...}
@@ -18,7 +18,7 @@ the stage's config fields (the same keys as its command's --config YAML). ``outp
 - ``${run_dir}``, ``${round}``, ``${assets}`` (the files bundled with rlhaif), ``${base}`` (the starting policy),
   ``${policy}`` (the latest policy: updated by every sft, ppo and dpo stage);
 - ``${<name>}``: the output folder of the stage called <name> (its latest run); ``${<name>.<key>}``: a value
-  the stage returned (also kept in its manifest.json ``outputs``), e.g. ``${reward.model}``.
+  the stage returned (also kept in its manifest.json ``outputs``), e.g. ``${ppo.model}``, ``${pairs.pairs}``.
 
 A stage whose manifest matches (same config, same input file hashes) is skipped on a re-run; a stage that
 was interrupted runs again and resumes from its own last checkpoint.
