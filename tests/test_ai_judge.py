@@ -155,7 +155,7 @@ def test_run_ai_label_from_completions_writes_soft_pairs_and_caches(tmp_path, ju
     cfg = AILabelConfig(input=str(comp), output_dir=str(tmp_path / "ai"), judge_model="tiny-judge")
     backend = CountingBackend(HFBackend(model, tok, max_length=512))
     stats = run_ai_label(cfg, backend)
-    assert stats["pairs"] == 3 and stats["judged"] == 3 and backend.asked == 6  # C(3,2) pairs × 2 orders
+    assert stats["n_pairs"] == 3 and stats["judged"] == 3 and backend.asked == 6  # C(3,2) pairs × 2 orders
     pairs = [json.loads(l) for l in (tmp_path / "ai" / "pairs.jsonl").read_text().splitlines()]
     names = {p.name for p in load_constitution().principles}
     for p in pairs:
@@ -244,7 +244,7 @@ def test_ai_labels_go_into_the_feedback_store_beside_human_labels(tmp_path):
 
     cfg = AILabelConfig(db=db, campaign="c", output_dir=str(tmp_path / "ai"), judge_model="good-judge")
     stats = run_ai_label(cfg, GoodWordBackend())
-    assert stats["pairs"] == 2 and stats["input_kind"] == "store" and "2 AI labels" in stats["stored_in"]
+    assert stats["n_pairs"] == 2 and stats["input_kind"] == "store" and "2 AI labels" in stats["stored_in"]
     sig2 = 1 / (1 + math.exp(-2))
     labels = sorted(store.ai_labels("c"), key=lambda x: x["task"])
     assert [lab["p"] for lab in labels] == pytest.approx([sig2, 1 - sig2])  # P(the task's first response wins)
@@ -297,7 +297,7 @@ def test_relabel_hh_file_with_a_malformed_record(tmp_path, judge, capsys):
     assert e.value.code == 2 and "none" in capsys.readouterr().err
     model, tok = judge
     cfg = AILabelConfig(input=str(src), output_dir=str(tmp_path / "ai"), judge_model="tiny-judge", skip_invalid=True)
-    assert run_ai_label(cfg, HFBackend(model, tok, max_length=512))["pairs"] == 2
+    assert run_ai_label(cfg, HFBackend(model, tok, max_length=512))["n_pairs"] == 2
 
 
 def test_cli_ai_label_into_a_store_then_export_and_suggest(tmp_path, judge, capsys):

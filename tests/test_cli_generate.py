@@ -50,7 +50,10 @@ def test_generate_writes_completions_with_sampling_settings(tmp_path, tiny_folde
     assert rows[3]["prompt"] == [{"role": "user", "content": "tell me about the cat"}]
     stats = json.loads((out.parent / "generate_stats.json").read_text())
     assert stats["responses"] == 6 and stats["new_tokens"] > 0
-    assert sorted(p.name for p in out.parent.iterdir()) == ["completions.jsonl", "generate_stats.json"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["completions.jsonl", "generate_stats.json", "manifest.json"]
+    man = json.loads((out.parent / "manifest.json").read_text())  # run alone, the stage still writes its manifest
+    assert man["stage"] == "generate" and man["config"]["output"] == str(out) and man["config"]["top_k"] == 20
+    assert man["outputs"]["completions"] == str(out) and "prompts" in man["inputs"]
 
 
 def test_help_lists_commands():

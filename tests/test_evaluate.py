@@ -159,7 +159,7 @@ def test_run_evaluate_end_to_end(tiny_setup):
     assert "<script>" not in html and "&lt;script&gt;" in html  # model and prompt text escaped
     assert html.count("data:image/png;base64,") >= 2
     assert (d / "out" / "plots" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert res["report_html"].endswith("report.html")
+    assert res["report"].endswith("report.html")
     metrics = [json.loads(l) for l in (d / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [m["model"] for m in metrics] == ["base", "tuned"]
 

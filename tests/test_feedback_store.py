@@ -131,7 +131,7 @@ def test_migration_keeps_labels(db_url):
 
 
 def test_server_does_not_import_torch():
-    code = ("import sys; import rlhaif.feedback.human.app, rlhaif.feedback.human.report, rlhaif.cli_feedback; "
+    code = ("import sys; import rlhaif.feedback.human.app, rlhaif.feedback.human.report, rlhaif.cli.feedback; "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr

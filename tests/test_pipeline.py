@@ -64,7 +64,7 @@ def rlhf_recipe(d: Path, hh: str, run_dir: Path, rounds: int = 2) -> dict:
          "max_new_tokens": 6, "max_prompts": 4},
         {"stage": "simulate", "repeat": True, "completions": "${gen.completions}", "scorer": "reward_model:${reward}",
          "kind": "ranking", "overlap": 2},
-        {"stage": "reward", "name": "proxy_rm", "repeat": True, "data": "${simulate.pairs_path}",
+        {"stage": "reward", "name": "proxy_rm", "repeat": True, "data": "${simulate.pairs}",
          "backbone": str(d / "rm"), "max_length": 48, "batch_size": 8, "eval_fraction": 0.0, "normalize": False},
         {"stage": "ppo", "repeat": True, "model": "${policy}", "prompts": prompts, "reward_model": "${proxy_rm}",
          "steps": 2, "batch_size": 4, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 6,
@@ -124,7 +124,7 @@ def test_recipe_end_to_end_rounds_and_skip(tiny, hh_path, tmp_path):
     assert ppo1["config"]["reward_model"] == str(run / "round1" / "proxy_rm")
     assert "reward_model" in ppo1["inputs"] and len(ppo1["inputs"]["reward_model"]) == 64  # a sha256
     rep = json.loads((dirs["evaluate"] / "report.json").read_text())
-    assert rep["config"]["models"]["ppo"] == ppo2["outputs"]["model"]
+    assert rep["config"]["models"]["ppo"] == "round2/ppo/model" and rep["paths_relative_to"] == ".."  # inside the run: relative
     assert rep["training"]["ppo round 2"]["steps"] == 2
     # every stage's wall time, in the run log, the summary and the report (the demo's 20-minute budget)
     times = rep["run_timings"]
@@ -291,7 +291,7 @@ def test_human_stage_serves_app_and_exports_labels(tmp_path):
 
     from rlhaif.feedback.human.schemas import JudgmentIn
     from rlhaif.feedback.human.store import Store
-    from rlhaif.pipeline import HumanFeedbackConfig, run_human_feedback
+    from rlhaif.feedback.human.collect import HumanFeedbackConfig, run_human_feedback
 
     rows = [{"prompt_id": f"p{i}", "prompt": f"question {i}", "response": f"answer {i} {j}", "model": "m", "index": j}
             for i in range(2) for j in range(2)]
@@ -384,19 +384,19 @@ def test_generate_stage_vllm_and_hf_write_the_same_format(tiny, tmp_path, monkey
     folder, the chat-templated prompt ids, k, the sampling settings) and that it writes HF's record format."""
     from rlhaif.generate import encode_prompts, read_prompts
     from rlhaif.models.loading import load_tokenizer
-    from rlhaif.pipeline import GenerateStageConfig, run_generate
+    from rlhaif.generate import GenerateConfig, run_generate
 
     base = dict(model=str(tiny / "lm"), prompts=str(tiny / "prompts.jsonl"), k=2, max_new_tokens=4, max_prompts=3,
                 temperature=0.8)
-    hf = run_generate(GenerateStageConfig(output_dir=str(tmp_path / "hf"), **base))  # auto, vLLM absent: HF
+    hf = run_generate(GenerateConfig(output_dir=str(tmp_path / "hf"), **base))  # auto, vLLM absent: HF
     assert "backend" not in hf
     with pytest.raises(RlhaifError, match=r"rlhaif\[vllm\]"):
-        run_generate(GenerateStageConfig(output_dir=str(tmp_path / "x"), backend="vllm", **base))
+        run_generate(GenerateConfig(output_dir=str(tmp_path / "x"), backend="vllm", **base))
     vllm = types.ModuleType("vllm")
     exec(FAKE_VLLM, vllm.__dict__)
     monkeypatch.setitem(sys.modules, "vllm", vllm)  # removed again after the test
 
-    res = run_generate(GenerateStageConfig(output_dir=str(tmp_path / "v"), backend="vllm", **base))
+    res = run_generate(GenerateConfig(output_dir=str(tmp_path / "v"), backend="vllm", **base))
     assert res["backend"] == "vllm" and res["responses"] == 6 and res["new_tokens"] == 3 * (1 + 2)
     assert Path(vllm.calls["model"], "config.json").exists()  # a plain model folder vLLM can load
     assert vllm.calls["params"] == {"n": 2, "temperature": 0.8, "top_p": 1.0, "max_tokens": 4, "seed": 0}
@@ -409,3 +409,65 @@ def test_generate_stage_vllm_and_hf_write_the_same_format(tiny, tmp_path, monkey
     key = [(r["prompt_id"], r["prompt"], r["index"], r["model"]) for r in rows["hf"]]
     assert [(r["prompt_id"], r["prompt"], r["index"], r["model"]) for r in rows["v"]] == key  # ... in the same order
     assert [(r["response"], r["finished"]) for r in rows["v"][:2]] == [("answer 0.0", True), ("answer 0.1", False)]
+
+
+TOY_OWN_MANIFEST = '''
+from pathlib import Path
+from rlhaif.config import StageConfig
+from rlhaif.manifest import write_stage_manifest
+
+class OwnConfig(StageConfig):
+    output_dir: str
+    value: int = 0
+
+def run_own(cfg: OwnConfig) -> dict:
+    Path(cfg.output_dir, "out.txt").write_text(str(cfg.value))
+    write_stage_manifest("toyown:run_own", cfg, {"value": cfg.value, "written_by": "the stage"})
+    return {"value": cfg.value}
+'''
+
+
+def test_only_needs_the_stages_before_it_and_the_stage_manifest_is_kept(tmp_path, monkeypatch):
+    """`--only b` on a run whose later stage c never ran: b runs, c is not asked for (it used to stop with
+    "stage 'c' has not finished"). A stage's own manifest is not overwritten by the runner."""
+    (tmp_path / "toystage.py").write_text(TOY)
+    (tmp_path / "toyown.py").write_text(TOY_OWN_MANIFEST)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    recipe = recipe_from_dict({"run_dir": str(tmp_path / "run"), "stages": [
+        {"stage": "toystage:run_toy", "name": "a", "value": 2},
+        {"stage": "toyown:run_own", "name": "b", "value": "${a.nested.double}"},
+        {"stage": "toystage:run_toy", "name": "c", "value": "${b.value}"}]}, "toy.yaml")
+    with pytest.raises(RlhaifError, match="stage 'a' has not finished"):  # what b needs must have run
+        run_recipe(recipe, only=["b"], log=lambda m: None)
+    run_recipe(recipe, only=["a"], log=lambda m: None)
+    summary = run_recipe(recipe, only=["b"], log=lambda m: None)
+    assert [(s["name"], s["status"], s["outputs"]["value"]) for s in summary["stages"]] == [("b", "ran", 4)]
+    assert not (tmp_path / "run" / "c").exists()
+    man = json.loads((tmp_path / "run" / "b" / "manifest.json").read_text())
+    assert man["outputs"] == {"value": 4, "written_by": "the stage"} and man["wall_time_s"] >= 0
+    with pytest.raises(ConfigError, match="--only names no stage called x"):
+        run_recipe(recipe, only=["x"], log=lambda m: None)
+
+
+def test_report_paths_inside_the_run_are_relative(tmp_path):
+    from rlhaif.evaluate.run import relative_paths_in_report
+
+    run, outside = tmp_path / "run", tmp_path / "elsewhere"
+    for d in (run / "sft" / "model", run / "evaluate", outside):
+        d.mkdir(parents=True)
+    (run / "ppo.jsonl").write_text("")
+    (outside / "scorers.py").write_text("")
+    report = {"config": {"models": {"base": "smollm2-135m-instruct", "sft": str(run / "sft" / "model")},
+                         "gold_scorer": f"{outside / 'scorers.py'}:length", "proxy_scorer": f"reward_model:{run / 'sft'}",
+                         "training_metrics": {"ppo": str(run / "ppo.jsonl")}, "output_dir": str(run / "evaluate")},
+              "training": {"ppo": {"path": str(run / "ppo.jsonl"), "steps": 2}},
+              "samples": [{"response": str(run / "sft")}]}  # free text is left alone
+    path = run / "evaluate" / "report.json"
+    path.write_text(json.dumps(report))
+    relative_paths_in_report(path)
+    got = json.loads(path.read_text())
+    assert got["paths_relative_to"] == ".."
+    assert got["config"] == {"models": {"base": "smollm2-135m-instruct", "sft": "sft/model"},
+                             "gold_scorer": f"{outside / 'scorers.py'}:length", "proxy_scorer": "reward_model:sft",
+                             "training_metrics": {"ppo": "ppo.jsonl"}, "output_dir": "evaluate"}
+    assert got["training"]["ppo"] == {"path": "ppo.jsonl", "steps": 2} and got["samples"] == report["samples"]

@@ -22,7 +22,7 @@ def test_cai_recipe_end_to_end(tmp_path, hh_path):
          "lora_r": 4},
         {"stage": "generate", "model": "${policy}", "prompts": str(prompts), "k": 2, "max_new_tokens": 4},
         {"stage": "ai_label", "input": "${generate.completions}", "judge_model": str(tmp_path / "lm")},
-        {"stage": "pairs", "name": "mixed", "inputs": ["${ai_label.output}", hh_path], "limit": 6,
+        {"stage": "pairs", "name": "mixed", "inputs": ["${ai_label.pairs}", hh_path], "limit": 6,
          "skip_invalid": True},
         {"stage": "reward", "name": "pm", "data": "${mixed.pairs}", "backbone": str(tmp_path / "rm"),
          "max_length": 64, "batch_size": 4, "eval_fraction": 0.0, "normalize": False},

@@ -1,22 +1,73 @@
-"""Prompts -> K sampled responses each -> completions.jsonl.
+"""The generate stage: prompts -> K sampled responses each -> completions.jsonl (``rlhaif generate`` and the
+recipes' ``generate`` stage both run ``run_generate``).
 
 Batched HF ``generate`` with left padding, KV cache and stop at EOS; seeded; the chat template is applied
-when the tokenizer has one. ``encode_prompts`` and ``left_pad`` are shared with the PPO rollout.
+when the tokenizer has one; vLLM instead where it is installed and a GPU is present. ``encode_prompts``,
+``left_pad`` and ``sample`` are shared with the PPO rollout.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from pathlib import Path
+from typing import Any, Literal, Optional, Sequence
 
 import torch
+from pydantic import model_validator
 
+from rlhaif.config import StageConfig
 from rlhaif.data.records import CompletionRecord, Prompt, PromptRecord, as_messages, prompt_text
 from rlhaif.errors import DataError, RlhaifError
 
-if TYPE_CHECKING:
-    from rlhaif.cli import GenerateConfig
+
+class GenerateConfig(StageConfig):
+    """Settings of the generate stage (`rlhaif generate`, and `stage: generate` in a recipe)."""
+
+    model: str = "smollm2-135m-instruct"
+    """A model folder, a LoRA adapter folder (merged into its base first), a .gguf file or a built-in name."""
+    prompts: str
+    """Prompts file: JSONL with a 'prompt' field (text or messages), or .txt with one prompt per line."""
+    output_dir: Optional[str] = None
+    """Folder for completions.jsonl, generate_stats.json and manifest.json; default: the folder of `output`."""
+    output: Optional[str] = None
+    """The completions file (JSONL); default <output_dir>/completions.jsonl (./completions.jsonl when neither
+    is given)."""
+    k: int = 4
+    """Responses sampled per prompt."""
+    max_new_tokens: int = 128
+    """Cap on response length, in tokens."""
+    temperature: float = 0.7
+    """Sampling temperature (0 = greedy)."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1.0 = off)."""
+    top_k: int = 0
+    """Top-k sampling (0 = off)."""
+    batch_size: int = 16
+    """Sequences generated together."""
+    max_prompts: Optional[int] = None
+    """Use only the first N prompts."""
+    seed: int = 0
+    """Random seed: the same seed gives the same completions on the same machine."""
+    dtype: str = "float32"
+    """float32, bfloat16 or float16."""
+    max_prompt_length: Optional[int] = None
+    """Longest prompt in tokens; longer ones are an error."""
+    backend: Literal["auto", "hf", "vllm"] = "auto"
+    """Sampler: 'auto' = vLLM where it is installed (pip install 'rlhaif[vllm]') and a GPU is present, else
+    Hugging Face generate; 'hf' or 'vllm' forces one. Both write the same completions.jsonl."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _output_paths(cls, data: Any) -> Any:
+        """Fill in whichever of output_dir / output is missing from the other."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("output_dir") is None:
+                data["output_dir"] = str(Path(data["output"]).parent) if data.get("output") else "."
+            if data.get("output") is None:
+                data["output"] = str(Path(data["output_dir"]) / "completions.jsonl")
+        return data
 
 
 def encode_prompts(tokenizer, prompts: Sequence[Prompt], max_prompt_length: int | None = None,
@@ -144,7 +195,6 @@ def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: i
 def read_prompts(path) -> list[PromptRecord]:
     """Prompts from JSONL ({"prompt": ...}; also accepts completions or pairs files) or plain text,
     one prompt per line."""
-    from pathlib import Path
 
     from rlhaif.data.io import parse_record, read_jsonl
 
@@ -169,27 +219,71 @@ def read_prompts(path) -> list[PromptRecord]:
     return out
 
 
-def run_generate(cfg: "GenerateConfig", progress=None) -> dict:
-    """The generate stage: read ``cfg.prompts``, sample ``cfg.k`` responses per prompt with ``cfg.model``,
-    write ``cfg.output`` (completions.jsonl, atomically) and ``generate_stats.json`` beside it.
-    Returns the throughput stats plus the output path."""
+def run_generate(cfg: GenerateConfig, progress=None) -> dict[str, Any]:
+    """Read ``cfg.prompts``, sample ``cfg.k`` responses per prompt with ``cfg.model`` (a LoRA adapter is
+    merged first), write ``cfg.output`` (completions.jsonl, atomically), ``generate_stats.json`` and the stage
+    manifest in ``cfg.output_dir``. Returns ``completions`` (the file) and the throughput stats."""
     import json
-    from pathlib import Path
 
     from rlhaif.data.io import atomic_write, write_records
+    from rlhaif.manifest import write_stage_manifest
     from rlhaif.models.loading import load_causal_lm
 
-    recs = read_prompts(cfg.prompts)
+    t0 = time.time()
     if cfg.k < 1 or cfg.max_new_tokens < 1 or cfg.batch_size < 1:
         raise RlhaifError("k, max_new_tokens and batch_size must be at least 1")
-    model, tok = load_causal_lm(cfg.model, dtype=cfg.dtype)
+    recs = read_prompts(cfg.prompts)[: cfg.max_prompts]
+    model, tok = load_causal_lm(cfg.model, dtype=cfg.dtype, merge_adapter=True)
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                               top_k=cfg.top_k, do_sample=cfg.temperature > 0)
-    completions, stats = generate_completions(model, tok, recs, cfg.k, sampling, cfg.batch_size, cfg.seed,
-                                              model_name=cfg.model, max_prompt_length=cfg.max_prompt_length,
-                                              progress=progress)
-    out = Path(cfg.output)
-    write_records(out, completions)
-    with atomic_write(out.parent / "generate_stats.json") as f:
+    out_dir = Path(cfg.output_dir)
+    if _use_vllm(cfg.backend):
+        completions, stats = vllm_completions(model, tok, recs, cfg, sampling, out_dir / "model_for_vllm")
+    else:
+        completions, stats = generate_completions(model, tok, recs, cfg.k, sampling, cfg.batch_size, cfg.seed,
+                                                  model_name=cfg.model, max_prompt_length=cfg.max_prompt_length,
+                                                  progress=progress)
+    write_records(cfg.output, completions)
+    with atomic_write(out_dir / "generate_stats.json") as f:
         f.write(json.dumps(stats, indent=2))
-    return {**stats, "output": str(out)}
+    result = {"completions": str(cfg.output), **stats}
+    write_stage_manifest("generate", cfg, result, wall_time_s=round(time.time() - t0, 2))
+    return result
+
+
+def _use_vllm(backend: str) -> bool:
+    if backend == "hf":
+        return False
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        if backend == "vllm":
+            raise RlhaifError("generate: backend 'vllm' needs vLLM: pip install 'rlhaif[vllm]' (on a GPU machine)")
+        return False
+    return backend == "vllm" or torch.cuda.is_available()
+
+
+def vllm_completions(model, tok, recs: list, cfg: GenerateConfig, sampling: SamplingConfig, folder: Path):
+    """K responses per prompt sampled by vLLM, as the same CompletionRecords HF generate gives. vLLM loads
+    a plain model folder, so the (adapter-merged) model is saved to ``folder`` first; prompts go in as the
+    chat-templated token ids HF generate would see."""
+    from vllm import LLM, SamplingParams
+
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    enc = encode_prompts(tok, [r.prompt for r in recs], cfg.max_prompt_length)
+    llm = LLM(model=str(folder), dtype=cfg.dtype, seed=cfg.seed)
+    params = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
+                            seed=cfg.seed)
+    t0 = time.perf_counter()
+    outs = llm.generate([{"prompt_token_ids": ids} for ids in enc], params)
+    elapsed = time.perf_counter() - t0
+    settings = {**sampling.__dict__, "seed": cfg.seed, "k": cfg.k, "backend": "vllm"}
+    records = [CompletionRecord(prompt_id=r.id or str(i), prompt=r.prompt, response=o.text.strip(), model=cfg.model,
+                                index=j, finished=o.finish_reason == "stop", sampling=settings)
+               for i, (r, out) in enumerate(zip(recs, outs)) for j, o in enumerate(out.outputs)]
+    n_tokens = sum(len(o.token_ids) for out in outs for o in out.outputs)
+    stats = {"new_tokens": n_tokens, "seconds": round(elapsed, 3),
+             "tokens_per_second": round(n_tokens / elapsed, 2) if elapsed > 0 else None, "responses": len(records),
+             "finished_share": round(sum(c.finished for c in records) / max(1, len(records)), 3), "backend": "vllm"}
+    return records, stats

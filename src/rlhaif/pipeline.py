@@ -6,7 +6,7 @@ A recipe is YAML::
     policy: smollm2-135m-instruct   # the starting policy; ${policy} always names the latest one
     rounds: 2                   # iterated RLHF: the stages marked `repeat: true` run once per round
     stages:
-      - {stage: sft, data: ${assets}/demos.jsonl, lora: true}
+      - {stage: sft, data: ${assets}/demos/demo_sft.jsonl, lora_r: 16}
       - {stage: generate, name: gen, repeat: true, model: ${policy}, prompts: ...}
       - {stage: ppo, repeat: true, model: ${policy}, reward_model: ${reward}, ...}
       - {stage: evaluate, models: {base: ${base}, aligned: ${policy}}, ...}
@@ -18,7 +18,7 @@ the stage's config fields (the same keys as its command's --config YAML). ``outp
 - ``${run_dir}``, ``${round}``, ``${assets}`` (the files bundled with rlhaif), ``${base}`` (the starting policy),
   ``${policy}`` (the latest policy: updated by every sft, ppo and dpo stage);
 - ``${<name>}``: the output folder of the stage called <name> (its latest run); ``${<name>.<key>}``: a value
-  the stage returned (also kept in its manifest.json ``outputs``), e.g. ``${reward.model}``.
+  the stage returned (also kept in its manifest.json ``outputs``), e.g. ``${ppo.model}``, ``${pairs.pairs}``.
 
 A stage whose manifest matches (same config, same input file hashes) is skipped on a re-run; a stage that
 was interrupted runs again and resumes from its own last checkpoint.
@@ -34,7 +34,7 @@ import shutil
 import time
 import typing
 from pathlib import Path
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Callable, Optional
 
 from pydantic import BaseModel
 
@@ -45,232 +45,25 @@ from rlhaif.errors import ConfigError, RlhaifError
 ASSETS = Path(__file__).parent / "assets"
 
 # stage kind -> (module, function). The function takes its StageConfig subclass (found from its annotation).
+# Every stage returns the same names for what it made (where they apply): output_dir, model (a policy or
+# reward model folder), pairs (a pairs.jsonl path; its count is n_pairs), completions, report, metrics; and
+# writes its own manifest.json (rlhaif.manifest.write_stage_manifest), alone or in a recipe.
 STAGES: dict[str, tuple[str, str]] = {
     "sft": ("rlhaif.policy.sft", "run_sft"),
-    "generate": ("rlhaif.pipeline", "run_generate"),
+    "generate": ("rlhaif.generate", "run_generate"),
     "simulate": ("rlhaif.feedback.simulate", "run_simulated_panel"),
     "ai_label": ("rlhaif.feedback.ai.judge", "run_ai_label"),
     "revise": ("rlhaif.feedback.ai.critique_revise", "run_revise"),
-    "pairs": ("rlhaif.pipeline", "run_pairs"),
-    "human": ("rlhaif.pipeline", "run_human_feedback"),
+    "pairs": ("rlhaif.feedback.mix", "run_pairs"),
+    "human": ("rlhaif.feedback.human.collect", "run_human_feedback"),
     "reward": ("rlhaif.reward.train", "run_reward_train"),
     "ppo": ("rlhaif.policy.ppo", "run_ppo"),
     "dpo": ("rlhaif.policy.dpo", "run_dpo"),
     "evaluate": ("rlhaif.evaluate.run", "run_evaluate"),
 }
-# Stages whose result is a new policy: ${policy} follows them.
+# Stages whose result is a new policy: ${policy} follows their `model` output.
 POLICY_STAGES = ("sft", "ppo", "dpo")
 _REF = re.compile(r"\$\{([^}]+)\}")
-
-
-# ----------------------------------------------------------------------------------------- small built-in stages
-
-
-class GenerateStageConfig(StageConfig):
-    """The generate stage: K sampled responses per prompt -> <output_dir>/completions.jsonl."""
-
-    model: str
-    """Model folder, LoRA adapter folder, .gguf or built-in name."""
-    prompts: str
-    """Prompts (.jsonl with 'prompt', or .txt one per line)."""
-    output_dir: str
-    """Folder for completions.jsonl and generate_stats.json."""
-    k: int = 4
-    """Responses sampled per prompt."""
-    max_new_tokens: int = 64
-    """Response length cap, in tokens."""
-    temperature: float = 0.7
-    """Sampling temperature."""
-    top_p: float = 1.0
-    """Nucleus sampling threshold (1.0 = off)."""
-    batch_size: int = 16
-    """Sequences generated together."""
-    max_prompts: Optional[int] = None
-    """Use only the first N prompts."""
-    seed: int = 0
-    """Random seed."""
-    dtype: str = "float32"
-    """float32, bfloat16 or float16."""
-    backend: Literal["auto", "hf", "vllm"] = "auto"
-    """Sampler: 'auto' = vLLM where it is installed (pip install 'rlhaif[vllm]') and a GPU is present, else
-    Hugging Face generate; 'hf' or 'vllm' forces one. Both write the same completions.jsonl."""
-
-
-def run_generate(cfg: GenerateStageConfig) -> dict[str, Any]:
-    from rlhaif.data.io import write_records
-    from rlhaif.generate import SamplingConfig, generate_completions, read_prompts
-    from rlhaif.models.loading import load_causal_lm
-
-    recs = read_prompts(cfg.prompts)[: cfg.max_prompts]
-    model, tok = load_causal_lm(cfg.model, dtype=cfg.dtype, merge_adapter=True)
-    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
-    out = Path(cfg.output_dir)
-    if _use_vllm(cfg.backend):
-        completions, stats = vllm_completions(model, tok, recs, cfg, sampling, out / "model_for_vllm")
-    else:
-        completions, stats = generate_completions(model, tok, recs, cfg.k, sampling, cfg.batch_size, cfg.seed,
-                                                  model_name=cfg.model)
-    write_records(out / "completions.jsonl", completions)
-    (out / "generate_stats.json").write_text(json.dumps(stats, indent=2))
-    return {"completions": str(out / "completions.jsonl"), **stats}
-
-
-def _use_vllm(backend: str) -> bool:
-    if backend == "hf":
-        return False
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        if backend == "vllm":
-            raise RlhaifError("generate: backend 'vllm' needs vLLM: pip install 'rlhaif[vllm]' (on a GPU machine)")
-        return False
-    import torch
-
-    return backend == "vllm" or torch.cuda.is_available()
-
-
-def vllm_completions(model, tok, recs: list, cfg: GenerateStageConfig, sampling, folder: Path):
-    """K responses per prompt sampled by vLLM, as the same CompletionRecords HF generate gives. vLLM loads
-    a plain model folder, so the (adapter-merged) model is saved to ``folder`` first; prompts go in as the
-    chat-templated token ids HF generate would see."""
-    from vllm import LLM, SamplingParams
-
-    from rlhaif.data.records import CompletionRecord
-    from rlhaif.generate import encode_prompts
-
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    enc = encode_prompts(tok, [r.prompt for r in recs])
-    llm = LLM(model=str(folder), dtype=cfg.dtype, seed=cfg.seed)
-    params = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
-                            seed=cfg.seed)
-    t0 = time.perf_counter()
-    outs = llm.generate([{"prompt_token_ids": ids} for ids in enc], params)
-    elapsed = time.perf_counter() - t0
-    settings = {**sampling.__dict__, "seed": cfg.seed, "k": cfg.k, "backend": "vllm"}
-    records = [CompletionRecord(prompt_id=r.id or str(i), prompt=r.prompt, response=o.text.strip(), model=cfg.model,
-                                index=j, finished=o.finish_reason == "stop", sampling=settings)
-               for i, (r, out) in enumerate(zip(recs, outs)) for j, o in enumerate(out.outputs)]
-    n_tokens = sum(len(o.token_ids) for out in outs for o in out.outputs)
-    stats = {"new_tokens": n_tokens, "seconds": round(elapsed, 3),
-             "tokens_per_second": round(n_tokens / elapsed, 2) if elapsed > 0 else None, "responses": len(records),
-             "finished_share": round(sum(c.finished for c in records) / max(1, len(records)), 3), "backend": "vllm"}
-    return records, stats
-
-
-class PairsStageConfig(StageConfig):
-    """The pairs stage: read preference files of any supported format (pairs.jsonl, TRL, hh-rlhf), take up to
-    `limit` from each, and write one pairs.jsonl (how the CAI recipe mixes AI and human labels)."""
-
-    inputs: list[str]
-    """Preference files, read with rlhaif.data.formats.read_pairs (format auto-detected)."""
-    output_dir: str
-    """Folder for pairs.jsonl."""
-    limit: Optional[int] = None
-    """Take at most this many pairs from each input (in file order)."""
-    source: Optional[str] = None
-    """Set the 'source' field of pairs that have none."""
-    skip_invalid: bool = False
-    """Drop hh-rlhf records whose last replies are empty (a handful exist in the public data)."""
-
-
-def run_pairs(cfg: PairsStageConfig) -> dict[str, Any]:
-    from rlhaif.data.formats import read_hh_rlhf, read_pairs
-    from rlhaif.data.io import read_jsonl, write_records
-
-    pairs, counts = [], {}
-    for path in cfg.inputs:
-        first = next(read_jsonl(path), (0, {}))[1]
-        hh = "prompt" not in first and isinstance(first.get("chosen"), str)
-        got = (read_hh_rlhf(path, cfg.limit, cfg.skip_invalid) if hh else read_pairs(path))[: cfg.limit]
-        counts[path] = len(got)
-        for p in got:
-            if cfg.source and not p.source:
-                p.source = cfg.source
-        pairs += got
-    out = Path(cfg.output_dir) / "pairs.jsonl"
-    write_records(out, pairs)
-    return {"pairs": str(out), "n_pairs": len(pairs), "per_input": counts}
-
-
-class HumanFeedbackConfig(StageConfig):
-    """The human stage: load completions into the annotation app, serve it until every task is labelled (or
-    Ctrl-C), then export the labels as pairs.jsonl. What `rlhaif demo --human` uses in place of the panel."""
-
-    completions: str
-    """completions.jsonl (K responses per prompt) to label."""
-    output_dir: str
-    """Folder for feedback.db (unless `db` is set), annotator_token.txt and pairs.jsonl."""
-    db: Optional[str] = None
-    """Feedback store: SQLite path or database URL; default <output_dir>/feedback.db."""
-    campaign: str = "rlhf"
-    """Campaign name in the store."""
-    kind: Literal["pairwise", "ranking"] = "ranking"
-    """Task kind: rank the K responses of a prompt (InstructGPT), or compare consecutive pairs."""
-    annotator: str = "me"
-    """Annotator created for you; the sign-in token is printed and kept in annotator_token.txt."""
-    guidelines: str = ("Rank the responses from best to worst: helpful, honest and harmless first. "
-                       "Mark nonsense with F.")
-    """Guidelines shown with every task."""
-    host: str = "127.0.0.1"
-    """Address the app listens on."""
-    port: int = 8765
-    """Port the app listens on."""
-
-
-def run_human_feedback(cfg: HumanFeedbackConfig) -> dict[str, Any]:
-    import threading
-
-    from rlhaif.data.io import read_records
-    from rlhaif.data.records import CompletionRecord
-    from rlhaif.feedback.human.report import export_pairs
-    from rlhaif.feedback.human.store import Store
-
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    db = cfg.db or str(out / "feedback.db")
-    store = Store(db)
-    store.migrate()
-    store.create_campaign(cfg.campaign, cfg.kind, guidelines=cfg.guidelines)
-    store.import_completions(cfg.campaign, read_records(cfg.completions, CompletionRecord), cfg.completions)
-    token_file = out / "annotator_token.txt"
-    if token_file.exists():  # resumed: the annotator and their labels are already in the store
-        token = token_file.read_text().strip()
-    else:
-        token = store.add_annotator(cfg.annotator)
-        token_file.write_text(token + "\n")
-        token_file.chmod(0o600)
-    me = store.annotator_by_token(token)
-    if me is None:
-        raise RlhaifError(f"{token_file}: this token is not in {db}; delete the file to create a new annotator")
-
-    def finished() -> bool:
-        done, total = store.progress_of(me.id)
-        return total > 0 and done >= total
-
-    if not finished():
-        import uvicorn
-
-        from rlhaif.feedback.human.app import Settings, create_app
-
-        server = uvicorn.Server(uvicorn.Config(create_app(Settings(db=db)), host=cfg.host, port=cfg.port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        print(f"annotate at http://{cfg.host}:{cfg.port}/login with the token {token}\n"
-              f"(the run continues when every task is labelled; Ctrl-C stops early and uses the labels so far)",
-              flush=True)
-        try:
-            while not finished() and thread.is_alive():
-                time.sleep(1.0)
-        except KeyboardInterrupt:
-            print("stopped: exporting the labels given so far", flush=True)
-        server.should_exit = True
-        thread.join(timeout=10)
-    done, total = store.progress_of(me.id)
-    counts = export_pairs(store, out / "pairs.jsonl", cfg.campaign)
-    # the same keys as the simulated panel's result, so a recipe can swap one stage for the other
-    return {"pairs_path": str(out / "pairs.jsonl"), "pairs": counts.get("pairs"), "labelled": done, "tasks": total}
 
 
 # ----------------------------------------------------------------------------------------- the runner
@@ -394,12 +187,11 @@ class _Scope:
         return value
 
 
-def _policy_of(outputs: dict[str, Any], out_dir: Path) -> str:
-    """The policy a sft/ppo/dpo stage produced: the model folder it returned, else its output folder."""
-    for key in ("model", "model_dir", "policy"):
-        if isinstance(outputs.get(key), str):
-            return outputs[key]
-    return str(out_dir)
+def _policy_of(outputs: dict[str, Any], where: str) -> str:
+    """The policy a sft/ppo/dpo stage produced: the `model` it returned."""
+    if not isinstance(outputs.get("model"), str):
+        raise RlhaifError(f"{where} returned no 'model' (it returned: {', '.join(sorted(outputs)) or 'nothing'})")
+    return outputs["model"]
 
 
 STARTED = ".rlhaif_started.json"  # the fingerprint of a stage that started and has not finished (dot: not hashed)
@@ -443,7 +235,8 @@ def _is_main_process() -> bool:
 
 def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, source: str,
               log: Callable[[str], None]) -> dict[str, Any]:
-    """Resolve one stage's settings, skip it if its manifest matches, else run it and write its manifest."""
+    """Resolve one stage's settings, skip it if its manifest matches, else run it. The stage writes its own
+    manifest; the runner writes one only for a stage that did not (e.g. a ``module:function`` of yours)."""
     from rlhaif.manifest import manifest_matches, stage_fingerprint, write_manifest
 
     where = f"{source}: stage '{spec.name}'"
@@ -470,22 +263,35 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
         outputs, wall = json.loads(json.dumps(result, default=str)), round(time.time() - t0, 2)
         cpu = round(time.process_time() - c0, 2)  # all threads of this process: wall ≈ cpu / threads when quiet
         if _is_main_process():
-            write_manifest(out_dir, fp, seed=config.get("seed"), wall_time_s=wall, outputs=outputs)
+            if manifest_matches(out_dir, fp):  # the stage's own: the runner adds only its wall time
+                _record_wall_time(out_dir / "manifest.json", wall)
+            else:  # a stage that writes no manifest of its own (e.g. a module:function of yours)
+                write_manifest(out_dir, fp, seed=config.get("seed"), wall_time_s=wall, outputs=outputs)
             (out_dir / STARTED).unlink(missing_ok=True)
             log(f"[done] {spec.name}{f' round {round_}' if repeated else ''}: {wall:.1f} s (cpu {cpu:.1f} s)")
         _wait_for_file(lambda: manifest_matches(out_dir, fp))  # nobody reads outputs before the manifest exists
         status = "ran"
     scope.outputs[spec.name] = {"dir": str(out_dir), **outputs}
     if spec.stage in POLICY_STAGES:
-        scope.vars["policy"] = _policy_of(outputs, out_dir)
+        scope.vars["policy"] = _policy_of(outputs, where)
     # wall_time_s: the stage's own run time (from its manifest when skipped: the run that made the outputs)
     return {"name": spec.name, "stage": spec.stage, "round": round_ if repeated else None, "status": status,
             "wall_time_s": wall, "cpu_time_s": cpu, "output_dir": str(out_dir), "outputs": outputs}
 
 
+def _record_wall_time(path: Path, wall: float) -> None:
+    """The runner's wall time of a stage in the manifest the stage wrote (a re-run that skips the stage
+    reports it), the rest as the stage wrote it."""
+    body = json.loads(path.read_text())
+    body["wall_time_s"] = wall
+    with atomic_write(path) as f:
+        json.dump(body, f, indent=2, default=str)
+
+
 def run_recipe(recipe: Recipe, only: Optional[list[str]] = None, log: Callable[[str], None] = print) -> dict:
     """Run every stage in order (the repeated block once per round). ``only``: run just these stage names;
-    the others must have finished before (their manifests give the values later stages refer to)."""
+    the stages before them must have finished (their manifests give the values later stages refer to), the
+    stages after the last of them are left alone."""
     scope = _Scope(recipe)
     done: list[dict[str, Any]] = []
     block = [i for i, s in enumerate(recipe.stages) if s.repeat]
@@ -495,6 +301,12 @@ def run_recipe(recipe: Recipe, only: Optional[list[str]] = None, log: Callable[[
             order += [(j, r, True) for r in range(1, recipe.rounds + 1) for j in block]
         elif not s.repeat:
             order.append((i, recipe.rounds if block and i > block[-1] else 1, False))
+    if only:  # run up to the last stage asked for: what comes after it need not have run
+        unknown = sorted(set(only) - {s.name for s in recipe.stages})
+        if unknown:
+            raise ConfigError(f"{recipe.source}: --only names no stage called {', '.join(unknown)}; the stages are "
+                              f"{', '.join(s.name for s in recipe.stages)}")
+        order = order[: max(k for k, (i, _, _) in enumerate(order) if recipe.stages[i].name in only) + 1]
     t0 = time.time()
     for i, round_, repeated in order:
         spec = recipe.stages[i]
@@ -513,8 +325,8 @@ def run_recipe(recipe: Recipe, only: Optional[list[str]] = None, log: Callable[[
         from rlhaif.evaluate.report import add_run_timings
 
         for st in done:  # the evaluation reports show how long the whole run took, stage by stage
-            if st["stage"] == "evaluate" and Path(st["outputs"].get("report_json") or "").is_file():
-                add_run_timings(Path(st["outputs"]["report_json"]).parent, timings)
+            if st["stage"] == "evaluate" and Path(st["outputs"].get("report") or "").is_file():
+                add_run_timings(Path(st["outputs"]["report"]).parent, timings)
     return summary
 
 
@@ -560,7 +372,7 @@ def _restore(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, source
     outputs = json.loads(man.read_text()).get("outputs") or {}
     scope.outputs[spec.name] = {"dir": str(out_dir), **outputs}
     if spec.stage in POLICY_STAGES:
-        scope.vars["policy"] = _policy_of(outputs, out_dir)
+        scope.vars["policy"] = _policy_of(outputs, where)
 
 
 def check_recipe(recipe: Recipe) -> list[str]:

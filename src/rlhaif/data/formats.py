@@ -141,16 +141,32 @@ def read_pairs(path: str | os.PathLike, skip_invalid: bool = False) -> list[Pair
     """Read pairs in any supported format, detected from the first record's keys:
     rlhaif pairs.jsonl, TRL (standard / conversational), or hh-rlhf transcripts (``skip_invalid`` drops
     malformed hh-rlhf records instead of stopping at the first)."""
+    kind = file_pairs_format(path)
+    if kind == "hh":
+        return read_hh_rlhf(path, skip_invalid=skip_invalid)
+    if kind == "trl":
+        return read_trl(path)
+    return [parse_record(PairRecord, o, str(path), n) for n, o in read_jsonl(path)]
+
+
+def pairs_format(record: dict[str, Any]) -> str:
+    """The format of one preference record, from its keys: 'hh' (hh-rlhf transcripts: no prompt, chosen is
+    a string with Human turns), 'trl' (TRL conversational: chosen is a message list) or 'pairs' (rlhaif
+    pairs.jsonl, which also reads TRL's standard rows). The one place rlhaif decides this."""
+    chosen = record.get("chosen")
+    if "prompt" not in record and isinstance(chosen, str) and "\n\nHuman:" in chosen:
+        return "hh"
+    if isinstance(chosen, list):
+        return "trl"
+    return "pairs"
+
+
+def file_pairs_format(path: str | os.PathLike) -> str:
+    """``pairs_format`` of a file's first record (an empty file is an error)."""
     first = next(read_jsonl(path), None)
     if first is None:
         raise DataError(str(path), None, None, "the file holds no records")
-    _, obj = first
-    if "prompt" not in obj and isinstance(obj.get("chosen"), str) and "\n\nHuman:" in obj["chosen"]:
-        return read_hh_rlhf(path, skip_invalid=skip_invalid)
-    if isinstance(obj.get("chosen"), list):
-        return read_trl(path)
-    out = [parse_record(PairRecord, o, str(path), n) for n, o in read_jsonl(path)]
-    return out
+    return pairs_format(first[1])
 
 
 FROM_FORMATS = ("auto", "pairs", "trl", "hh")

@@ -22,7 +22,9 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from rlhaif.config import StageConfig
+from rlhaif.data.io import atomic_write
 from rlhaif.errors import ConfigError, RlhaifError
+from rlhaif.manifest import write_stage_manifest
 
 Scorer = Callable[[Sequence[Any], Sequence[str]], list[float]]
 
@@ -242,9 +244,50 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                          + (" - this scorer mostly measures length; longer answers raise it" if abs(r) >= 0.5 else ""))
     report = write_report(out, cfg, baseline, prompts, prompt_ids_of, responses, results, notes,
                           extra={"score_length_correlation": length_corr})
-    return {"report_html": str(out / "report.html"), "report_json": str(out / "report.json"),
-            "models": {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in results.items()},
-            "leaderboard": report.get("leaderboard"), "wall_time_s": round(time.time() - t0, 1)}
+    relative_paths_in_report(out / "report.json")
+    result = {"report": str(out / "report.html"),
+              "models": {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in results.items()},
+              "leaderboard": report.get("leaderboard"), "wall_time_s": round(time.time() - t0, 1)}
+    write_stage_manifest("evaluate", cfg, result, wall_time_s=result["wall_time_s"])
+    return result
+
+
+def relative_paths_in_report(path: Path) -> None:
+    """Rewrite the paths of report.json's ``config`` and ``training`` that lie inside the run folder (the
+    folder above the report's own) relative to it, as ``paths_relative_to`` (".." from report.json) says, so
+    the report reads the same on another machine. Other paths stay as they are; the path in a ``kind:path``
+    or ``file.py:function`` value is rewritten too."""
+    import os
+
+    root = path.parent.resolve().parent
+
+    def rel(v: str) -> str:
+        tries = [("", v, "")]
+        if ":" in v:
+            a, b = v.split(":", 1)
+            tries += [(f"{a}:", b, ""), ("", a, f":{b}")]
+        for pre, part, post in tries:
+            if part and len(part) < 4096 and Path(part).exists():
+                p = Path(part).resolve()
+                return f"{pre}{os.path.relpath(p, root)}{post}" if p == root or root in p.parents else v
+        return v
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, str):
+            return rel(x)
+        if isinstance(x, dict):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        return x
+
+    report = json.loads(path.read_text())
+    for key in ("config", "training"):
+        if key in report:
+            report[key] = walk(report[key])
+    report["paths_relative_to"] = ".."
+    with atomic_write(path) as f:
+        json.dump(report, f, indent=2, default=str)
 
 
 def _plain(p) -> Any:

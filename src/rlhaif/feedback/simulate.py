@@ -12,6 +12,7 @@ Pairwise: the higher utility wins. Ranking: ranks by utility. The adversary answ
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from pathlib import Path
 from typing import Callable, Literal, Optional, Sequence
@@ -142,7 +143,9 @@ def run_simulated_panel(config: SimulatedPanelConfig, scorer: Scorer | None = No
     from rlhaif.data.records import CompletionRecord
     from rlhaif.feedback.human.report import build_report, export_pairs
     from rlhaif.feedback.human.store import Store
+    from rlhaif.manifest import write_stage_manifest
 
+    t0 = time.time()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(config.db or str(out / "feedback.db"))
@@ -162,5 +165,7 @@ def run_simulated_panel(config: SimulatedPanelConfig, scorer: Scorer | None = No
         (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     finally:
         store.close()
-    return {"judgments": made, "pairs": exported["pairs"], "flagged": report["flagged"],
-            "agreement": report["agreement"], "alpha": report["alpha"], "pairs_path": str(out / "pairs.jsonl")}
+    result = {"judgments": made, "pairs": str(out / "pairs.jsonl"), "n_pairs": exported["pairs"],
+              "flagged": report["flagged"], "agreement": report["agreement"], "alpha": report["alpha"]}
+    write_stage_manifest("simulate", config, result, wall_time_s=round(time.time() - t0, 2))
+    return result

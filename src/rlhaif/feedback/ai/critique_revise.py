@@ -60,14 +60,14 @@ class ReviseConfig(StageConfig):
 
 def read_red_team_prompts(path: str) -> list[PromptRecord]:
     """Prompts from a prompts file, or the human's first turn of each hh-rlhf transcript."""
-    from rlhaif.data.formats import parse_hh_transcript
+    from rlhaif.data.formats import pairs_format, parse_hh_transcript
     from rlhaif.data.io import read_jsonl
     from rlhaif.errors import DataError
     from rlhaif.generate import read_prompts
 
     if not str(path).endswith(".txt"):
         first = next(iter(read_jsonl(path)), None)
-        if first is not None and "prompt" not in first[1] and isinstance(first[1].get("chosen"), str):
+        if first is not None and pairs_format(first[1]) == "hh":
             out = []
             for lineno, obj in read_jsonl(path):
                 turns = parse_hh_transcript(obj.get("chosen", "") or "")
@@ -100,7 +100,7 @@ def run_revise(cfg: ReviseConfig, model=None, tokenizer=None) -> dict:
     from rlhaif.data.records import DemoRecord, PairRecord
     from rlhaif.feedback.ai.constitution import load_constitution, load_fewshot
     from rlhaif.generate import SamplingConfig, encode_prompts, sample
-    from rlhaif.manifest import fingerprint, write_manifest
+    from rlhaif.manifest import write_stage_manifest
     from rlhaif.metrics import MetricsLogger
 
     t0 = time.time()
@@ -189,10 +189,9 @@ def run_revise(cfg: ReviseConfig, model=None, tokenizer=None) -> dict:
     write_records(out / "sft.jsonl", sft)
     write_records(out / "pairs.jsonl", pairs)
     stats = {"prompts": len(prompts), "generated": len(todo), "resumed": len(done_ids), "rounds": len(rows),
-             "sft": len(sft), "pairs": len(pairs), "empty_generations": empty}
+             "n_demos": len(sft), "n_pairs": len(pairs), "empty_generations": empty}
     wall = round(time.time() - t0, 2)
-    fp = fingerprint("cai-revise", cfg.model_dump(mode="json"), {"prompts": cfg.prompts, "model": cfg.model,
-                                                                 "constitution": cfg.constitution})
-    write_manifest(out, fp, seed=cfg.seed, wall_time_s=wall, outputs={"revisions": "revisions.jsonl",
-                                                                      "sft": "sft.jsonl", "pairs": "pairs.jsonl"})
-    return {"output_dir": str(out), **stats, "wall_time_s": wall}
+    result = {"output_dir": str(out), "revisions": str(out / "revisions.jsonl"), "demos": str(out / "sft.jsonl"),
+              "pairs": str(out / "pairs.jsonl"), **stats, "wall_time_s": wall}
+    write_stage_manifest("revise", cfg, result, wall_time_s=wall)
+    return result

@@ -199,7 +199,7 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
     from rlhaif.data.records import PairRecord
     from rlhaif.feedback.ai.backends import make_backend
     from rlhaif.feedback.ai.constitution import load_constitution
-    from rlhaif.manifest import fingerprint, write_manifest
+    from rlhaif.manifest import write_stage_manifest
     from rlhaif.metrics import MetricsLogger
 
     t0 = time.time()
@@ -260,7 +260,7 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
                                      for r, pr, k in zip(rows, principles, keys))
         store.close()
     judged_all = [cache[k] for k in keys]
-    stats = {"pairs": len(pairs), "input_kind": kind, "cache_hits": hits, "judged": len(todo),
+    stats = {"n_pairs": len(pairs), "input_kind": kind, "cache_hits": hits, "judged": len(todo),
              "p_mean": _mean([max(c["p"], 1 - c["p"]) for c in judged_all]),
              "position_bias": _mean([(c["p_ab"] > 0.5) + (c["p_ba"] > 0.5) for c in judged_all]) / 2,
              "order_consistency": _mean([float((c["p_ab"] > 0.5) == (c["p_ba"] < 0.5)) for c in judged_all])}
@@ -269,9 +269,9 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
     if store is not None:
         stats["stored_in"] = f"{cfg.db} (campaign {cfg.campaign!r}, {stored} AI labels)"
     wall = round(time.time() - t0, 2)
-    fp = fingerprint("ai-label", cfg.model_dump(mode="json"), {"input": cfg.input, "constitution": cfg.constitution})
-    write_manifest(out, fp, seed=cfg.seed, wall_time_s=wall, outputs={"pairs": "pairs.jsonl", **stats})
-    return {"output": str(out / "pairs.jsonl"), **stats, "wall_time_s": wall}
+    result = {"pairs": str(out / "pairs.jsonl"), **stats, "wall_time_s": wall}
+    write_stage_manifest("ai_label", cfg, result, wall_time_s=wall)
+    return result
 
 
 def _mean(xs: Sequence[float]) -> float:

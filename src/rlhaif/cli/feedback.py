@@ -1,7 +1,7 @@
-"""`rlhaif feedback init | import | gold | add-annotator | serve | suggestions | status | export | report | simulate`.
+"""`rlhaif feedback init | import | gold | add-annotator | serve | suggestions | status | export | report`.
 
-Thin wrappers over ``rlhaif.feedback.human.store`` / ``report`` and ``rlhaif.feedback.simulate``; none of
-them imports torch (except ``simulate`` with a reward-model scorer).
+Thin wrappers over ``rlhaif.feedback.human.store`` / ``report``; none of them imports torch. (The stage
+commands of the group, ``feedback simulate`` and ``feedback ai-label``, are in rlhaif.cli.stages.)
 """
 
 from __future__ import annotations
@@ -144,21 +144,3 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             typer.echo(f"  #{m['rank']} {m['item']}: BT {m['rating']} [{m['lower']}, {m['upper']}], Elo {m['elo']}")
         for model, r in rep["ai_agreement"].items():
             typer.echo(f"  AI judge {model}: agrees with the human majority on {r['agree']}/{r['tasks']} tasks")
-
-    @fb.command("simulate")
-    def simulate_cmd(output_dir: Path = typer.Option(..., "--output-dir", "-o", help="Where pairs.jsonl goes."),
-                     completions: Optional[str] = typer.Option(None, help="completions.jsonl to label."),
-                     db: Optional[str] = typer.Option(None, help=DB_HELP),
-                     campaign: Optional[str] = typer.Option(None, help="Campaign (default 'simulated')."),
-                     kind: Optional[str] = typer.Option(None, help="pairwise | ranking."),
-                     scorer: Optional[str] = typer.Option(None, help="'length' or 'reward_model:<path>'."),
-                     seed: Optional[int] = typer.Option(None, help="Seed of the annotators' noise."),
-                     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML with the same keys.")):
-        """Label with a simulated panel (five annotators, one adversarial) and export pairs."""
-        from rlhaif.feedback.simulate import SimulatedPanelConfig, run_simulated_panel
-
-        cfg = SimulatedPanelConfig.from_sources(config, dict(output_dir=str(output_dir), completions=completions, db=db,
-                                                             campaign=campaign, kind=kind, scorer=scorer, seed=seed))
-        res = run_simulated_panel(cfg)
-        typer.echo(f"{res['judgments']} simulated judgments -> {res['pairs']} pairs in {res['pairs_path']}; "
-                   f"flagged: {', '.join(res['flagged']) or 'none'}")

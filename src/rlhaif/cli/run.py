@@ -13,7 +13,7 @@ def _print_report(summary: dict) -> None:
         where = f" round {st['round']}" if st["round"] else ""
         typer.echo(f"  {st['status']:>7}  {st['name']}{where}  ->  {st['output_dir']}")
     for st in summary["stages"][::-1]:
-        html = st["outputs"].get("report_html")
+        html = st["outputs"].get("report")
         if html:
             typer.echo(f"report: {Path(html).resolve()}")
             break

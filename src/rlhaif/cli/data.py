@@ -6,10 +6,7 @@ import typer
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    data = typer.Typer(no_args_is_help=True, help="Data files: convert between rlhaif, TRL and hh-rlhf formats.")
-    app.add_typer(data, name="data")
-
-    @data.command("convert")
+    @groups["data"].command("convert")
     def convert_cmd(
         src: str = typer.Argument(..., help="Input file (.jsonl or .jsonl.gz)."),
         dst: str = typer.Argument(..., help="Output file (.jsonl or .jsonl.gz; written atomically)."),

@@ -1,0 +1,3 @@
+from rlhaif.cli import main
+
+main()

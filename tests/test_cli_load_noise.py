@@ -1,0 +1,55 @@
+"""The demo's log carries no transformers noise rlhaif expects (the LOAD REPORT of a reward head it is about to
+train, the tokenizer's too-long warning for inputs it cuts itself), and real loading problems still warn."""
+
+import logging
+import warnings
+
+import pytest
+from safetensors.torch import load_file, save_file
+
+from rlhaif.models.loading import load_reward_backbone, load_tokenizer, warn_unexpected_load
+from rlhaif.models.tiny import save_tiny
+
+
+@pytest.mark.parametrize("backbone", ["causal-lm", "minilm-l6"])
+def test_new_reward_head_prints_no_load_report(tmp_path, capfd, backbone):
+    name = str(save_tiny(tmp_path / "lm", "llama")) if backbone == "causal-lm" else backbone
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning of rlhaif's either: the head is expected to be new
+        model, tok = load_reward_backbone(name)
+        tok.model_max_length = min(tok.model_max_length, 64)
+        tok("word " * (tok.model_max_length + 10))  # longer than the model: RewardModel cuts it itself
+    err = capfd.readouterr().err
+    assert "LOAD REPORT" not in err and "MISSING" not in err and "Token indices sequence length" not in err, err
+    assert not logging.getLogger("transformers.modeling_utils").filters  # the filter is gone after the load
+    other = load_tokenizer(name)  # a tokenizer rlhaif does not cut for keeps the warning (the check can fail)
+    other.model_max_length = 64
+    other("word " * 80)
+    assert "Token indices sequence length" in capfd.readouterr().err
+
+
+def test_a_base_weight_missing_from_the_checkpoint_still_warns(tmp_path):
+    folder = save_tiny(tmp_path / "lm", "llama")
+    weights = load_file(folder / "model.safetensors")
+    lost = "model.layers.0.mlp.up_proj.weight"
+    save_file({k: v for k, v in weights.items() if k != lost}, folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match=rf"weights of the base model did not load as saved: missing \(newly "
+                                         rf"initialised\): {lost}$"):
+        load_reward_backbone(str(folder))
+
+
+def test_only_the_new_head_is_expected():
+    class M:
+        base_model_prefix = "model"
+
+    info = {"missing_keys": {"score.weight", "model.norm.weight"}, "unexpected_keys": {"lm_head.weight"},
+            "mismatched_keys": [("model.embed_tokens.weight", (3, 2), (4, 2))]}
+    with pytest.warns(UserWarning) as got:
+        lines = warn_unexpected_load(M(), info, "x")
+    assert lines == ["missing (newly initialised): model.norm.weight", "size mismatch: model.embed_tokens.weight"]
+    assert len(got) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert warn_unexpected_load(M(), {"missing_keys": {"score.weight"}, "unexpected_keys": {"lm_head.weight"}},
+                                    "x") == []
