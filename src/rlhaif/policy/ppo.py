@@ -1,9 +1,10 @@
 """`rlhaif ppo`: PPO with a KL penalty against a reference policy (Ouyang et al. 2022; Ziegler et al. 2019).
 
-One step: sample a response per prompt (rollout.py) → score the text (reward model or a Python function)
-→ old log-probs, values and reference log-probs → per-token rewards with the KL penalty (kl.py) → GAE and
-whitening (advantages.py) → ``ppo_epochs`` passes over minibatches of the clipped losses (losses.py) →
-β update (kl_control.py) → metrics, samples, checkpoint.
+One step: sample ``num_generations`` responses per prompt in one batch (rollout.py) → score the text (reward
+model or a Python function) → old log-probs, values and reference log-probs → per-token rewards with the KL
+penalty (kl.py) → GAE and whitening (advantages.py), or without a critic RLOO / GRPO / Dr. GRPO over each
+prompt's group (group_advantages.py, ``advantage_estimator``) → ``ppo_epochs`` passes over minibatches of the
+clipped losses (losses.py; GRPO's k3 KL loss term) → β update (kl_control.py) → metrics, samples, checkpoint.
 
 Reference policy: with LoRA, the same weights with the adapter disabled (one copy of the base in memory);
 a LoRA SFT adapter given as ``model`` is merged into the base first, so the reference is the SFT policy,
