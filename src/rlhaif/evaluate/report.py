@@ -130,13 +130,53 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else html.escape(str(v))
 
 
+def _signed(x: float, digits: int = 3) -> str:
+    return f"{x:+.{digits}f}" if math.isfinite(x) else "–"
+
+
+def headline_lines(paired: list[dict], results: dict[str, dict[str, Any]], anchor: str, order: list[str]) -> list[str]:
+    """One sentence per model against ``anchor`` (the reference model, else the baseline), the last model of
+    ``order`` first (the trained one in the recipes): the paired gold and proxy gain with its bootstrap 95 %
+    interval, the KL to the reference, the paired change in length, and the smallest gain the set can detect."""
+    lines = []
+    for name in reversed(order):
+        rows = {r["kind"]: r for r in paired if r["model"] == name and r["against"] == anchor}
+        if not rows:
+            continue
+        parts = [f"{_signed(rows[k]['mean'])} [{_signed(rows[k]['low'])}, {_signed(rows[k]['high'])}] {k}"
+                 for k in ("gold", "proxy") if k in rows]
+        kl = results[name].get("kl", {}).get("mean")
+        text = f"{name} over {anchor}: " + ", ".join(parts or ["no scorer"])
+        if kl is not None and math.isfinite(kl):
+            text += f", at KL {kl:.2f} nats"
+        if "length" in rows:
+            r = rows["length"]
+            text += f"; length {_signed(r['mean'], 1)} tokens [{_signed(r['low'], 1)}, {_signed(r['high'], 1)}]"
+        first = next((rows[k] for k in ("gold", "proxy") if k in rows), None)
+        if first is not None:
+            text += (f" (paired over {first['prompts']} prompts × {first['samples_per_prompt']} samples, 95 % "
+                     f"bootstrap interval; detectable gain at 80 % power: {first['mde']:.3f} "
+                     f"{'gold' if 'gold' in rows else 'proxy'})")
+        lines.append(text)
+    return lines
+
+
 def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_ids: Sequence[str],
                  responses: dict[str, list[str]], results: dict[str, dict[str, Any]], notes: list[str],
                  extra: dict[str, Any] | None = None) -> dict:
     """Write report.json and report.html (+ plots/*.png) into ``out``; return the report dict."""
     from rlhaif.data.records import prompt_text
 
+    from rlhaif.evaluate.metrics import paired_comparisons
+
     per_model = {n: r.pop("_per_sample", {}) for n, r in results.items()}
+    lengths = {n: r.pop("_lengths", None) for n, r in results.items()}
+    reference = cfg.reference if cfg.reference in results else None  # a model of the comparison, not a path
+    anchor = reference or baseline
+    series = {n: {**s, **({"length": [float(x) for x in lengths[n]]} if lengths[n] else {})}
+              for n, s in per_model.items()}
+    paired = paired_comparisons(series, [a for a in (reference, baseline) if a], cfg.k, seed=cfg.seed)
+    headline = headline_lines(paired, results, anchor, list(results))
     plots: dict[str, bytes] = {}
     curves, training = training_curves(cfg.training_metrics)
     if curves:
@@ -155,7 +195,7 @@ def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_i
         for k in ("proxy", "gold"):
             if k in r and name != baseline and k in results[baseline]:
                 r[f"{k}_delta_vs_baseline"] = r[k]["mean"] - results[baseline][k]["mean"]
-    report = {"baseline": baseline, "reference": cfg.reference or baseline, "leaderboard_scorer": kind, "models": results, "leaderboard": board,
+    report = {"headline": headline, "paired": paired, "baseline": baseline, "reference": cfg.reference or baseline, "leaderboard_scorer": kind, "models": results, "leaderboard": board,
               "training": training, "notes": notes, "prompts": len(set(prompt_ids)), "responses_per_model":
               len(prompts), "config": cfg.model_dump(mode="json"), **(extra or {})}
     (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -187,6 +227,20 @@ def _html(report, plots, prompts, responses, per_model, n_samples, prompt_text) 
          f"baseline <b>{e(report['baseline'])}</b>, KL measured to <b>{e(str(report['reference']))}</b> "
          f"(nats per response). Scores: mean ± 95 % interval.</p>",
          "<h2>Models</h2><table><tr><th>model</th>" + "".join(f"<th>{e(t)}</th>" for _, t in cols) + "</tr>"]
+    if report.get("paired"):  # the report leads with the paired gains
+        lead = ["<h2>Paired gains (same prompts)</h2><ul>" + "".join(f"<li><b>{e(t)}</b></li>"
+                                                                    for t in report["headline"]) + "</ul>",
+                "<table><tr><th>model</th><th>against</th><th>measure</th><th>mean paired difference</th>"
+                "<th>95 % bootstrap interval</th><th>SE</th><th>detectable (2.8·SE)</th><th>prompts × samples</th></tr>"]
+        for r in report["paired"]:
+            lead.append(f"<tr><td>{e(r['model'])}</td><td>{e(r['against'])}</td><td>{e(r['kind'])}</td>"
+                        f"<td>{_signed(r['mean'])}</td><td>[{_signed(r['low'])}, {_signed(r['high'])}]</td>"
+                        f"<td>{r['se']:.3f}</td><td>{r['mde']:.3f}</td>"
+                        f"<td>{r['prompts']} × {r['samples_per_prompt']}</td></tr>")
+        lead.append("</table><p class='note'>Per prompt: the model's mean over its samples minus the other model's; "
+                    "averaged over prompts; the interval resamples prompts (seeded). A gain smaller than the "
+                    "detectable size may be real but this prompt set cannot show it.</p>")
+        h[1:1] = lead
     for name, r in models.items():
         cells = []
         for key, _ in cols:

@@ -41,7 +41,8 @@ class EvaluateConfig(StageConfig):
     baseline: Optional[str] = None
     """Name (a key of `models`) the win rate and score deltas are measured against; default the first model."""
     reference: Optional[str] = None
-    """Model the KL is measured to (name in `models` or a path); default the baseline."""
+    """Model the KL is measured to (name in `models` or a path); default the baseline. When it names one of
+    `models` (the SFT model in the recipes), the report leads with every model's paired gain over it."""
     proxy_scorer: Optional[str] = None
     """The training reward model (folder) or a Python scorer 'module:function' / 'file.py:function'."""
     gold_scorer: Optional[str] = None
@@ -55,7 +56,7 @@ class EvaluateConfig(StageConfig):
     max_prompts: Optional[int] = None
     """Use only the first N prompts."""
     k: int = 1
-    """Responses per prompt and model."""
+    """Responses per prompt and model (samples per prompt: the paired gains average them per prompt)."""
     max_new_tokens: int = 64
     """Response length cap, in tokens."""
     temperature: float = 0.7
@@ -222,7 +223,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                         [{"prompt_id": pid, "prompt": _plain(p), "response": t, "model": name, "tokens": n,
                           **{k: v[i] for k, v in per_sample.items()}}
                          for i, (pid, p, t, n) in enumerate(zip(prompt_ids_of, prompts, texts, lengths))])
-            results[name]["_per_sample"] = per_sample
+            results[name]["_per_sample"], results[name]["_lengths"] = per_sample, lengths
             log.log(step, {"eval/proxy_score": row.get("proxy", {}).get("mean"),
                            "eval/gold_score": row.get("gold", {}).get("mean"),
                            "eval/kl": row.get("kl", {}).get("mean"), "eval/length": row["length"],

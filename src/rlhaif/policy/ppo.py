@@ -1,9 +1,10 @@
 """`rlhaif ppo`: PPO with a KL penalty against a reference policy (Ouyang et al. 2022; Ziegler et al. 2019).
 
-One step: sample a response per prompt (rollout.py) → score the text (reward model or a Python function)
-→ old log-probs, values and reference log-probs → per-token rewards with the KL penalty (kl.py) → GAE and
-whitening (advantages.py) → ``ppo_epochs`` passes over minibatches of the clipped losses (losses.py) →
-β update (kl_control.py) → metrics, samples, checkpoint.
+One step: sample ``num_generations`` responses per prompt in one batch (rollout.py) → score the text (reward
+model or a Python function) → old log-probs, values and reference log-probs → per-token rewards with the KL
+penalty (kl.py) → GAE and whitening (advantages.py), or without a critic RLOO / GRPO / Dr. GRPO over each
+prompt's group (group_advantages.py, ``advantage_estimator``) → ``ppo_epochs`` passes over minibatches of the
+clipped losses (losses.py; GRPO's k3 KL loss term) → β update (kl_control.py) → metrics, samples, checkpoint.
 
 Reference policy: with LoRA, the same weights with the adapter disabled (one copy of the base in memory);
 a LoRA SFT adapter given as ``model`` is merged into the base first, so the reference is the SFT policy,
@@ -24,6 +25,7 @@ from rlhaif.config import LoRAConfig, TrainConfig
 from rlhaif.data.records import prompt_text
 from rlhaif.errors import ConfigError, RlhaifError
 from rlhaif.models.loading import DEFAULT_POLICY
+from rlhaif.policy.group_advantages import check_group_settings
 
 Scorer = Callable[[list, list], list]
 
@@ -70,6 +72,17 @@ class PPOConfig(TrainConfig, LoRAConfig):
     """GAE discount γ."""
     lam: float = 0.95
     """GAE λ."""
+    advantage_estimator: Literal["gae", "rloo", "grpo", "dr_grpo"] = "gae"
+    """gae = PPO with a critic; rloo, grpo, dr_grpo = critic-free, from the num_generations responses to each
+    prompt (docs/ppo.md, "Which estimator when")."""
+    num_generations: int = 1
+    """K responses sampled per prompt in one batch (≥ 2 for rloo, grpo, dr_grpo); batch_size counts rollouts,
+    so each step uses batch_size / K prompts per process."""
+    kl_in_reward: Optional[bool] = None
+    """True: β·KL (kl_coef) is subtracted from the reward; False: the KL is a k3 loss term (kl_loss_coef).
+    None = the estimator's form: in the reward for gae and rloo, a loss term for grpo and dr_grpo."""
+    kl_loss_coef: float = 0.04
+    """Coefficient of the k3 KL loss term when kl_in_reward is false (GRPO's β, 0.04 in Shao et al.)."""
     clip_range: float = 0.2
     """PPO ratio clip ε."""
     clip_range_value: float = 0.2
@@ -120,9 +133,18 @@ def check_batch_sizes(cfg: PPOConfig, world_size: int = 1) -> None:
                           f"({cfg.mini_batch_size}): set mini_batch_size to one of {divisors} "
                           f"(batch_size is per process; {world_size} process(es) give "
                           f"{cfg.batch_size * world_size} rollouts per step)")
+    check_group_settings(cfg.advantage_estimator, cfg.num_generations, cfg.batch_size, kl_in_reward(cfg),
+                         cfg.kl_target, cfg.value_model)
     if cfg.reward_model is None and cfg.reward_fn is None:
         raise ConfigError("ppo needs a scorer: give reward_model (a folder from `rlhaif reward train`) or "
                           "reward_fn ('module:function' or 'file.py:function')")
+
+
+def kl_in_reward(cfg: PPOConfig) -> bool:
+    """Where the KL to the reference goes: the reward (β = kl_coef) or a k3 loss term (kl_loss_coef)."""
+    if cfg.kl_in_reward is not None:
+        return cfg.kl_in_reward
+    return cfg.advantage_estimator in ("gae", "rloo")
 
 
 def load_scorer(cfg: PPOConfig, device=None) -> tuple[Scorer, str]:
@@ -174,6 +196,8 @@ def load_policy(cfg: PPOConfig):
         if cfg.lora_r > 0:
             value_model = add_lora(value_model, r=cfg.lora_r, alpha=cfg.lora_scale_alpha, task_type="FEATURE_EXTRACTION")
     model = ActorCritic(policy, value_model)
+    if cfg.advantage_estimator != "gae":  # critic-free: the head is never trained (and DDP needs no grad for it)
+        model.value_head.requires_grad_(False)
     model.eval()  # no dropout: old and new log-probs must come from the same deterministic function
     return model, ref, tok
 
@@ -207,14 +231,16 @@ def prompt_indices(step: int, n: int, batch: int, rank: int, world: int, seed: i
     return stream_indices(((step - 1) * world + rank) * batch, batch, n, seed)
 
 
-def forward_response(model, batch: dict, temperature: float):
+def forward_response(model, batch: dict, temperature: float, with_values: bool = True):
     """(logprobs (B, R), values (B, R), log-softmax of logits/T (B, R, V)) of the response tokens; position
     P−1+t predicts response token t and its hidden state is the state V(s_t) is read from. The full
-    log-softmax is returned because the entropy (bonus or statistic) is computed from the same pass."""
+    log-softmax is returned because the entropy (bonus or statistic) is computed from the same pass.
+    ``with_values=False`` (no critic): values are zeros and the value head is not run."""
     R = batch["response_ids"].shape[1]
-    logits, values = model(batch["input_ids"], batch["attention_mask"], logits_to_keep=R + 1)
+    logits, values = model(batch["input_ids"], batch["attention_mask"], logits_to_keep=R + 1, with_values=with_values)
     logp = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
-    return logp.gather(-1, batch["response_ids"].unsqueeze(-1)).squeeze(-1), values[:, :-1].float(), logp
+    values = values[:, :-1].float() if with_values else torch.zeros_like(logp[..., 0])
+    return logp.gather(-1, batch["response_ids"].unsqueeze(-1)).squeeze(-1), values, logp
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -225,6 +251,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
     from rlhaif.generate import eos_ids, read_prompts
     from rlhaif.metrics import MetricsLogger
     from rlhaif.policy.advantages import gae, masked_mean, whiten
+    from rlhaif.policy.group_advantages import (LOSS_AGGREGATION, group_advantages, group_prompt_indices,
+                                                group_stats, kl_loss, loss_token_weights)
     from rlhaif.policy.kl import kl_penalized_rewards
     from rlhaif.policy.kl_control import AdaptiveKLController, FixedKLController
     from rlhaif.policy.losses import entropy_from_logprobs, explained_variance, policy_loss, value_loss
@@ -262,6 +290,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
         acc.init_trackers("ppo", config=cfg.model_dump(mode="json"))
 
     mb_per_epoch = cfg.batch_size // cfg.mini_batch_size
+    K, critic = cfg.num_generations, cfg.advantage_estimator == "gae"  # K rollouts per prompt; GAE has a critic
+    kl_reward, aggregation = kl_in_reward(cfg), LOSS_AGGREGATION[cfg.advantage_estimator]
     step, row = start, {}
     show = ("objective/score", "objective/kl", "objective/beta", "policy/clipfrac")
     with MetricsLogger(out, total_steps=cfg.steps, description="ppo", accelerator=acc, show=show,
@@ -269,7 +299,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
         for step in range(start + 1, cfg.steps + 1):
             # 1. Rollout: sample from the current policy (LoRA on), plain softmax at T.
             t0 = time.perf_counter()
-            idx = prompt_indices(step, len(records), cfg.batch_size, rank, world, cfg.seed)
+            idx = group_prompt_indices(prompt_indices(step, len(records), cfg.batch_size // K, rank, world, cfg.seed), K)
             core = acc.unwrap_model(model)
             rollout = sample_responses(core.policy, [prompt_ids[i] for i in idx], tok.pad_token_id, eos,
                                        cfg.max_new_tokens, cfg.temperature)
@@ -288,7 +318,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
                      "response_ids": rollout.response_ids}
             mask = rollout.response_mask.float()  # (B, R)
             with torch.no_grad():
-                old_logprobs, old_values, logp = forward_response(core, batch, cfg.temperature)
+                old_logprobs, old_values, logp = forward_response(core, batch, cfg.temperature, critic)
                 rollout_entropy, _ = entropy_from_logprobs(logp, mask)
                 del logp
                 if ref is None:
@@ -296,14 +326,20 @@ def run_ppo(cfg: PPOConfig) -> dict:
                         ref_logprobs = response_logprobs(core.policy, rollout, cfg.temperature)
                 else:
                     ref_logprobs = response_logprobs(ref, rollout, cfg.temperature)
-                rewards, kl_stats = kl_penalized_rewards(scores, old_logprobs, ref_logprobs, mask, kl_ctl.value,
+                beta = kl_ctl.value if kl_reward else 0.0  # the KL as a loss term: scores alone are the reward
+                rewards, kl_stats = kl_penalized_rewards(scores, old_logprobs, ref_logprobs, mask, beta,
                                                          rollout.eos_reached, cfg.missing_eos_penalty,
                                                          cfg.kl_estimator)
                 old_values = old_values * mask
-                advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-                advantages = whiten(advantages, mask)
+                if critic:
+                    advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
+                    advantages = whiten(advantages, mask)
+                else:  # one sequence reward per response, its group's baseline, the same Â on every token
+                    seq_advantages, _ = group_advantages(kl_stats["scores"] - beta * kl_stats["kl"], K,
+                                                         cfg.advantage_estimator)
+                    advantages, returns = seq_advantages[:, None] * mask, old_values
             batch.update(old_logprobs=old_logprobs, old_values=old_values, advantages=advantages,
-                         returns=returns, mask=mask)
+                         returns=returns, mask=mask, ref_logprobs=ref_logprobs)
 
             # 4. PPO epochs over minibatches; stop the step early if the update drifts past the KL ceiling.
             stats: dict[str, list[float]] = {}
@@ -314,21 +350,30 @@ def run_ppo(cfg: PPOConfig) -> dict:
                     mb_idx = order[k * cfg.mini_batch_size:(k + 1) * cfg.mini_batch_size].to(acc.device)
                     mb = {key: v[mb_idx] for key, v in batch.items()}
                     with acc.autocast():
-                        logprobs, values, logp = forward_response(model, mb, cfg.temperature)
-                    pg_loss, pg_stats = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"], mb["mask"],
-                                                    cfg.clip_range)
-                    v_loss, v_stats = value_loss(values, mb["old_values"], mb["returns"], mb["mask"],
-                                                 cfg.clip_range_value)
+                        logprobs, values, logp = forward_response(model, mb, cfg.temperature, critic)
+                    # token weights: the estimator's loss aggregation (token mean, per-response mean, constant)
+                    weights = loss_token_weights(mb["mask"], aggregation, cfg.max_new_tokens)
+                    pg_loss, pg_stats = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"] * weights,
+                                                    mb["mask"], cfg.clip_range)
                     with torch.set_grad_enabled(cfg.entropy_coef > 0):  # off: a statistic, no (B, R, V) graph
                         entropy, _ = entropy_from_logprobs(logp, mb["mask"])
-                    loss = pg_loss + cfg.vf_coef * v_loss - cfg.entropy_coef * entropy
+                    loss = pg_loss - cfg.entropy_coef * entropy
+                    mb_stats = [("policy/loss", pg_loss), ("policy/entropy", entropy),
+                                *(("policy/" + n, s) for n, s in pg_stats.items())]
+                    if critic:
+                        v_loss, v_stats = value_loss(values, mb["old_values"], mb["returns"], mb["mask"],
+                                                     cfg.clip_range_value)
+                        loss = loss + cfg.vf_coef * v_loss
+                        mb_stats += [("value/loss", v_loss), ("value/clipfrac", v_stats["vf_clipfrac"])]
+                    if not kl_reward:  # GRPO's form: β·k3 to the reference as a loss term
+                        k_loss, _ = kl_loss(logprobs, mb["ref_logprobs"], mb["mask"], weights)
+                        loss = loss + cfg.kl_loss_coef * k_loss
+                        mb_stats.append(("policy/kl_loss", k_loss))
                     acc.backward(loss)
                     acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                    for name, v in (("policy/loss", pg_loss), ("value/loss", v_loss), ("policy/entropy", entropy),
-                                    *(("policy/" + n, s) for n, s in pg_stats.items()),
-                                    ("value/clipfrac", v_stats["vf_clipfrac"])):
+                    for name, v in mb_stats:
                         stats.setdefault(name, []).append(float(v.detach()))
                     approx_kl = acc.reduce(pg_stats["approx_kl"].detach().reshape(1), "mean")  # same decision on all ranks
                     if cfg.kl_ceiling is not None and float(approx_kl) > cfg.kl_ceiling:
@@ -340,20 +385,26 @@ def run_ppo(cfg: PPOConfig) -> dict:
             t3 = time.perf_counter()
 
             # 5. Metrics (averaged over processes), β update, samples, checkpoint.
+            kl_coef_now = kl_ctl.value if kl_reward else cfg.kl_loss_coef  # the β in force, reward or loss term
             local = {
                 "objective/score": scores.mean(), "objective/kl": kl_stats["kl"].mean(),
-                "objective/non_score_reward": -kl_ctl.value * kl_stats["kl"].mean(),
-                "objective/rlhf_reward": (kl_stats["scores"] - kl_ctl.value * kl_stats["kl"]).mean(),
+                "objective/non_score_reward": -kl_coef_now * kl_stats["kl"].mean(),
+                "objective/rlhf_reward": (kl_stats["scores"] - kl_coef_now * kl_stats["kl"]).mean(),
                 "objective/entropy": rollout_entropy,
-                "value/explained_variance": explained_variance(old_values, returns, mask),
                 "response/length": mask.sum(-1).mean(), "response/eos_share": rollout.eos_reached.float().mean(),
                 **{k: torch.tensor(sum(v) / len(v)) for k, v in stats.items()},
             }
+            if critic:
+                local["value/explained_variance"] = explained_variance(old_values, returns, mask)
+            if K > 1:  # groups of K responses to one prompt: how often they all score alike, and their spread
+                g = group_stats(kl_stats["scores"] - beta * kl_stats["kl"], K)
+                local.update({"objective/zero_std_share": g["zero_std_share"],
+                              "objective/group_score_std": group_stats(kl_stats["scores"], K)["group_std"]})
             keys = sorted(local)
             reduced = acc.reduce(torch.stack([torch.as_tensor(local[k], dtype=torch.float32).to(acc.device)
                                               for k in keys]), "mean")
             row = {k: float(v) for k, v in zip(keys, reduced)}
-            row.update({"objective/beta": kl_ctl.value, "policy/early_stop": float(early_stop),
+            row.update({"objective/beta": kl_coef_now, "policy/early_stop": float(early_stop),
                         "train/learning_rate": scheduler.get_last_lr()[0], "time/generate": t1 - t0, "time/score": t2 - t1,
                         "time/train": t3 - t2, "samples_per_second": cfg.batch_size * world / (t3 - t0)})
             kl_ctl.update(row["objective/kl"], cfg.batch_size * world)
@@ -375,7 +426,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
 
     merge = cfg.merge_lora or (cfg.lora_r > 0 and is_adapter_folder(cfg.model))  # SFT adapter merged at load
     model_dir = save_pretrained_atomic(core.policy, tok, out / "model", merge_lora=merge, accelerator=acc)
-    if acc.is_main_process:
+    if acc.is_main_process and critic:
         from safetensors.torch import save_file
 
         save_file({k: v.detach().cpu().contiguous() for k, v in core.value_head.state_dict().items()},

@@ -46,13 +46,17 @@ class ActorCritic(nn.Module):
         dtype = next(policy.parameters()).dtype
         self.value_head.to(device=next(policy.parameters()).device, dtype=torch.float32 if dtype == torch.float16 else dtype)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits (B, K, V), values (B, K)) for the last ``logits_to_keep`` positions (0 = all)."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 0,
+                with_values: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits (B, K, V), values (B, K)) for the last ``logits_to_keep`` positions (0 = all);
+        ``with_values=False`` (critic-free estimators) skips the critic and returns values None."""
         pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding
         kw = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos, use_cache=False)
-        out = self.policy(**kw, output_hidden_states=self.value_model is None, logits_to_keep=logits_to_keep)
+        out = self.policy(**kw, output_hidden_states=with_values and self.value_model is None,
+                          logits_to_keep=logits_to_keep)
         logits = out.logits  # only the last K positions reach the LM head: (B, K, V), not (B, T, V)
+        if not with_values:
+            return logits, None
         if self.value_model is None:
             hidden = out.hidden_states[-1]
         else:
