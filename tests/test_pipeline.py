@@ -124,7 +124,8 @@ def test_recipe_end_to_end_rounds_and_skip(tiny, hh_path, tmp_path):
     assert ppo1["config"]["reward_model"] == str(run / "round1" / "proxy_rm")
     assert "reward_model" in ppo1["inputs"] and len(ppo1["inputs"]["reward_model"]) == 64  # a sha256
     rep = json.loads((dirs["evaluate"] / "report.json").read_text())
-    assert rep["config"]["models"]["ppo"] == "round2/ppo/model" and rep["paths_relative_to"] == ".."  # inside the run: relative
+    # paths inside the run folder are relative to it
+    assert rep["config"]["models"]["ppo"] == "round2/ppo/model" and rep["paths_relative_to"] == ".."
     assert rep["training"]["ppo round 2"]["steps"] == 2
     # every stage's wall time, in the run log, the summary and the report (the demo's 20-minute budget)
     times = rep["run_timings"]
@@ -458,7 +459,8 @@ def test_report_paths_inside_the_run_are_relative(tmp_path):
     (run / "ppo.jsonl").write_text("")
     (outside / "scorers.py").write_text("")
     report = {"config": {"models": {"base": "smollm2-135m-instruct", "sft": str(run / "sft" / "model")},
-                         "gold_scorer": f"{outside / 'scorers.py'}:length", "proxy_scorer": f"reward_model:{run / 'sft'}",
+                         "gold_scorer": f"{outside / 'scorers.py'}:length",
+                         "proxy_scorer": f"reward_model:{run / 'sft'}",
                          "training_metrics": {"ppo": str(run / "ppo.jsonl")}, "output_dir": str(run / "evaluate")},
               "training": {"ppo": {"path": str(run / "ppo.jsonl"), "steps": 2}},
               "samples": [{"response": str(run / "sft")}]}  # free text is left alone
