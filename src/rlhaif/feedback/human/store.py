@@ -11,14 +11,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import random
 import secrets
 import threading
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,7 +28,8 @@ from rlhaif.data.records import CompletionRecord, PairRecord, prompt_text
 from rlhaif.errors import RlhaifError
 from rlhaif.feedback.human import models as m
 from rlhaif.feedback.human.db import make_engine, normalize_url
-from rlhaif.feedback.human.schemas import KINDS, MAX_TEXT, JudgmentIn, JudgmentOut, to_canonical, to_display
+from rlhaif.feedback.human.schemas import (KINDS, MAX_TEXT, MAX_VERSIONS, JudgmentIn, JudgmentOut, to_canonical,
+                                           to_display)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -60,6 +63,19 @@ def _response_texts(s: Session, campaign_id: int) -> dict[int, str]:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def write_secret(path: str | Path, text: str) -> None:
+    """Write a token file readable by its owner only (created 0600: never world-readable, not even briefly)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _dead_hash() -> str:
+    """A token hash no token has (SHA-256 is hex; this is not): the old token stops working."""
+    return "revoked:" + secrets.token_hex(16)
 
 
 class Store:
@@ -128,10 +144,77 @@ class Store:
         return token
 
     def annotator_by_token(self, token: str) -> m.Annotator | None:
+        """The active annotator with this token (a revoked, rotated or removed one's old token is None)."""
         if not token or len(token) > 200:
             return None
         with self.read() as s:
-            return s.scalar(select(m.Annotator).where(m.Annotator.token_hash == hash_token(token)))
+            return s.scalar(select(m.Annotator).where(m.Annotator.token_hash == hash_token(token),
+                                                      m.Annotator.status == "active"))
+
+    def _annotator_named(self, s: Session, name: str) -> m.Annotator:
+        a = s.scalar(select(m.Annotator).where(m.Annotator.name == name))
+        if a is None:
+            raise RlhaifError(f"no annotator named {name!r} in {self.url}")
+        return a
+
+    def revoke(self, name: str) -> int:
+        """Revoke an annotator's access: the token stops working and every session ends at once (their labels
+        and tasks stay; ``rotate_token`` gives them a new token). Returns the number of sessions ended."""
+        with self.write() as s:
+            a = self._annotator_named(s, name)
+            a.token_hash, a.status = _dead_hash(), ("removed" if a.status == "removed" else "revoked")
+            return s.execute(delete(m.SignInSession).where(m.SignInSession.annotator_id == a.id)).rowcount
+
+    def rotate_token(self, name: str) -> str:
+        """A new token for an annotator (the old one and every session end at once); returns the new token."""
+        token = secrets.token_urlsafe(24)
+        with self.write() as s:
+            a = self._annotator_named(s, name)
+            if a.status == "removed":
+                raise RlhaifError(f"annotator {name!r} was removed: add a new annotator instead")
+            a.token_hash, a.status = hash_token(token), "active"
+            s.execute(delete(m.SignInSession).where(m.SignInSession.annotator_id == a.id))
+        return token
+
+    def remove_annotator(self, name: str) -> int:
+        """Remove an annotator: access revoked, their unlabelled tasks given to others (labels already made
+        are kept, under their name). Returns the number of tasks released."""
+        self.revoke(name)
+        with self.write() as s:
+            a = self._annotator_named(s, name)
+            a.status = "removed"
+            released = s.execute(delete(m.Assignment).where(m.Assignment.annotator_id == a.id,
+                                                            m.Assignment.status == "pending")).rowcount
+        self.assign()
+        return released
+
+    # ------------------------------------------------------------ sign-in sessions
+
+    def start_session(self, annotator_id: int, ttl_s: float) -> str:
+        """A new session for a signed-in browser; returns its id (for the cookie; only its hash is stored).
+        Expired sessions are deleted on the way."""
+        sid = secrets.token_urlsafe(32)
+        t = m.now()
+        with self.write() as s:
+            s.execute(delete(m.SignInSession).where(m.SignInSession.expires_at <= t))
+            s.add(m.SignInSession(id_hash=hash_token(sid), annotator_id=annotator_id, created_at=t,
+                                  expires_at=t + timedelta(seconds=ttl_s)))
+        return sid
+
+    def session_annotator(self, session_id: str) -> tuple[m.Annotator, str] | None:
+        """(annotator, session hash) of a live session of an active annotator, else None."""
+        if not session_id or len(session_id) > 200:
+            return None
+        h = hash_token(session_id)
+        with self.read() as s:
+            a = s.scalar(select(m.Annotator).join(m.SignInSession, m.SignInSession.annotator_id == m.Annotator.id)
+                         .where(m.SignInSession.id_hash == h, m.SignInSession.expires_at > m.now(),
+                                m.Annotator.status == "active"))
+        return (a, h) if a is not None else None
+
+    def end_session(self, session_id: str) -> None:
+        with self.write() as s:
+            s.execute(delete(m.SignInSession).where(m.SignInSession.id_hash == hash_token(session_id)))
 
     def annotators(self) -> list[m.Annotator]:
         with self.read() as s:
@@ -253,7 +336,8 @@ class Store:
         its own shuffled display order. Returns the number of new assignments."""
         made = 0
         with self.write() as s:
-            people = list(s.scalars(select(m.Annotator.id).where(m.Annotator.is_admin.is_(False)).order_by(m.Annotator.id)))
+            people = list(s.scalars(select(m.Annotator.id).where(m.Annotator.is_admin.is_(False),
+                                                                 m.Annotator.status == "active").order_by(m.Annotator.id)))
             if not people:
                 return 0
             load = dict.fromkeys(people, 0)
@@ -361,8 +445,11 @@ class Store:
             raise NotFound(f"no assignment {j.assignment_id} for you")
         t = s.get(m.Task, a.task_id)
         c = s.get(m.Campaign, t.campaign_id)
-        value = to_canonical(t.kind, j.value, json.loads(a.display_order))
+        shown = json.loads(a.display_order)
+        value = to_canonical(t.kind, j.value, shown)
         version = (s.scalar(select(func.max(m.Judgment.version)).where(m.Judgment.assignment_id == a.id)) or 0) + 1
+        if version > MAX_VERSIONS:
+            raise Conflict(f"assignment {a.id} has {MAX_VERSIONS} versions already: no more edits are kept")
         row = m.Judgment(client_id=j.client_id, assignment_id=a.id, task_id=t.id, annotator_id=annotator_id,
                          version=version, value=json.dumps(value), displayed_order=a.display_order,
                          guideline_version=c.guideline_version, duration_ms=j.duration_ms)
@@ -370,17 +457,20 @@ class Store:
         a.status = "done"
         s.flush()
         return JudgmentOut(judgment_id=row.id, assignment_id=a.id, version=version, client_id=j.client_id,
-                           created=True, value=value)
+                           created=True, value=to_display(t.kind, value, shown))
 
     def _stored(self, annotator_id: int, j: JudgmentIn) -> JudgmentOut | None:
         with self.read() as s:
-            row = s.scalar(select(m.Judgment).where(m.Judgment.client_id == j.client_id))
-        if row is None:
+            found = s.execute(select(m.Judgment, m.Task.kind).join(m.Task, m.Task.id == m.Judgment.task_id)
+                              .where(m.Judgment.client_id == j.client_id)).first()
+        if found is None:
             return None
+        row, kind = found
         if row.annotator_id != annotator_id or row.assignment_id != j.assignment_id:
             raise Conflict(f"client id {j.client_id!r} was already used for another submission")
         return JudgmentOut(judgment_id=row.id, assignment_id=row.assignment_id, version=row.version,
-                           client_id=row.client_id, created=False, value=json.loads(row.value))
+                           client_id=row.client_id, created=False,
+                           value=to_display(kind, json.loads(row.value), json.loads(row.displayed_order)))
 
     def my_judgments(self, annotator_id: int) -> list[dict[str, Any]]:
         """The annotator's own latest labels (never anyone else's)."""
