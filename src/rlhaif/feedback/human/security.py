@@ -53,8 +53,8 @@ class SecurityHeaders:
 
 class OriginCheck:
     """Refuse a write (POST, ...) whose ``Origin`` header names another site than the one it was sent to (403).
-    A request without Origin (scripts, old browsers) passes: the CSRF token still guards cookie-authenticated
-    writes. ``allowed`` adds origins (e.g. ``https://label.example.org`` behind a proxy that rewrites Host)."""
+    ``Origin: null`` passes only with ``Sec-Fetch-Site: same-origin``. A request without Origin (scripts, old
+    browsers) passes: the CSRF token still guards cookie-authenticated writes. ``allowed`` adds origins (e.g. ``https://label.example.org`` behind a proxy that rewrites Host)."""
 
     def __init__(self, app, allowed: tuple[str, ...] = ()):
         self.app = app
@@ -67,7 +67,11 @@ class OriginCheck:
             if origin is not None:
                 o = origin.decode("latin-1").strip().lower()
                 host = headers.get(b"host", b"").decode("latin-1").lower()
-                if o not in self.allowed and (not host or urlsplit(o).netloc != host):
+                # Under Referrer-Policy: no-referrer, Chromium sends "Origin: null" on the app's own form posts;
+                # its Sec-Fetch-Site header (not settable by page script) then tells same-origin from not.
+                same = (urlsplit(o).netloc == host != "" if o != "null"
+                        else headers.get(b"sec-fetch-site") == b"same-origin")
+                if o not in self.allowed and not same:
                     resp = JSONResponse({"detail": "cross-origin request refused (Origin does not match Host)"},
                                         status_code=403)
                     return await resp(scope, receive, send)
