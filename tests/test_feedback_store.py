@@ -248,3 +248,38 @@ def test_cli_gold_pairs_measure_each_annotator(tmp_path):
     assert rel["good1"]["gold_accuracy"] == 1.0 and rel["good1"]["gold_units"] == 2 and not rel["good1"]["flagged"]
     assert rel["contrary"]["gold_accuracy"] == 0.0 and rel["contrary"]["flagged"]
     store.close()
+
+
+def test_group_commit_batches_fail_alone_and_stay_idempotent(tmp_path):
+    """SQLite's group commit: concurrent submissions share transactions; a bad one (another annotator's
+    assignment, a bad value) fails alone, concurrent duplicates of a client id are stored once."""
+    from rlhaif.feedback.human.store import Conflict
+
+    store = Store(str(tmp_path / "g.db"))
+    store.migrate()
+    ann = [store.annotator_by_token(store.add_annotator(n)).id for n in ("a", "b")]
+    store.create_campaign("g", "pairwise")
+    store.import_completions("g", _completions(n_prompts=20, k=2))
+    mine = {a: store.pending(a) for a in ann}
+    dup = uuid.uuid4().hex
+    jobs = [(ann[0], JudgmentIn(client_id=uuid.uuid4().hex, assignment_id=x, value={"choice": "A"})) for x in mine[ann[0]]]
+    jobs += [(ann[1], JudgmentIn(client_id=uuid.uuid4().hex, assignment_id=mine[ann[0]][0], value={"choice": "A"}))]
+    jobs += [(ann[1], JudgmentIn(client_id=uuid.uuid4().hex, assignment_id=mine[ann[1]][0], value={"choice": "Q"}))]
+    jobs += [(ann[1], JudgmentIn(client_id=dup, assignment_id=mine[ann[1]][1], value={"choice": "B"}))] * 8
+
+    def run(job):
+        try:
+            return store.submit(*job)
+        except Exception as e:  # noqa: BLE001
+            return e
+
+    with ThreadPoolExecutor(16) as ex:
+        out = list(ex.map(run, jobs))
+    n = len(mine[ann[0]])
+    assert all(o.created for o in out[:n])
+    assert isinstance(out[n], NotFound) and "for you" in str(out[n])
+    assert isinstance(out[n + 1], ValueError) and not isinstance(out[n + 1], Conflict)
+    dups = out[n + 2:]
+    assert [o.created for o in dups].count(True) == 1 and all(o.judgment_id == dups[0].judgment_id for o in dups)
+    assert store.count_judgments() == n + 1
+    store.close()

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import queue
 import random
 import secrets
 import threading
@@ -78,6 +79,74 @@ def _dead_hash() -> str:
     return "revoked:" + secrets.token_hex(16)
 
 
+_RETRY = object()  # a submission that met a concurrent one with its client id or version: look again
+
+
+class _Pending:
+    __slots__ = ("annotator_id", "j", "done", "result")
+
+    def __init__(self, annotator_id: int, j: JudgmentIn):
+        self.annotator_id, self.j, self.done, self.result = annotator_id, j, threading.Event(), None
+
+
+class GroupCommit:
+    """SQLite's judgment writer: one thread takes every submission waiting, stores them in one transaction
+    (each in its own savepoint, so a bad one fails alone) and commits once: one fsync acknowledges the
+    whole batch. Nobody is answered before the commit returns. SQLite has one writer at a time anyway;
+    this turns the fsync per judgment (about 10 ms on this machine's disk) into one per batch."""
+
+    def __init__(self, store: "Store", max_batch: int = 64):
+        self.store, self.max_batch = store, max_batch
+        self.q: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="rlhaif-group-commit", daemon=True)
+        self.thread.start()
+
+    def submit(self, annotator_id: int, j: JudgmentIn):
+        item = _Pending(annotator_id, j)
+        self.q.put(item)
+        item.done.wait()
+        if isinstance(item.result, Exception):
+            raise item.result
+        return item.result
+
+    def stop(self) -> None:
+        self.q.put(None)
+        self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            items = [self.q.get()]
+            while items[-1] is not None and len(items) < self.max_batch:
+                try:
+                    items.append(self.q.get_nowait())
+                except queue.Empty:
+                    break
+            stop = items[-1] is None
+            self._commit([it for it in items if it is not None])
+            if stop:
+                return
+
+    def _commit(self, items: list[_Pending]) -> None:
+        if not items:
+            return
+        try:
+            with self.store.write() as s:
+                for it in items:
+                    try:
+                        with s.begin_nested():
+                            it.result = self.store._insert(s, it.annotator_id, it.j)
+                    except IntegrityError:
+                        it.result = _RETRY
+                    except (RlhaifError, ValueError) as e:  # not yours, a bad value, the edit limit
+                        it.result = e
+        except Exception as e:  # noqa: BLE001 - the commit failed: no one in the batch is acknowledged
+            for it in items:
+                it.result = e
+        finally:
+            for it in items:
+                it.done.set()
+
+
 class Store:
     """The feedback store at ``url`` (a SQLite file path or a database URL)."""
 
@@ -88,6 +157,8 @@ class Store:
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         self._wlock = threading.Lock() if self.url.startswith("sqlite") else contextlib.nullcontext()
+        self._group: GroupCommit | None = None  # started by the first submission on SQLite
+        self._group_lock = threading.Lock()
 
     # ------------------------------------------------------------ schema
 
@@ -113,6 +184,9 @@ class Store:
             raise RlhaifError(f"{self.url}: not a feedback store yet; run `rlhaif feedback init --db ...` first")
 
     def close(self) -> None:
+        if self._group is not None:
+            self._group.stop()
+            self._group = None
         self.engine.dispose()
         self.write_engine.dispose()
 
@@ -404,6 +478,11 @@ class Store:
             done = self._stored(annotator_id, j)
             if done is not None:
                 return done
+            if self.url.startswith("sqlite"):
+                out = self._group_commit().submit(annotator_id, j)
+                if out is not _RETRY:
+                    return out  # committed with its batch: the acknowledgement follows the commit
+                continue
             try:
                 with self.write() as s:
                     out = self._insert(s, annotator_id, j)
@@ -411,6 +490,12 @@ class Store:
             except IntegrityError:
                 continue  # a concurrent retry of the same client_id, or a concurrent edit took this version
         raise Conflict("could not store the judgment after 10 attempts (too much contention)")
+
+    def _group_commit(self) -> GroupCommit:
+        with self._group_lock:
+            if self._group is None:
+                self._group = GroupCommit(self)
+            return self._group
 
     def submit_many(self, annotator_id: int, items: list[JudgmentIn]) -> int:
         """Store new judgments in one transaction (batch jobs: the simulated panel, AI labels)."""
