@@ -283,3 +283,21 @@ def test_group_commit_batches_fail_alone_and_stay_idempotent(tmp_path):
     assert [o.created for o in dups].count(True) == 1 and all(o.judgment_id == dups[0].judgment_id for o in dups)
     assert store.count_judgments() == n + 1
     store.close()
+
+
+def test_cli_revoke_rotate_remove(tmp_path, capsys):
+    db = str(tmp_path / "f.db")
+    assert cli("feedback", "add-annotator", "dora", "--db", db) == 0
+    old = capsys.readouterr().out.strip()
+    store = Store(db)
+    assert store.annotator_by_token(old) is not None
+    assert cli("feedback", "rotate-token", "dora", "--db", db) == 0
+    new = capsys.readouterr().out.strip()
+    assert store.annotator_by_token(old) is None and store.annotator_by_token(new).name == "dora"
+    assert cli("feedback", "revoke", "dora", "--db", db) == 0
+    assert "token revoked" in capsys.readouterr().out and store.annotator_by_token(new) is None
+    assert cli("feedback", "remove-annotator", "dora", "--db", db) == 0
+    assert "removed" in capsys.readouterr().out
+    assert cli("feedback", "rotate-token", "dora", "--db", db) != 0  # removed: add a new annotator instead
+    assert cli("feedback", "revoke", "nobody", "--db", db) != 0
+    store.close()

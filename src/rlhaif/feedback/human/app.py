@@ -6,6 +6,7 @@ JSON API for scripts. No torch is imported here (a test checks).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
@@ -115,3 +116,9 @@ def create_app(settings: Settings) -> FastAPI:
         return {"ok": True}
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory --workers N rlhaif.feedback.human.app:app_from_env``: each worker process builds
+    the app over the store named by RLHAIF_FEEDBACK_DB (the schema must be migrated already)."""
+    return create_app(Settings(db=os.environ["RLHAIF_FEEDBACK_DB"], migrate=False))
