@@ -454,15 +454,19 @@ class Store:
         """What the annotator sees: prompt, responses in their order (text only: the model stays hidden),
         guidelines, and their latest judgment in screen terms (to edit it)."""
         with self.read() as s:
-            a = s.get(m.Assignment, assignment_id)
-            if a is None or a.annotator_id != annotator_id:
+            found = s.execute(select(m.Assignment, m.Task, m.Campaign, m.Prompt)
+                              .join(m.Task, m.Task.id == m.Assignment.task_id)
+                              .join(m.Campaign, m.Campaign.id == m.Task.campaign_id)
+                              .join(m.Prompt, m.Prompt.id == m.Task.prompt_id)
+                              .where(m.Assignment.id == assignment_id, m.Assignment.annotator_id == annotator_id)).first()
+            if found is None:
                 raise NotFound(f"no assignment {assignment_id} for you")
-            t = s.get(m.Task, a.task_id)
-            c = s.get(m.Campaign, t.campaign_id)
-            p = s.get(m.Prompt, t.prompt_id)
+            a, t, c, p = found
             shown = json.loads(a.display_order)
-            texts = {r.id: r.text for r in s.scalars(select(m.Response).where(m.Response.id.in_(shown)))}
-            last = s.scalar(select(m.Judgment).where(m.Judgment.assignment_id == a.id).order_by(m.Judgment.version.desc()).limit(1))
+            texts = dict(s.execute(select(m.Response.id, m.Response.text).where(m.Response.id.in_(shown))).all())
+            last = (s.scalar(select(m.Judgment).where(m.Judgment.assignment_id == a.id)
+                             .order_by(m.Judgment.version.desc()).limit(1))
+                    if a.status != "pending" else None)  # a pending assignment has no judgment yet
             ai = (s.scalar(select(m.AILabel).where(m.AILabel.task_id == t.id).order_by(m.AILabel.id.desc()).limit(1))
                   if c.show_ai_suggestions and t.kind == "pairwise" else None)
         return {"assignment_id": a.id, "kind": t.kind, "campaign": c.name, "guidelines": c.guidelines,
@@ -525,24 +529,27 @@ class Store:
         return out
 
     def _insert(self, s: Session, annotator_id: int, j: JudgmentIn) -> JudgmentOut:
-        a = s.get(m.Assignment, j.assignment_id)
-        if a is None or a.annotator_id != annotator_id:
+        found = s.execute(select(m.Assignment, m.Task.kind, m.Campaign.guideline_version)
+                          .join(m.Task, m.Task.id == m.Assignment.task_id)
+                          .join(m.Campaign, m.Campaign.id == m.Task.campaign_id)
+                          .where(m.Assignment.id == j.assignment_id, m.Assignment.annotator_id == annotator_id)).first()
+        if found is None:
             raise NotFound(f"no assignment {j.assignment_id} for you")
-        t = s.get(m.Task, a.task_id)
-        c = s.get(m.Campaign, t.campaign_id)
+        a, kind, guideline_version = found
         shown = json.loads(a.display_order)
-        value = to_canonical(t.kind, j.value, shown)
-        version = (s.scalar(select(func.max(m.Judgment.version)).where(m.Judgment.assignment_id == a.id)) or 0) + 1
+        value = to_canonical(kind, j.value, shown)
+        version = 1 if a.status == "pending" else (  # pending: never labelled (the first label marks it done)
+            s.scalar(select(func.max(m.Judgment.version)).where(m.Judgment.assignment_id == a.id)) or 0) + 1
         if version > MAX_VERSIONS:
             raise Conflict(f"assignment {a.id} has {MAX_VERSIONS} versions already: no more edits are kept")
-        row = m.Judgment(client_id=j.client_id, assignment_id=a.id, task_id=t.id, annotator_id=annotator_id,
+        row = m.Judgment(client_id=j.client_id, assignment_id=a.id, task_id=a.task_id, annotator_id=annotator_id,
                          version=version, value=json.dumps(value), displayed_order=a.display_order,
-                         guideline_version=c.guideline_version, duration_ms=j.duration_ms)
+                         guideline_version=guideline_version, duration_ms=j.duration_ms)
         s.add(row)
         a.status = "done"
         s.flush()
         return JudgmentOut(judgment_id=row.id, assignment_id=a.id, version=version, client_id=j.client_id,
-                           created=True, value=to_display(t.kind, value, shown))
+                           created=True, value=to_display(kind, value, shown))
 
     def _stored(self, annotator_id: int, j: JudgmentIn) -> JudgmentOut | None:
         with self.read() as s:
