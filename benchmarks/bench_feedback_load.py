@@ -38,9 +38,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+APP = "rlhaif.feedback.human.app:app_from_env"
+
+
+def cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of every live process in the server's process group (Linux /proc)."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:  # field 5 of stat: the process group
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def start_server(db: str, port: int, workers: int) -> subprocess.Popen:
     """uvicorn with ``workers`` processes, in its own process group (so SIGKILL reaches every worker)."""
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "rlhaif.feedback.human.app:app_from_env", "--host",
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", APP, "--host",
            "127.0.0.1", "--port", str(port), "--log-level", "error", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env={**os.environ, "RLHAIF_FEEDBACK_DB": db}, start_new_session=True)
     for _ in range(600):
@@ -146,7 +164,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--db", default=None, help="store URL (default: a SQLite file in a temp dir)")
+    ap.add_argument("--app", default=None, help="app factory for uvicorn --factory (to run an older version)")
     a = ap.parse_args()
+    global APP
+    APP = a.app or APP
     db = a.db or os.path.join(tempfile.mkdtemp(), "load.db")
     print(f"setting up {a.annotators} annotators on {db} ...", flush=True)
     tokens = setup(db, a.annotators, a.annotators * a.per_annotator * (a.repeats + a.kill_rounds + 2))
@@ -158,14 +179,17 @@ def main() -> None:
     failed = False
     try:
         for rep in range(a.repeats):
+            cpu0 = cpu_seconds(server.pid)
             acked, lat, unacked, secs = load(clients, a.per_annotator)
+            cpu = (cpu_seconds(server.pid) - cpu0) / max(len(acked), 1) * 1000
             lat.sort()
             rates.append(len(acked) / secs)
             secs_all.append(secs)
             p50s.append(lat[len(lat) // 2] * 1000)
             p95s.append(lat[int(0.95 * (len(lat) - 1))] * 1000)
             print(f"run {rep + 1}: {len(acked)} judgments in {secs:.2f} s = {rates[-1]:.1f}/s, "
-                  f"p50 {p50s[-1]:.1f} ms, p95 {p95s[-1]:.1f} ms, failed posts {len(unacked)}", flush=True)
+                  f"p50 {p50s[-1]:.1f} ms, p95 {p95s[-1]:.1f} ms, failed posts {len(unacked)}, "
+                  f"server CPU {cpu:.1f} ms per judgment (GET /api/next + POST)", flush=True)
             failed |= bool(unacked)
         if a.repeats:
             print(f"median over {a.repeats} runs: {statistics.median(rates):.1f} judgments/s, "
