@@ -124,3 +124,44 @@ def test_annotate_in_chromium(server, tmp_path):
     for name in ("pairwise.png", "annotation.png", "admin.png"):
         assert (tmp_path / name).stat().st_size > 5000
         shutil.copy(tmp_path / name, DOCS_IMG / name)
+
+
+def test_guidelines_link_is_not_script_and_csp_is_sent(tmp_path, live_server):
+    """A ``javascript:`` link in the guidelines reaches the page without its target (clicking it runs
+    nothing), and the task page carries the Content-Security-Policy header."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} not found: run scripts/install-dev.sh (installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    from rlhaif.feedback.human.app import Settings, create_app
+
+    db = str(tmp_path / "x.db")
+    store = Store(db)
+    store.migrate()
+    token = store.add_annotator("carol")
+    store.create_campaign("x", "pairwise", guidelines="Read [the rules](javascript:window.__pwned=1) first; "
+                                                      "[help](https://example.org/help).")
+    store.import_completions("x", [CompletionRecord(prompt_id="q", prompt="Hi?", response=t, model=t, index=i)
+                                   for i, t in enumerate(("hello", "hey"))])
+    url = live_server(create_app(Settings(db=db)))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_context().new_page()
+        answers = []
+        page.on("response", lambda r: answers.append(r) if "/task/" in r.url else None)
+        _login(page, url, token)
+        page.wait_for_selector("#choose-A")
+        csp = answers[-1].headers.get("content-security-policy", "")
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        link = page.locator(".guidelines a", has_text="the rules")
+        assert link.count() == 1 and link.get_attribute("href") is None
+        assert page.locator(".guidelines a", has_text="help").get_attribute("href") == "https://example.org/help"
+        link.click()
+        assert page.evaluate("window.__pwned") is None
+        assert "/task/" in page.url  # the click went nowhere
+        # and the policy is in force: an inline script added to the page does not run
+        page.evaluate("""() => { const s = document.createElement('script'); s.textContent = 'window.__inline = 1';
+                                 document.body.appendChild(s); }""")
+        assert page.evaluate("window.__inline") is None
+        browser.close()
+    store.close()

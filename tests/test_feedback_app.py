@@ -77,7 +77,7 @@ def test_bounds_auth_and_admin_only(app_store):
     assert client.get("/api/next").status_code == 401
     assert client.get("/next", follow_redirects=False).headers["location"] == "/login"
     r = _signed_in(client, "not-a-token")
-    assert "unknown token" in r.text
+    assert "Unknown token." in r.text
     h = {"Authorization": f"Bearer {tokens['ann']}"}
     assert client.get("/api/report", headers=h).status_code == 403
     big = {"client_id": "x" * 20, "assignment_id": 1, "value": {"choice": "A" * 70_000}}
@@ -210,5 +210,5 @@ def test_sign_in_cookie_is_httponly_strict_and_secure_when_asked(app_store, secu
     client = TestClient(create_app(Settings(db=store.url, secure_cookies=secure)))
     r = _signed_in(client, tokens["ann"])
     cookie = r.history[0].headers["set-cookie"].lower()
-    assert "rlhaif_token=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
+    assert "rlhaif_session=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
     assert ("secure" in cookie.replace("samesite", "")) == secure

@@ -50,7 +50,7 @@ def test_store_roundtrip(db_url):
     url = db_url
     store = Store(url)
     store.migrate()
-    assert store.revision() == "0003"
+    assert store.revision() == "0004"
     t1, t2 = store.add_annotator("alice"), store.add_annotator("bob")
     store.create_campaign("c", "pairwise", overlap=2, guidelines="Pick the *helpful* one.")
     assert store.import_completions("c", _completions()) == 6  # 3 prompts x (3-1) consecutive pairs
@@ -119,7 +119,7 @@ def test_migration_keeps_labels(db_url):
             conn.execute(text(f"INSERT INTO {table} VALUES ({', '.join(':' + k for k in row)})"), row)
     assert store.revision() == "0001"
     store.migrate()
-    assert store.revision() == "0003"
+    assert store.revision() == "0004"
     got = store.latest_judgments()
     assert len(got) == 1 and got[0]["value"]["winner"] == 2 and got[0]["annotator"] == "ann"
     assert got[0]["duration_ms"] == 900 and store.client_ids() == ["cid-00001"]
@@ -247,4 +247,57 @@ def test_cli_gold_pairs_measure_each_annotator(tmp_path):
     rel = build_report(store, "g", bootstrap_rounds=0)["reliability"]
     assert rel["good1"]["gold_accuracy"] == 1.0 and rel["good1"]["gold_units"] == 2 and not rel["good1"]["flagged"]
     assert rel["contrary"]["gold_accuracy"] == 0.0 and rel["contrary"]["flagged"]
+    store.close()
+
+
+def test_group_commit_batches_fail_alone_and_stay_idempotent(tmp_path):
+    """SQLite's group commit: concurrent submissions share transactions; a bad one (another annotator's
+    assignment, a bad value) fails alone, concurrent duplicates of a client id are stored once."""
+    from rlhaif.feedback.human.store import Conflict
+
+    store = Store(str(tmp_path / "g.db"))
+    store.migrate()
+    ann = [store.annotator_by_token(store.add_annotator(n)).id for n in ("a", "b")]
+    store.create_campaign("g", "pairwise")
+    store.import_completions("g", _completions(n_prompts=20, k=2))
+    mine = {a: store.pending(a) for a in ann}
+    dup = uuid.uuid4().hex
+    jobs = [(ann[0], JudgmentIn(client_id=uuid.uuid4().hex, assignment_id=x, value={"choice": "A"})) for x in mine[ann[0]]]
+    jobs += [(ann[1], JudgmentIn(client_id=uuid.uuid4().hex, assignment_id=mine[ann[0]][0], value={"choice": "A"}))]
+    jobs += [(ann[1], JudgmentIn(client_id=uuid.uuid4().hex, assignment_id=mine[ann[1]][0], value={"choice": "Q"}))]
+    jobs += [(ann[1], JudgmentIn(client_id=dup, assignment_id=mine[ann[1]][1], value={"choice": "B"}))] * 8
+
+    def run(job):
+        try:
+            return store.submit(*job)
+        except Exception as e:  # noqa: BLE001
+            return e
+
+    with ThreadPoolExecutor(16) as ex:
+        out = list(ex.map(run, jobs))
+    n = len(mine[ann[0]])
+    assert all(o.created for o in out[:n])
+    assert isinstance(out[n], NotFound) and "for you" in str(out[n])
+    assert isinstance(out[n + 1], ValueError) and not isinstance(out[n + 1], Conflict)
+    dups = out[n + 2:]
+    assert [o.created for o in dups].count(True) == 1 and all(o.judgment_id == dups[0].judgment_id for o in dups)
+    assert store.count_judgments() == n + 1
+    store.close()
+
+
+def test_cli_revoke_rotate_remove(tmp_path, capsys):
+    db = str(tmp_path / "f.db")
+    assert cli("feedback", "add-annotator", "dora", "--db", db) == 0
+    old = capsys.readouterr().out.strip()
+    store = Store(db)
+    assert store.annotator_by_token(old) is not None
+    assert cli("feedback", "rotate-token", "dora", "--db", db) == 0
+    new = capsys.readouterr().out.strip()
+    assert store.annotator_by_token(old) is None and store.annotator_by_token(new).name == "dora"
+    assert cli("feedback", "revoke", "dora", "--db", db) == 0
+    assert "token revoked" in capsys.readouterr().out and store.annotator_by_token(new) is None
+    assert cli("feedback", "remove-annotator", "dora", "--db", db) == 0
+    assert "removed" in capsys.readouterr().out
+    assert cli("feedback", "rotate-token", "dora", "--db", db) != 0  # removed: add a new annotator instead
+    assert cli("feedback", "revoke", "nobody", "--db", db) != 0
     store.close()

@@ -1,4 +1,4 @@
-"""`rlhaif feedback init | import | gold | add-annotator | serve | suggestions | status | export | report`.
+"""`rlhaif feedback init | import | gold | add-annotator | revoke | rotate-token | remove-annotator | serve | suggestions | status | export | report`.
 
 Thin wrappers over ``rlhaif.feedback.human.store`` / ``report``; none of them imports torch. (The stage
 commands of the group, ``feedback simulate`` and ``feedback ai-label``, are in rlhaif.cli.stages.)
@@ -79,6 +79,21 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Create an annotator and print their personal sign-in token (shown once; stored hashed)."""
         token = _store(db, migrate=True).add_annotator(name, admin=admin)
         typer.echo(token)
+
+    @fb.command("revoke")
+    def revoke_cmd(name: str = typer.Argument(...), db: str = typer.Option("feedback.db", help=DB_HELP)):
+        """Revoke an annotator's token and end their sessions at once (labels and tasks are kept)."""
+        typer.echo(f"{name}: token revoked, {_store(db).revoke(name)} session(s) ended")
+
+    @fb.command("rotate-token")
+    def rotate_token_cmd(name: str = typer.Argument(...), db: str = typer.Option("feedback.db", help=DB_HELP)):
+        """Give an annotator a new token (printed once); the old one and their sessions stop working."""
+        typer.echo(_store(db).rotate_token(name))
+
+    @fb.command("remove-annotator")
+    def remove_annotator_cmd(name: str = typer.Argument(...), db: str = typer.Option("feedback.db", help=DB_HELP)):
+        """Remove an annotator: access revoked, unlabelled tasks given to others, labels already made kept."""
+        typer.echo(f"{name}: removed, {_store(db).remove_annotator(name)} unlabelled task(s) released")
 
     @fb.command("serve")
     def serve_cmd(db: str = typer.Option("feedback.db", help=DB_HELP),

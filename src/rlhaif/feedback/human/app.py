@@ -6,6 +6,7 @@ JSON API for scripts. No torch is imported here (a test checks).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException, Request
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from rlhaif.feedback.human.auth import NotSignedIn
 from rlhaif.feedback.human.schemas import MAX_BODY, InvalidValue
+from rlhaif.feedback.human.security import OriginCheck, SecurityHeaders, SignInThrottle, Throttled
 from rlhaif.feedback.human.store import Conflict, NotFound, Store
 
 HERE = Path(__file__).parent
@@ -32,6 +34,12 @@ class Settings(BaseModel):
     """Mark the sign-in cookie Secure (set when served over HTTPS)."""
     bootstrap_rounds: int = 100
     """Bootstrap rounds for the admin page's confidence intervals."""
+    session_hours: float = 12.0
+    """How long a browser sign-in lasts (the session ends earlier on sign-out, revoke or rotate-token)."""
+    sign_in_failures: int = 10
+    """Failed sign-ins (form or bearer token) allowed per client address per minute; then 429 for the minute."""
+    allowed_origins: list[str] = []
+    """Origins accepted on writes besides the one the request was sent to (e.g. behind a Host-rewriting proxy)."""
 
 
 class BodyLimit:
@@ -71,11 +79,14 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="rlhaif annotation", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.store = store
     app.state.settings = settings
+    app.state.throttle = SignInThrottle(max_failures=settings.sign_in_failures)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.include_router(annotate.router)
     app.include_router(admin.router)
     app.include_router(api.router)
     app.add_middleware(BodyLimit)
+    app.add_middleware(OriginCheck, allowed=tuple(settings.allowed_origins))
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, refusals included
 
     @app.exception_handler(NotSignedIn)
     async def _not_signed_in(request: Request, exc: NotSignedIn):
@@ -91,6 +102,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def _conflict(request: Request, exc: Conflict):
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    @app.exception_handler(Throttled)
+    async def _throttled(request: Request, exc: Throttled):
+        return JSONResponse({"detail": "too many failed sign-ins from your address: wait a minute"},
+                            status_code=429, headers={"Retry-After": "60"})
+
     @app.exception_handler(InvalidValue)
     async def _invalid(request: Request, exc: InvalidValue):
         return JSONResponse({"detail": f"invalid value: {exc}"}, status_code=422)
@@ -100,3 +116,9 @@ def create_app(settings: Settings) -> FastAPI:
         return {"ok": True}
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory --workers N rlhaif.feedback.human.app:app_from_env``: each worker process builds
+    the app over the store named by RLHAIF_FEEDBACK_DB (the schema must be migrated already)."""
+    return create_app(Settings(db=os.environ["RLHAIF_FEEDBACK_DB"], migrate=False))

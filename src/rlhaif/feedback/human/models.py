@@ -41,6 +41,19 @@ class Annotator(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the token; the token is never stored
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
+    # revision 0004: active | revoked (cannot sign in; keeps their tasks) | removed (pending tasks released)
+    status: Mapped[str] = mapped_column(String(20), default="active", server_default="active")
+
+
+class SignInSession(Base):
+    """Revision 0004: a browser session. The cookie holds a random session id; the table holds only its
+    SHA-256, the annotator and when it expires. Signing out, revoking or rotating a token deletes the rows."""
+
+    __tablename__ = "sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    annotator_id: Mapped[int] = mapped_column(ForeignKey("annotators.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Prompt(Base):

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Header
 
 from rlhaif.feedback.human.auth import CurrentAnnotator, check_csrf, current_admin, current_annotator, get_store
 from rlhaif.feedback.human.report import build_report
+from rlhaif.feedback.human.routes.common import AssignmentId
 from rlhaif.feedback.human.schemas import JudgmentIn, JudgmentOut
 from rlhaif.feedback.human.store import Store
 
@@ -19,7 +20,7 @@ def api_next(who: CurrentAnnotator = Depends(current_annotator), store: Store = 
 
 
 @router.get("/task/{assignment_id}")
-def api_task(assignment_id: int, who: CurrentAnnotator = Depends(current_annotator),
+def api_task(assignment_id: AssignmentId, who: CurrentAnnotator = Depends(current_annotator),
              store: Store = Depends(get_store)) -> dict:
     return store.task_view(assignment_id, who.id)
 
