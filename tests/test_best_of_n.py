@@ -14,6 +14,7 @@ from rlhaif.data.records import CompletionRecord, DemoRecord, PairRecord
 from rlhaif.errors import ConfigError
 
 ROOT = Path(__file__).parent.parent
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest: one torch thread
 
 
 def _completions():
@@ -103,14 +104,6 @@ def tiny_recipe(name, d, run_dir):
     for st in data["stages"]:
         st.update(small.get(st["stage"], {}))
     return data
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def manifest(path):

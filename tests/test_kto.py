@@ -1,18 +1,19 @@
 """KTO (loss `kto` of the DPO stage): the loss pinned by hand, the KL partners, one step and a behaviour test."""
 
-import json
 import math
-import random
 
 import pytest
 import torch
 
 from rlhaif.data.records import UnpairedRecord
 from rlhaif.errors import ConfigError
-from rlhaif.models.tiny import save_tiny
-from rlhaif.policy.dpo import DPOConfig, run_dpo
+from rlhaif.policy.dpo import run_dpo
 from rlhaif.policy.dpo_losses import kto_loss
 from rlhaif.policy.kto import kto_pairs
+from test_dpo import cfg as dpo_cfg, metrics, tiny_dir, toy_pairs, write_jsonl  # noqa: F401  (DPO's toy task)
+
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")  # conftest: one torch thread
 
 
 def sig(x):
@@ -72,57 +73,21 @@ def test_kto_pairs_give_each_row_another_rows_response_as_kl_partner():
 
 # ---------------------------------------------------------------- on a tiny model
 
-NOUNS = "cat dog sun moon water fire tree book car house food music".split()
-GOOD = "kind safe honest happy good".split()
-BAD = "rude harm bad hate false".split()
-
-
 def toy_rows(n, seed):
-    """Replies about a noun: kind/safe words are desirable, rude/harm words undesirable (unpaired)."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        noun = rng.choice(NOUNS)
-        filler = rng.sample(["the", "a", "is", "and", "it", "you", "we", "this"], 3)
-        good = i % 2 == 0
-        words = rng.sample(GOOD if good else BAD, 2)
-        rows.append({"prompt": f"tell me about the {noun}", "completion": " ".join([*words, noun, *filler]),
-                     "label": good})
-    return rows
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return str(save_tiny(tmp_path_factory.mktemp("tiny") / "llama", "llama", seed=0))
+    """test_dpo's toy task, unpaired: even rows keep the kind/safe reply (desirable), odd rows the rude one."""
+    return [{"prompt": r["prompt"], "completion": r["chosen"] if i % 2 == 0 else r["rejected"], "label": i % 2 == 0}
+            for i, r in enumerate(toy_pairs(n, seed))]
 
 
 @pytest.fixture(scope="module")
 def kto_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("kto")
-    out = []
-    for name, rows in (("train.jsonl", toy_rows(48, 1)), ("eval.jsonl", toy_rows(24, 2))):
-        (d / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-        out.append(str(d / name))
-    return out
+    return write_jsonl(d / "train.jsonl", toy_rows(48, 1)), write_jsonl(d / "eval.jsonl", toy_rows(24, 2))
 
 
 def cfg(tiny_dir, files, out, **kw):
-    base = dict(model=tiny_dir, pairs=files[0], eval_pairs=files[1], output_dir=str(out), max_length=32,
-                batch_size=8, lora=False, learning_rate=1e-3, max_steps=4, save_steps=100, seed=0, loss="kto")
-    base.update(kw)
-    return DPOConfig(**base)
-
-
-def metrics(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    """test_dpo's settings (full fine-tuning, 4 steps, lr 1e-3) with the KTO loss."""
+    return dpo_cfg(tiny_dir, files, out, **{"loss": "kto", **kw})
 
 
 def test_one_kto_step_changes_every_trainable_parameter(tiny_dir, kto_files, tmp_path):
@@ -130,10 +95,10 @@ def test_one_kto_step_changes_every_trainable_parameter(tiny_dir, kto_files, tmp
     from transformers import AutoModelForCausalLM
 
     run_dpo(cfg(tiny_dir, kto_files, tmp_path, max_steps=1, max_grad_norm=0.0))
-    before = AutoModelForCausalLM.from_pretrained(tiny_dir).state_dict()
-    after = load_file(str(tmp_path / "checkpoints" / "step-000001" / "trainable.safetensors"))
-    changed = [k for k in after if not torch.equal(after[k], before[k])]
-    assert set(after) - set(changed) <= {"model.embed_tokens.weight"}, set(after) - set(changed)
+    start = AutoModelForCausalLM.from_pretrained(tiny_dir).state_dict()
+    stepped = load_file(str(tmp_path / "checkpoints" / "step-000001" / "trainable.safetensors"))
+    unchanged = {name for name, w in stepped.items() if torch.equal(w, start[name])}
+    assert unchanged <= {"model.embed_tokens.weight"}, unchanged  # rows of absent tokens get no gradient
     row = [r for r in metrics(tmp_path) if "dpo/loss" in r][0]
     # step 1: π_θ = π_ref, so h = 0, z_ref = 0 and every example's loss is λ·(1 − σ(0)) = 0.5
     assert row["dpo/loss"] == pytest.approx(0.5, abs=1e-5)

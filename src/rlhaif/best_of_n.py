@@ -3,10 +3,10 @@
     completions.jsonl (N per prompt) → score every response → keep each prompt's top ``per_prompt`` →
     optionally only the ``top_share`` with the highest scores over all prompts → best.jsonl + demos.jsonl
 
-Used at inference (`rlhaif generate --best-of N`, through ``apply_best_of_n``) and as the selection step of
-rejection-sampling fine-tuning (Llama 2's rejection sampling; RAFT, Dong et al. 2023): generate K → keep the
-best → SFT on them → next round, the ``best_of_n`` stage of ``recipes/rejection_sampling.yaml``. Every
-kept record carries its ``score`` and the ``scores`` of all N responses of its prompt (in index order);
+The selection step of rejection-sampling fine-tuning (Llama 2's rejection sampling; RAFT, Dong et al.
+2023): generate K → keep the best → SFT on them → next round, the ``best`` stage of
+``recipes/rejection_sampling.yaml``; at inference, ``apply_best_of_n`` is the hook meant for
+`rlhaif generate --best-of N --scorer SPEC`. Every kept record carries its ``score`` and the ``scores`` of all N responses of its prompt (in index order);
 ``scores.jsonl`` holds every response with its score.
 
 ``scored_pairs`` labels pairs the same way for online / iterative DPO (Xiong et al. 2024; Guo et al. 2024):

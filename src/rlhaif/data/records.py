@@ -197,9 +197,4 @@ class UnpairedRecord(_Record):
             raise ValueError(f"label must be true (desirable) or false (undesirable), got {v!r}")
         return v
 
-    @field_validator("weight")
-    @classmethod
-    def _weight(cls, v: float) -> float:
-        if v < 0:
-            raise ValueError(f"weight must be >= 0, got {v}")
-        return v
+    _vw = field_validator("weight")(classmethod(lambda cls, v: PairRecord._weight(v)))
