@@ -131,10 +131,23 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                    keep_flagged: bool = typer.Option(False, help="Keep annotators flagged as unreliable."),
                    weight_by_reliability: bool = typer.Option(False, help="Weight pairs by annotator agreement."),
                    ties: str = typer.Option("half", help="half (p=0.5) | drop."),
-                   ai: bool = typer.Option(True, "--ai/--no-ai", help="Include stored AI labels (source ai:...).")):
-        """Write preference pairs (p, weight, source=human:<annotator>) for `rlhaif reward train`."""
+                   ai: bool = typer.Option(True, "--ai/--no-ai", help="Include stored AI labels (source ai:...)."),
+                   format: str = typer.Option("pairs", "--format", help="pairs | kto (unpaired rows for `dpo --loss "
+                                              "kto`) | kto-trl (TRL's prompt/completion/label)."),
+                   rating_threshold: int = typer.Option(6, help="kto: a rating at or above it is desirable.")):
+        """Write preference pairs (p, weight, source=human:<annotator>) for `rlhaif reward train`, or with
+        --format kto the unpaired verdicts (thumbs, ratings, "both bad", "F") for KTO."""
         from rlhaif.feedback.human.report import export_pairs
 
+        if format in ("kto", "kto-trl"):
+            from rlhaif.feedback.export_kto import export_kto
+
+            res = export_kto(_store(db), output, campaign, trl=format == "kto-trl", rating_threshold=rating_threshold,
+                             exclude_flagged=not keep_flagged, weight_by_reliability=weight_by_reliability)
+            typer.echo(f"wrote {res['rows']} rows ({res['desirable']} desirable) to {output} from {res['judgments']} judgments")
+            return
+        if format != "pairs":
+            raise typer.BadParameter(f"--format {format!r}: use pairs, kto or kto-trl")
         res = export_pairs(_store(db), output, campaign, exclude_flagged=not keep_flagged,
                            weight_by_reliability=weight_by_reliability, ties=ties, include_ai=ai)
         typer.echo(f"wrote {res['pairs']} pairs to {output} from {res['judgments']} judgments"

@@ -13,7 +13,7 @@ import re
 from typing import Any, Iterable
 
 from rlhaif.data.io import parse_record, read_jsonl, write_jsonl
-from rlhaif.data.records import Message, PairRecord, as_messages, prompt_text
+from rlhaif.data.records import Message, PairRecord, UnpairedRecord, as_messages, prompt_text
 from rlhaif.errors import DataError, RlhaifError
 
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
@@ -204,3 +204,62 @@ def convert_pairs(src: str | os.PathLike, dst: str | os.PathLike, from_format: s
     else:
         n = write_trl(dst, pairs, conversational=to_format == "trl-conversational")
     return {"read": n_in, "written": n, "skipped": n_in - len(pairs)}
+
+
+# ---------------------------------------------------------------- unpaired rows (KTO)
+# TRL's unpaired preference format: {"prompt": str, "completion": str, "label": bool}, or conversational with
+# "prompt" a message list and "completion" a list of one assistant message.
+
+
+def unpaired_to_trl(row: UnpairedRecord, conversational: bool | None = None) -> dict[str, Any]:
+    """UnpairedRecord -> TRL unpaired row. Conversational when the prompt is a message list (or asked)."""
+    conv = (not isinstance(row.prompt, str)) if conversational is None else conversational
+    if conv:
+        return {"prompt": as_messages(row.prompt), "completion": [{"role": "assistant", "content": row.completion}],
+                "label": row.label}
+    prompt = row.prompt
+    if not isinstance(prompt, str):
+        prompt = prompt[0].content if len(prompt) == 1 and prompt[0].role == "user" else prompt_text(prompt)
+    return {"prompt": prompt, "completion": row.completion, "label": row.label}
+
+
+def trl_to_unpaired(obj: dict[str, Any], path: str = "<trl>", lineno: int | None = None) -> UnpairedRecord:
+    """TRL unpaired row (standard or conversational) -> UnpairedRecord."""
+    row = dict(obj)
+    v = row.get("completion")
+    if isinstance(v, list):
+        if len(v) != 1 or not isinstance(v[0], dict) or v[0].get("role") != "assistant":
+            raise DataError(path, lineno, "completion", "conversational value must be a list of exactly one "
+                            "assistant message, e.g. [{\"role\": \"assistant\", \"content\": \"...\"}]")
+        row["completion"] = v[0].get("content", "")
+    row.setdefault("source", "trl")
+    return parse_record(UnpairedRecord, row, path, lineno)
+
+
+def pair_to_unpaired(pair: PairRecord) -> list[UnpairedRecord]:
+    """A hard-labelled pair as two unpaired rows (chosen desirable, rejected undesirable), as the KTO paper
+    does with preference data; a tie (p = 0.5) says neither response is good or bad and gives none, and a
+    pair with p < 0.5 is read the other way round."""
+    if pair.p == 0.5:
+        return []
+    good, bad = (pair.chosen, pair.rejected) if pair.p > 0.5 else (pair.rejected, pair.chosen)
+    src = pair.source or "pair"
+    return [UnpairedRecord(prompt=pair.prompt, completion=good, label=True, weight=pair.weight, source=src),
+            UnpairedRecord(prompt=pair.prompt, completion=bad, label=False, weight=pair.weight, source=src)]
+
+
+def read_unpaired(path: str | os.PathLike) -> list[UnpairedRecord]:
+    """Read unpaired rows: rlhaif / TRL unpaired rows (detected by a ``completion`` key in the first row),
+    or any preference file ``read_pairs`` reads, split by ``pair_to_unpaired``."""
+    first = next(read_jsonl(path), None)
+    if first is None:
+        raise DataError(str(path), None, None, "the file holds no records")
+    if "completion" in first[1]:
+        return [trl_to_unpaired(o, str(path), n) for n, o in read_jsonl(path)]
+    return [row for pair in read_pairs(path) for row in pair_to_unpaired(pair)]
+
+
+def write_trl_unpaired(path: str | os.PathLike, rows: Iterable[UnpairedRecord],
+                       conversational: bool | None = None) -> int:
+    """Write TRL unpaired rows atomically (weight and source are dropped: TRL's format has neither)."""
+    return write_jsonl(path, (unpaired_to_trl(r, conversational) for r in rows))

@@ -6,6 +6,7 @@ Shapes (one JSON object per line):
 - ``DemoRecord``       {"prompt", "response"} or {"messages"}   SFT demonstrations
 - ``CompletionRecord`` {"prompt_id", "prompt", "response", "model", "index", "finished", "sampling"}
 - ``PairRecord``       {"prompt", "chosen", "rejected", "p", "weight", "margin", "source"}
+- ``UnpairedRecord``   {"prompt", "completion", "label", "weight", "source"}   one response judged alone (KTO)
 
 ``PairRecord.p`` is the probability that ``chosen`` is preferred (DESIGN.md): 1.0 for a hard human
 label, the judge's normalized probability for AI feedback, 0.5 for a tie.
@@ -167,3 +168,33 @@ class PairRecord(_Record):
         if v < 0:
             raise ValueError(f"weight must be >= 0, got {v}")
         return v
+
+
+class UnpairedRecord(_Record):
+    """One response judged on its own (a thumb, a rating over a threshold): ``label`` True = desirable.
+
+    The data of KTO (Ethayarajh et al. 2024) and of TRL's unpaired preference format; ``weight`` scales the
+    example's loss, ``source`` says where the label came from, as in ``PairRecord``."""
+
+    prompt: Prompt
+    completion: str
+    label: bool
+    weight: float = 1.0
+    source: str = ""
+    id: str | None = None
+
+    _vp = field_validator("prompt")(classmethod(lambda cls, v: _check_prompt(v)))
+
+    @field_validator("completion")
+    @classmethod
+    def _completion(cls, v: str) -> str:
+        return _non_empty(v, "completion")
+
+    @field_validator("label", mode="before")
+    @classmethod
+    def _label(cls, v: Any) -> Any:
+        if not isinstance(v, bool):  # 1 / "yes" / "true" would pass pydantic's lax bool: say what is expected
+            raise ValueError(f"label must be true (desirable) or false (undesirable), got {v!r}")
+        return v
+
+    _vw = field_validator("weight")(classmethod(lambda cls, v: PairRecord._weight(v)))

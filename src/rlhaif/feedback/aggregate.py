@@ -335,3 +335,26 @@ def rating_decisions(judgments: Iterable[dict[str, Any]], prompt_of: dict[Any, A
             out.append((ann, prompt, i, j, 0.5) if si == sj else
                        ((ann, prompt, i, j, 1.0) if si > sj else (ann, prompt, j, i, 1.0)))
     return out
+
+
+# ---------------------------------------------------------------- judgments -> unpaired labels (KTO)
+
+RATING_THRESHOLD = 6
+"""Default rating threshold for unpaired labels: 6..10 desirable, 1..5 undesirable (the upper half of 1..10)."""
+
+
+def unpaired_labels(judgment: dict[str, Any], rating_threshold: int = RATING_THRESHOLD) -> list[tuple[Any, bool]]:
+    """The absolute verdicts of one judgment, [(response id, desirable)]: a thumb up / down; a rating at or
+    above ``rating_threshold`` / below it; both responses of a "both bad" pairwise judgment, and every
+    response ranked "F" (fail), as undesirable. A win, a tie or a rank says only which response is better,
+    not whether it is good, and gives none."""
+    kind, v = judgment["kind"], judgment["value"]
+    if kind == "thumbs":
+        return [(judgment["responses"][0], v["thumb"] == "up")]
+    if kind == "rating":
+        return [(judgment["responses"][0], v["rating"] >= rating_threshold)]
+    if kind == "pairwise" and v["choice"] == "both_bad":
+        return [(rid, False) for rid in judgment["responses"]]
+    if kind == "ranking":
+        return [(rid, False) for rid in judgment["responses"] if v["ranks"][str(rid)] == "F"]
+    return []

@@ -6,7 +6,7 @@ Annotator utility for the response shown at position i (Gaussian noise, fresh fo
 
 Pairwise: the higher utility wins. Ranking: ranks by utility. The adversary answers against the scorer
 ("RLHF trolling"). The scorer is any ``score(prompts, responses) -> list[float]``, e.g. a reward model's
-``score``; ``"length"`` (longer is better) needs nothing. Judgments go through the real store.
+``score``, named by a spec of ``rlhaif.scorers``; ``"length"`` (longer is better) needs nothing. Judgments go through the real store.
 """
 
 from __future__ import annotations
@@ -15,14 +15,12 @@ import random
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Literal, Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from rlhaif.config import StageConfig
-from rlhaif.errors import ConfigError
-
-Scorer = Callable[[Sequence[str], Sequence[str]], list[float]]
+from rlhaif.scorers import Scorer, load_scorer
 
 
 class AnnotatorSpec(BaseModel):
@@ -65,23 +63,10 @@ class SimulatedPanelConfig(StageConfig):
     annotators: list[AnnotatorSpec] = Field(default_factory=default_panel)
     """The panel; by default five annotators, one adversarial."""
     scorer: str = "length"
-    """'length' (longer is better) or 'reward_model:<path>' (a reward model trained by `rlhaif reward train`)."""
+    """Any scorer spec of ``rlhaif.scorers``: 'length' (longer is better), 'reward_model:<path>' (a reward model
+    trained by `rlhaif reward train`), 'classifier:<path>:<label>', 'python:<file.py>:<function>'."""
     seed: int = 0
     """Seed of the annotators' noise."""
-
-
-def length_scorer(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
-    return [len(r.split()) / 10.0 for r in responses]
-
-
-def make_scorer(spec: str) -> Scorer:
-    if spec == "length":
-        return length_scorer
-    if spec.startswith("reward_model:"):
-        from rlhaif.reward.model import load_reward_model  # torch: only here
-
-        return load_reward_model(spec.split(":", 1)[1]).score
-    raise ConfigError(f"scorer {spec!r}: use 'length' or 'reward_model:<path>'")
 
 
 def simulated_value(spec: AnnotatorSpec, kind: str, scores: Sequence[float], texts: Sequence[str],
@@ -159,7 +144,7 @@ def run_simulated_panel(config: SimulatedPanelConfig, scorer: Scorer | None = No
                                      path=config.completions)
         else:
             store.campaign(config.campaign)  # must exist
-        made = label_campaign(store, config.annotators, scorer or make_scorer(config.scorer), config.seed)
+        made = label_campaign(store, config.annotators, scorer or load_scorer(config.scorer), config.seed)
         exported = export_pairs(store, out / "pairs.jsonl", campaign=config.campaign)
         report = build_report(store, config.campaign)
         (out / "report.json").write_text(json.dumps(report, indent=2, default=str))

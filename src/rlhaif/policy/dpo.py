@@ -11,6 +11,7 @@ The losses live in ``policy/dpo_losses.py``; Accelerate set-up, checkpoints and 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -25,10 +26,11 @@ from pydantic import Field
 
 from rlhaif.config import LoRAConfig, TrainLoopConfig
 from rlhaif.data.collate import Encoded, encode_prompt_response, pad_batch
-from rlhaif.data.formats import read_pairs
+from rlhaif.data.formats import read_pairs, read_unpaired
 from rlhaif.data.records import PairRecord
 from rlhaif.errors import ConfigError, DataError
 from rlhaif.policy.dpo_losses import LOSSES, chosen_nll_loss, smooth_labels
+from rlhaif.policy.kto import kto_pairs
 
 REF_CACHE = "ref_logprobs.pt"
 
@@ -42,7 +44,9 @@ class DPOConfig(TrainLoopConfig, LoRAConfig):
     model: str = "smollm2-135m-instruct"
     """Policy to start from (folder, .gguf, built-in name). A LoRA SFT adapter folder is merged into its base first."""
     pairs: str
-    """Training pairs: rlhaif pairs.jsonl, TRL preference JSONL (standard or conversational) or hh-rlhf."""
+    """Training pairs: rlhaif pairs.jsonl, TRL preference JSONL (standard or conversational) or hh-rlhf. With
+    `loss: kto`: unpaired rows (rlhaif kto.jsonl or TRL's prompt / completion / label), or pairs, each split
+    into a desirable and an undesirable row."""
     eval_pairs: Optional[str] = None
     """Held-out pairs (any format above). When absent, `eval_fraction` of `pairs` is held out."""
     eval_fraction: float = 0.1
@@ -51,8 +55,14 @@ class DPOConfig(TrainLoopConfig, LoRAConfig):
     """Train on at most this many pairs (after the held-out split); None = all."""
     output_dir: str = "runs/dpo"
     """Where the model, metrics.jsonl, eval.json and checkpoints go."""
-    loss: Literal["sigmoid", "ipo"] = "sigmoid"
-    """sigmoid = DPO (conservative DPO when p < 1); ipo = IPO. Both use each pair's soft label p."""
+    loss: Literal["sigmoid", "ipo", "kto"] = "sigmoid"
+    """sigmoid = DPO (conservative DPO when p < 1); ipo = IPO. Both use each pair's soft label p. kto = KTO
+    on unpaired desirable / undesirable examples (docs/dpo.md)."""
+    kto_lambda_d: float = 1.0
+    """KTO's λ_D: weight of the desirable examples' loss (TRL's desirable_weight)."""
+    kto_lambda_u: float = 1.0
+    """KTO's λ_U: weight of the undesirable examples' loss (TRL's undesirable_weight). The paper keeps
+    λ_D·n_D / (λ_U·n_U) between 1 and 4/3 for n_D desirable and n_U undesirable examples."""
     beta: float = Field(0.1, gt=0)
     """β > 0: strength of the implicit KL constraint (IPO: τ, whose target margin is 1/(2τ))."""
     label_smoothing: float = 0.0
@@ -82,10 +92,12 @@ class DPOConfig(TrainLoopConfig, LoRAConfig):
 # ---------------------------------------------------------------- data
 
 def load_pairs(cfg: DPOConfig) -> tuple[list[PairRecord], list[PairRecord]]:
-    """(train, eval) pairs; a seeded shuffle picks the held-out share when no eval file is given."""
-    train = read_pairs(cfg.pairs)
+    """(train, eval) pairs; a seeded shuffle picks the held-out share when no eval file is given.
+    KTO: unpaired rows, split the same way, then each with its KL partner (``policy/kto.py``)."""
+    read = read_unpaired if cfg.loss == "kto" else read_pairs
+    train = read(cfg.pairs)
     if cfg.eval_pairs:
-        held = read_pairs(cfg.eval_pairs)
+        held = read(cfg.eval_pairs)
     else:
         order = list(range(len(train)))
         random.Random(cfg.seed).shuffle(order)
@@ -96,7 +108,16 @@ def load_pairs(cfg: DPOConfig) -> tuple[list[PairRecord], list[PairRecord]]:
         train = train[: cfg.max_pairs]
     if not train:
         raise DataError(cfg.pairs, None, None, "no training pairs left after the held-out split")
+    if cfg.loss == "kto":
+        return kto_pairs(train, cfg.seed), kto_pairs(held, cfg.seed)
     return train, held
+
+
+def loss_function(cfg: DPOConfig):
+    """``(logprobs, ref_logprobs, beta, p, weights) -> (loss, stats)`` for ``cfg.loss``."""
+    if cfg.loss == "kto":
+        return functools.partial(LOSSES["kto"], lambda_d=cfg.kto_lambda_d, lambda_u=cfg.kto_lambda_u)
+    return LOSSES[cfg.loss]
 
 
 def encode_pair(tokenizer, pair: PairRecord, max_length: int) -> tuple[Encoded, Encoded]:
@@ -220,7 +241,7 @@ def evaluate(cfg: DPOConfig, accelerator, model, encoded, pairs, ref: torch.Tens
     (a tie counts one half), the mean implicit-reward margin and the loss."""
     if not pairs:
         return {"eval/pairs": 0}
-    loss_fn = LOSSES[cfg.loss]
+    loss_fn = loss_function(cfg)
     policy = compute_logprobs(model, encoded, pairs, pad_id, cfg.eval_batch_size, accelerator.device)
     if ref is None:
         with accelerator.unwrap_model(model).disable_adapter():
@@ -251,6 +272,9 @@ def run_dpo(cfg: DPOConfig) -> dict:
                           "disabled); use reference 'precompute' for full fine-tuning (lora_r 0)")
     if cfg.reference == "adapter" and cfg.ref_model:
         raise ConfigError("ref_model is only used with reference 'precompute'")
+    if cfg.loss == "kto" and (cfg.label_smoothing or cfg.nll_alpha):
+        raise ConfigError("loss 'kto' takes no label_smoothing or nll_alpha (its examples are unpaired: "
+                          "there is no chosen response to smooth or to imitate)")
     seed_everything(cfg.seed)
     train_pairs, eval_pairs = load_pairs(cfg)
     accelerator = make_accelerator(mixed_precision=cfg.mixed_precision, log_with=cfg.log_with, project_dir=out)
@@ -280,7 +304,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
     model, optimizer, scheduler, per_step, total, step = start_loop(model, cfg, accelerator, len(micros), "dpo",
                                                                     before_resume=reference_before_resume)
     ref_train, ref_eval = ref["train"], ref["eval"]
-    loss_fn = LOSSES[cfg.loss]
+    loss_fn = loss_function(cfg)
     show = ("dpo/loss", "rewards/accuracy", "rewards/margin")
     row: dict[str, Any] = {}
     with MetricsLogger(out, total_steps=total, description="dpo", accelerator=accelerator, show=show,

@@ -1,4 +1,4 @@
-"""DPO-family losses: pure functions of sequence log-probabilities, each returning ``(loss, stats)``.
+"""DPO-family losses (and KTO): pure functions of sequence log-probabilities, each returning ``(loss, stats)``.
 
 Inputs are per-pair sequence log-probabilities (sums over response tokens), laid out ``[chosen; rejected]``:
 ``logprobs`` and ``ref_logprobs`` are (2B,) — rows 0..B-1 the chosen responses, rows B..2B-1 the rejected.
@@ -102,4 +102,39 @@ def chosen_nll_loss(chosen_logprobs: torch.Tensor, chosen_lengths: torch.Tensor,
     return loss, {"dpo/nll": loss.detach()}
 
 
-LOSSES = {"sigmoid": dpo_loss, "ipo": ipo_loss}
+def kto_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, beta: float = 0.1,
+             p: torch.Tensor | None = None, weights: torch.Tensor | None = None,
+             lambda_d: float = 1.0, lambda_u: float = 1.0):
+    """KTO (Ethayarajh et al. 2024) on unpaired examples, laid out ``[matched; mismatched]`` (2B,): row i < B is
+    example i's (x_i, y_i), row B + i the same prompt x_i with another example's response (its KL partner).
+    ``p`` (B,) is the label, 1 = desirable, 0 = undesirable (a soft p mixes the two terms as for the others).
+
+        h_i   = log π_θ(y_i|x_i) − log π_ref(y_i|x_i)
+        z_ref = max(0, mean over the mismatched rows of log π_θ − log π_ref)     (no gradient)
+        L_i   = p_i·λ_D·(1 − σ(β·(h_i − z_ref))) + (1 − p_i)·λ_U·(1 − σ(β·(z_ref − h_i)))
+        batch loss = mean(w·L)
+
+    Stats: ``kto/kl`` is z_ref; ``rewards/chosen`` / ``rewards/rejected`` the mean β·h of the desirable /
+    undesirable examples (0 when the batch holds none); accuracy counts β·(h − z_ref) of the label's sign."""
+    lp, lp_mis = _split(logprobs)
+    ref, ref_mis = _split(ref_logprobs)
+    h = lp - ref
+    z_ref = (lp_mis - ref_mis).detach().mean().clamp(min=0.0)
+    p, weights = _defaults(h, p, weights)
+    losses = (p * lambda_d * (1.0 - torch.sigmoid(beta * (h - z_ref)))
+              + (1.0 - p) * lambda_u * (1.0 - torch.sigmoid(beta * (z_ref - h))))
+    loss = (weights * losses).mean()
+    r = beta * h.detach()
+    n_d, n_u = p.sum(), (1.0 - p).sum()
+    rewards_d = (p * r).sum() / n_d.clamp(min=1e-8)
+    rewards_u = ((1.0 - p) * r).sum() / n_u.clamp(min=1e-8)
+    s = torch.sign(r - beta * z_ref)
+    acc = p * (s > 0).float() + (1.0 - p) * (s < 0).float() + 0.5 * (s == 0).float()
+    lpd = lp.detach()
+    return loss, {"dpo/loss": loss.detach(), "kto/kl": z_ref, "rewards/chosen": rewards_d,
+                  "rewards/rejected": rewards_u, "rewards/margin": rewards_d - rewards_u,
+                  "rewards/accuracy": acc.mean(), "logps/chosen": (p * lpd).sum() / n_d.clamp(min=1e-8),
+                  "logps/rejected": ((1.0 - p) * lpd).sum() / n_u.clamp(min=1e-8)}
+
+
+LOSSES = {"sigmoid": dpo_loss, "ipo": ipo_loss, "kto": kto_loss}
