@@ -97,8 +97,8 @@ def test_guidelines_keep_only_safe_links(env):
                       ("[x](vbscript:msgbox)", "<a rel"), ('<img src=x onerror="alert(1)">', "&lt;img"),
                       ("[x](JaVaScRiPt:alert(1))", "<a rel")]:
         out = guidelines_html(src)
-        assert kept in out and "onerror=" not in out.replace("&lt;", "") or "&lt;img" in out
-        assert "script:" not in out.lower() and "data:" not in out
+        assert kept in out, out
+        assert "<img" not in out and "script:" not in out.lower() and "data:" not in out, out
 
 
 # ------------------------------------------------------------------ sessions and revocation
