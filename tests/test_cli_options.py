@@ -117,7 +117,7 @@ def test_help_and_the_annotation_commands_do_not_import_torch():
 
 def test_flag_names_kept(capsys):
     """The flags the commands had before they were made from the configs still parse."""
-    for path, flags in [(("dpo",), ["--lr", "--full", "--lora", "--merge-lora", "-o"]),
+    for path, flags in [(("dpo",), ["--lr", "--lora-r", "--merge-lora", "-o"]),
                         (("ppo",), ["--learning-rate", "--lr", "--resume", "--no-resume", "--save-every"]),
                         (("cai", "revise"), ["--rounds", "-o"]), (("feedback", "ai-label"), ["-i", "--judge-model",
                                                                                           "--skip-invalid"]),

@@ -125,9 +125,10 @@ def test_groups_stay_whole_and_disjoint_when_two_processes_split_the_batch():
             assert len(rows) == prompts_per_process * K
             groups = [rows[g * K:(g + 1) * K] for g in range(prompts_per_process)]
             assert all(len(set(g)) == 1 for g in groups)  # each group of K rows is one prompt, whole
-        p0, p1 = ({rows[g * K] for g in range(prompts_per_process)} for rows in ranks)
-        assert not p0 & p1  # no prompt (no group) on both processes
-        assert sorted(p0 | p1) == sorted(one)  # the same prompts a single process would take
+        p0, p1 = ([rows[g * K] for g in range(prompts_per_process)] for rows in ranks)
+        # the two processes split one process's draw between them, each group whole on one side (a prompt may
+        # come twice in a step where the draw crosses an epoch boundary, as step 3 does: then as two groups)
+        assert p0 + p1 == one
 
 
 def cfg(**kw):

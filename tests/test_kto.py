@@ -120,7 +120,7 @@ def test_adapter_reference_equals_precomputed_for_kto(tiny_dir, kto_files, tmp_p
     runs = {}
     for ref in ("precompute", "adapter"):
         out = tmp_path / ref
-        res = run_dpo(cfg(tiny_dir, kto_files, out, lora=True, lora_r=4, learning_rate=5e-3, max_steps=3,
+        res = run_dpo(cfg(tiny_dir, kto_files, out, lora_r=4, learning_rate=5e-3, max_steps=3,
                           reference=ref, kto_lambda_d=1.0, kto_lambda_u=1.5))
         runs[ref] = ([r for r in metrics(out) if "dpo/loss" in r], res["eval"])
     (a_rows, a_eval), (b_rows, b_eval) = runs["precompute"], runs["adapter"]

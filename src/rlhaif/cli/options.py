@@ -137,6 +137,9 @@ def field_option(name: str, info: Any, doc: str, decls: list[str] | None = None)
 def config_options(cls: type[BaseModel], flags: dict[str, list[str]] | None = None) -> list[FieldOption]:
     """One option per field of ``cls``; ``flags`` gives a field other names (e.g. ``--lr``)."""
     docs = field_docs(cls)
+    unknown = sorted(set(flags or {}) - set(cls.model_fields))
+    if unknown:  # an alias for a field the config no longer has would silently vanish from the command line
+        raise ValueError(f"flags for fields {cls.__name__} does not have: {', '.join(unknown)}")
     names = {**COMMON_FLAGS, **(flags or {})}
     return [field_option(name, info, docs.get(name) or info.description or "", names.get(name))
             for name, info in cls.model_fields.items()]

@@ -89,7 +89,7 @@ COMMANDS = [
     StageCommand(("ppo",), "ppo", "Optimise the policy against a reward model (or a Python reward) with PPO and "
                  "a KL penalty.", _ppo),
     StageCommand(("dpo",), "dpo", "Direct preference optimization from pairs; writes model/, metrics.jsonl and "
-                 "eval.json.", _dpo, flags={"lora": ["--lora/--full"]}),
+                 "eval.json.", _dpo),
     StageCommand(("evaluate",), "evaluate", "Sample every model on the same prompts; proxy/gold scores, KL, win "
                  "rate, diversity -> report.html.", _evaluate, flags={"models": ["--models", "--model", "-m"]}),
     StageCommand(("feedback", "simulate"), "simulate", "Label with a simulated panel (five annotators, one "

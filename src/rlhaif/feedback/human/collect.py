@@ -43,7 +43,7 @@ def run_human_feedback(cfg: HumanFeedbackConfig) -> dict[str, Any]:
     from rlhaif.data.io import read_records
     from rlhaif.data.records import CompletionRecord
     from rlhaif.feedback.human.report import export_pairs
-    from rlhaif.feedback.human.store import Store
+    from rlhaif.feedback.human.store import Store, write_secret
     from rlhaif.manifest import write_stage_manifest
 
     t0 = time.time()
@@ -59,8 +59,7 @@ def run_human_feedback(cfg: HumanFeedbackConfig) -> dict[str, Any]:
         token = token_file.read_text().strip()
     else:
         token = store.add_annotator(cfg.annotator)
-        token_file.write_text(token + "\n")
-        token_file.chmod(0o600)
+        write_secret(token_file, token + "\n")  # 0600 from creation: never readable by others
     me = store.annotator_by_token(token)
     if me is None:
         raise RlhaifError(f"{token_file}: this token is not in {db}; delete the file to create a new annotator")
