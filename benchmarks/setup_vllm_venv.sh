@@ -17,5 +17,6 @@ pip=("$dir/bin/pip" install -q)
 if ! "$dir/bin/python" -c "import torchvision" 2>/dev/null; then "$dir/bin/pip" uninstall -y -q torchvision || true; fi
 if ! "$dir/bin/python" -c "import torchaudio" 2>/dev/null; then "$dir/bin/pip" uninstall -y -q torchaudio torchcodec || true; fi
 "${pip[@]}" --no-deps -e .
-"${pip[@]}" pydantic pyyaml typer rich
+# rlhaif's own imports and the tests, without moving vLLM's transformers or torch
+"${pip[@]}" pydantic pyyaml typer rich scipy peft accelerate pytest "transformers==$("$dir/bin/python" -c 'import transformers; print(transformers.__version__)')" torch==2.13.0
 "$dir/bin/python" -c "import torch, transformers, vllm; print('torch', torch.__version__, 'transformers', transformers.__version__, 'vllm', vllm.__version__)"
