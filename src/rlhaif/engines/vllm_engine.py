@@ -111,7 +111,12 @@ class VLLMEngine:
         its prefix cache (KV blocks computed by the old weights). Returns the new weight version."""
         sd = model_or_state if isinstance(model_or_state, dict) else plain_state_dict(model_or_state)
         weights = [(n, t.to("cpu") if not torch.cuda.is_available() else t) for n, t in sd.items()]
-        self.llm.apply_model(lambda m: m.load_weights(weights=iter(weights)))
+        # reload_weights, not model.load_weights: vLLM's CPU backend repacks every linear layer's weight for
+        # oneDNN and drops the original parameter (its weight_loader with it), so a plain load_weights after
+        # start fails ("'Parameter' object has no attribute 'weight_loader'"); the in-place reload restores
+        # the checkpoint layout, loads, and repacks.
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights),
+                                                          "is_checkpoint_format": True})
         self.llm.reset_prefix_cache()
         self.weight_version += 1
         return self.weight_version
