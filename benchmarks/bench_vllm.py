@@ -80,7 +80,7 @@ def main() -> None:
     prompts = encode_prompts(tok, [p.prompt for p in read_prompts(PROMPTS)])
     s = SamplingConfig(max_new_tokens=a.max_new_tokens, temperature=1.0, top_p=1.0)
     t0 = time.perf_counter()
-    engine = VLLMEngine(path, seed=0, max_model_len=512)
+    engine = VLLMEngine(path, seed=0, max_model_len=min(512, lm.config.max_position_embeddings))
     res = {"model": a.model, "engine_start_s": round(time.perf_counter() - t0, 1), "load_before": os.getloadavg()}
     res["logprobs"] = logprob_agreement(engine, lm, tok, prompts[:8], s, eos, a.k)
     print(json.dumps(res["logprobs"]), flush=True)
