@@ -44,8 +44,9 @@ def build(size: str, folder: str, dtype: torch.dtype):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
     tok = make_tokenizer()
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
+    if os.environ.get("LOCAL_RANK", "0") == "0":  # under torchrun, one writer
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
     return model, tok
 
 
