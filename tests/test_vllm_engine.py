@@ -86,13 +86,3 @@ def test_weight_update_moves_the_engine_with_the_trainer(engine):
     eng.update_weights(plain_state_dict(model))  # back, from a state dict (what a resumed run hands over)
     assert engine_greedy() == before
 
-
-def test_lora_adapter_is_merged_for_the_engine():
-    peft = pytest.importorskip("peft")
-    model, _ = peaked(0)
-    lora = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    sd = plain_state_dict(lora)
-    assert "model.layers.0.self_attn.q_proj.weight" in sd and not any("lora" in k for k in sd)
-    base_q = model.model.layers[0].self_attn.q_proj.base_layer.weight
-    assert not torch.allclose(sd["model.layers.0.self_attn.q_proj.weight"], base_q)  # adapter merged in
-    assert hasattr(lora, "peft_config")  # the trainer's model is not changed
