@@ -86,3 +86,15 @@ def test_weight_update_moves_the_engine_with_the_trainer(engine):
     eng.update_weights(plain_state_dict(model))  # back, from a state dict (what a resumed run hands over)
     assert engine_greedy() == before
 
+
+def test_each_prompt_gets_its_own_random_stream(engine):
+    eng, model, tok = engine
+    flat, _ = make_tiny_causal_lm("llama", seed=2, **ARCH)  # not peaked: near-uniform next-token distributions
+    eng.update_weights(flat)
+    s = SamplingConfig(max_new_tokens=12, temperature=1.0)
+    a, b = eng.sample([PROMPTS[0], PROMPTS[0]], k=2, sampling=s, eos=[], seed=5)
+    assert a[0].token_ids != b[0].token_ids  # the same prompt twice: two draws, not one
+    assert a[0].token_ids != a[1].token_ids  # and the K samples of one prompt differ
+    again = eng.sample([PROMPTS[0], PROMPTS[0]], k=2, sampling=s, eos=[], seed=5)
+    assert [x.token_ids for r in again for x in r] == [x.token_ids for r in (a, b) for x in r]  # seeded
+    eng.update_weights(model)

@@ -90,11 +90,15 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         greedy = not sampling.do_sample or sampling.temperature == 0
-        params = SamplingParams(n=k, max_tokens=sampling.max_new_tokens, seed=seed,
-                                temperature=0.0 if greedy else sampling.temperature,
-                                top_p=1.0 if greedy else sampling.top_p, top_k=0 if greedy else sampling.top_k,
-                                repetition_penalty=sampling.repetition_penalty, stop_token_ids=list(eos),
-                                logprobs=0, skip_special_tokens=False, detokenize=False)
+        # One seed per prompt: vLLM seeds each request's generator with its own `seed`, so a single seed for
+        # all prompts gives every prompt the same random stream (identical samples for equal prompts, and
+        # correlated ones otherwise: seen here as the same response lengths prompt after prompt).
+        params = [SamplingParams(n=k, max_tokens=sampling.max_new_tokens, seed=(seed * 1_000_003 + i) % 2**31,
+                                 temperature=0.0 if greedy else sampling.temperature,
+                                 top_p=1.0 if greedy else sampling.top_p, top_k=0 if greedy else sampling.top_k,
+                                 repetition_penalty=sampling.repetition_penalty, stop_token_ids=list(eos),
+                                 logprobs=0, skip_special_tokens=False, detokenize=False)
+                  for i in range(len(prompt_ids))]
         outs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompt_ids], params, use_tqdm=False)
         result = []
         for out in outs:
