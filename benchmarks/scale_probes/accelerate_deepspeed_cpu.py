@@ -1,3 +1,7 @@
+"""Probe: DeepSpeed ZeRO-2/3 under accelerate launch on 2 CPU processes (needs deepspeed: .bench-venvs/ds).
+Prints Accelerate's rank/size beside torch.distributed's (Accelerate 1.15 says 0 of 1 on both).
+.bench-venvs/ds/bin/python -m accelerate.commands.launch --config_file benchmarks/scale_probes/ds2-cpu.yaml \
+    benchmarks/scale_probes/accelerate_deepspeed_cpu.py"""
 import os, torch
 from accelerate import Accelerator
 from rlhaif.models.tiny import make_tiny_causal_lm

@@ -1,3 +1,5 @@
+"""Probe: torch's own FSDP 2 (fully_shard) on 2 CPU processes over gloo, no Accelerate.
+torchrun --standalone --nproc_per_node 2 benchmarks/scale_probes/fsdp2_torch_cpu.py"""
 import os, torch, torch.distributed as dist
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.device_mesh import init_device_mesh
