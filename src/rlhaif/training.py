@@ -54,9 +54,24 @@ def make_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str 
     # Several processes (accelerate launch / torchrun) and no GPU: without cpu=True Accelerate 1.x leaves each
     # process alone (DistributedType.NO) and they race on the same files; with it they join one gloo group.
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        refuse_sharding_without_gpu()
         cpu = True
     return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps,
                        mixed_precision=mixed_precision, cpu=cpu, **kwargs)
+
+
+def refuse_sharding_without_gpu() -> None:
+    """Stop an FSDP or DeepSpeed launch on a machine without a GPU, which Accelerate 1.x would not shard:
+    it turns an FSDP config into plain DDP over gloo (MULTI_CPU) when ``cpu=True`` and leaves every process
+    alone (DistributedType.NO) without it, and under DeepSpeed it reports ``num_processes=1`` and rank 0 to
+    every process (docs/scale-out.md, "FSDP and DeepSpeed on CPU")."""
+    for env, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(env, "false").lower() == "true":
+            from rlhaif.errors import ConfigError
+
+            raise ConfigError(f"{name} needs GPUs: Accelerate does not shard over CPU processes (it would run "
+                              f"unsharded copies). On CPU use DDP (recipes/accelerate/multi-cpu.yaml, "
+                              f"`accelerate launch --multi_gpu --num_processes N`); use {name} on GPUs")
 
 
 def bf16_supported() -> bool:

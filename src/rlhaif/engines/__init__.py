@@ -1,0 +1,1 @@
+"""Inference engines that sample for the trainer (vLLM); HF ``generate`` stays the default sampler."""
