@@ -128,8 +128,9 @@ def test_rejection_sampling_recipe_end_to_end(tiny, tmp_path):
     # round 2 samples from round 1's fine-tuned policy, and fine-tunes it further
     sft1 = manifest(run / "round1" / "sft")["outputs"]["model"]
     assert manifest(run / "round2" / "gen")["config"]["model"] == sft1 == manifest(run / "round2" / "sft")["config"]["model"]
-    assert json.loads((run / "round2" / "evaluate" / "report.json").read_text())["config"]["models"]["round"] == \
-        manifest(run / "round2" / "sft")["outputs"]["model"]
+    report = json.loads((run / "round2" / "evaluate" / "report.json").read_text())  # paths relative to its run folder
+    evaluated = run / "round2" / "evaluate" / report["paths_relative_to"] / report["config"]["models"]["round"]
+    assert evaluated.resolve() == Path(manifest(run / "round2" / "sft")["outputs"]["model"]).resolve()
 
 
 def test_online_dpo_round_two_pairs_come_from_round_one_policy_and_the_named_labeler(tiny, tmp_path):
