@@ -57,3 +57,20 @@ def test_sampler_draws_what_the_no_cache_reference_draws(dtype):
         ids, mask, done = reference_sample(model, prompts, eos, 12, 0.8)
         assert torch.equal(ro.response_ids, ids), (seed, ro.response_ids, ids)
         assert torch.equal(ro.response_mask, mask) and torch.equal(ro.eos_reached, done)
+
+
+def test_response_logprobs_with_index_positions_equal_the_slice_form():
+    from rlhaif.policy.ppo import forward_response
+    from rlhaif.policy.rollout import last_positions, response_logprobs
+    from rlhaif.policy.value_head import ActorCritic
+
+    assert last_positions(7, 3).tolist() == [4, 5, 6]
+    lm, _ = make_tiny_causal_lm("llama")
+    lm.eval()
+    ro = sample_responses(lm, [[4, 9, 12], [5, 6]], PAD, [3], max_new_tokens=5, temperature=0.7)
+    with torch.no_grad():
+        lp = response_logprobs(lm, ro, 0.7)  # logits_to_keep as an index tensor
+        batch = {"input_ids": ro.input_ids, "attention_mask": ro.attention_mask, "response_ids": ro.response_ids}
+        lp_slice, _, _ = forward_response(ActorCritic(lm), batch, 0.7)  # logits_to_keep=R + 1 (an int)
+    m = ro.response_mask.bool()
+    assert (lp - lp_slice)[m].abs().max() < 1e-5
