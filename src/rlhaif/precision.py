@@ -19,6 +19,10 @@ Two ways to use it, for two kinds of work:
   cast them at every step, which costs more than it saves; ``sampling_copy(model, choice)`` gives a bf16 copy
   of the weights instead (half the bytes per decode step), refreshed from the fp32 master after each update.
 
+Measured on the project's 2-core CPU (AMX; BENCHMARKS.md, under load): the bf16 copy made sampling 2–3.4×
+faster at batch 1–8 and 1.5× at batch 32; autocast made PPO/DPO update passes only 1.2–1.5× faster. The 512²
+product this module times is a proxy for "bf16 pays here", not a measurement of each stage.
+
 Numerics: the rollout's old log-probabilities and the update's new ones must come from the same precision
 (``autocast`` on both, or on neither) for PPO's first ratio to be 1; the sampler's bf16 copy only decides which
 tokens are drawn.
