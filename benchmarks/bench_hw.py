@@ -89,17 +89,20 @@ def decode_rate(kind: str, model, prompt_ids: list[int], batch: int, new_tokens:
 
     ids = torch.tensor([prompt_ids] * batch)
 
-    def run():
+    def run(n):
         torch.manual_seed(0)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             if kind == "hf":
-                model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
-                               min_new_tokens=new_tokens, do_sample=True, temperature=0.7, top_k=0, top_p=1.0,
+                model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                               min_new_tokens=n, do_sample=True, temperature=0.7, top_k=0, top_p=1.0,
                                pad_token_id=pad_id)
             else:
-                sample_responses(model, [prompt_ids] * batch, pad_id, [-1], new_tokens, 0.7)
+                sample_responses(model, [prompt_ids] * batch, pad_id, [-1], n, 0.7)
 
-    return batch * new_tokens / best_seconds(run, 1)
+    run(2)  # warm-up: a short run (kernels picked, caches allocated)
+    t0 = time.perf_counter()
+    run(new_tokens)
+    return batch * new_tokens / (time.perf_counter() - t0)
 
 
 def llama_cpp_rate(gguf: str, prompt_ids: list[int], new_tokens: int, threads: int) -> dict | None:
