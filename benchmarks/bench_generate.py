@@ -5,6 +5,12 @@ settings and seed on both sides; batch 1 and batch 16; median of --reps repetiti
 goes first alternates) so a change in machine load hits both. New tokens are counted the same way on both
 sides: up to and including the first EOS. Peak RSS of each side is taken in a fresh subprocess (one batch-16 run after loading).
 
+The anchor: batch 1 is also run with llama.cpp (llama-cpp-python in .bench-venvs/llama-cpp, built by
+``benchmarks/setup_peer_venvs.sh llama-cpp``; not a dependency of rlhaif) on the same GGUF file the built-in
+model is de-quantized from, the same prompt token ids and --max-new-tokens tokens each (EOS ignored there), and
+every side's batch-1 rate is printed as a share of the weight-read bound (bench_hw.py: half the measured copy
+bandwidth over the fp32 weights' bytes).
+
     python benchmarks/bench_generate.py --reps 3 --max-new-tokens 64 --threads 1
 """
 
@@ -63,6 +69,31 @@ def rss_mode(args) -> None:
     print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
+def anchor(args, model, tok, prompts, batch1: dict[str, float]) -> None:
+    """llama.cpp at batch 1 on the same prompts, and every side as a share of the weight-read bound."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_hw import copy_bandwidth, gguf_path, llama_cpp_rate, weight_bytes
+
+    bound = copy_bandwidth(3) / 2 * 1e9 / weight_bytes(model)
+    print(f"weight-read bound at batch 1 (fp32): {bound:.1f} tokens/s", flush=True)
+    for side, r in batch1.items():
+        print(f"  {side} batch 1: {r:.1f} tokens/s = {r / bound:.0%} of the bound", flush=True)
+    if args.model != "smollm2-135m-instruct":
+        print("llama.cpp anchor: only for the built-in smollm2-135m-instruct (its GGUF)")
+        return
+    enc = encode_prompts(tok, [p.prompt for p in prompts])
+    rates = [llama_cpp_rate(gguf_path(), ids, args.max_new_tokens, args.threads or torch.get_num_threads())
+             for ids in enc]
+    if any(r is None for r in rates):
+        print("llama.cpp anchor: .bench-venvs/llama-cpp missing (benchmarks/setup_peer_venvs.sh llama-cpp)")
+        return
+    med = statistics.median(r["tokens_per_s"] for r in rates)
+    size = Path(gguf_path()).stat().st_size / weight_bytes(model)
+    print(f"llama.cpp (Q4_1 GGUF) batch 1, same {len(enc)} prompts x {args.max_new_tokens} tokens: median "
+          f"{med:.1f} tokens/s = {med / bound:.0%} of the fp32 bound (its file is {size:.2f}x the fp32 weights' "
+          f"bytes); rlhaif / llama.cpp {batch1['rlhaif'] / med:.2f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -100,6 +131,9 @@ def main() -> None:
         print(f"batch {batch:2d} ({len(prompts)} prompts x {args.max_new_tokens} new tokens): median tokens/s "
               f"rlhaif {med['rlhaif']:.1f}  plain {med['plain']:.1f}  ratio rlhaif/plain "
               f"{med['rlhaif'] / med['plain']:.3f}", flush=True)
+        if batch == 1:
+            batch1 = med
+    anchor(args, model, tok, all_prompts[:args.batch1_prompts], batch1)
     for side in SIDES:
         cmd = [sys.executable, __file__, "--rss-side", side, "--model", args.model,
                "--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads)]

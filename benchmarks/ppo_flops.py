@@ -12,7 +12,8 @@ Per row and step (P prompt tokens, R response tokens, T = P + R, E PPO epochs):
   rlhaif       old log-probs (+ values): trunk(T) + head(R + 1); reference: trunk(T) + head(R + 1);
                update: E·(1 + backward)·(trunk(T) + head(R + 1)); a separate value model adds trunk(T) to the
                rollout and E·3·trunk(T) to the update
-  TRL 1.0.0    policy log-probs: trunk(T) + head(T); reference: trunk(T) + head(T); value: trunk(T);
+  TRL 1.0.0    policy log-probs: none (taken from the logits generate() returns, already counted in
+               generation); reference: trunk(T) + head(T); value: trunk(T);
                update: E·(1 + backward)·(trunk(T) + head(T)) + E·3·trunk(T) (its value model is always trained)
 
     python benchmarks/ppo_flops.py --hidden 256 --layers 12 --vocab 49152 --prompt 38 --response 32
@@ -43,7 +44,8 @@ def step_macs(hidden: int, layers: int, heads: int, kv_heads: int, intermediate:
     shared = trunk(T - 1) + head(response) + trunk(T)  # generation + reward model
     ours = shared + 2 * (trunk(T) + head(response + 1)) + epochs * train * (trunk(T) + head(response + 1))
     ours_sep = ours + trunk(T) + epochs * 3 * trunk(T)
-    trl = (shared + 2 * (trunk(T) + head(T)) + trunk(T) + epochs * train * (trunk(T) + head(T))
+    # TRL's old log-probs come from generate()'s scores (no pass of their own): only the reference runs
+    trl = (shared + (trunk(T) + head(T)) + trunk(T) + epochs * train * (trunk(T) + head(T))
            + epochs * 3 * trunk(T))
     return {"rlhaif": ours, "rlhaif-sepvalue": ours_sep, "trl-1.0.0": trl}
 

@@ -24,12 +24,13 @@ def test_step_macs_by_hand():
     shared = 4 * t + 3 * h + 5 * t  # generation: trunk(T − 1) + head(R); reward model: trunk(T)
     ours = shared + 2 * (5 * t + 4 * h) + 2 * 3 * (5 * t + 4 * h)
     sep = ours + 5 * t + 2 * 3 * 5 * t
-    trl = shared + 2 * (5 * t + 5 * h) + 5 * t + 2 * 3 * (5 * t + 5 * h) + 2 * 3 * 5 * t
+    # TRL 1.0.0: old log-probs from generate()'s scores (no pass); reference trunk(T) + head(T); value trunk(T)
+    trl = shared + (5 * t + 5 * h) + 5 * t + 2 * 3 * (5 * t + 5 * h) + 2 * 3 * 5 * t
     got = ppo_flops.step_macs(4, 1, 1, 1, 8, 10, prompt=2, response=3, epochs=2)
     assert got == pytest.approx({"rlhaif": ours, "rlhaif-sepvalue": sep, "trl-1.0.0": trl})
     # LoRA: the frozen base is trained with input gradients only (2× forward instead of 3×); TRL's value
     # trunk stays fully trained
     lora = ppo_flops.step_macs(4, 1, 1, 1, 8, 10, prompt=2, response=3, epochs=2, lora=True)
     assert lora["rlhaif"] == pytest.approx(shared + 2 * (5 * t + 4 * h) + 2 * 2 * (5 * t + 4 * h))
-    assert lora["trl-1.0.0"] == pytest.approx(shared + 2 * (5 * t + 5 * h) + 5 * t + 2 * 2 * (5 * t + 5 * h)
+    assert lora["trl-1.0.0"] == pytest.approx(shared + (5 * t + 5 * h) + 5 * t + 2 * 2 * (5 * t + 5 * h)
                                               + 2 * 3 * 5 * t)

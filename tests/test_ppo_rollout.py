@@ -63,7 +63,7 @@ class FixedLM(nn.Module):
 
     def forward(self, input_ids, attention_mask, position_ids=None, use_cache=False, logits_to_keep=0,
                 past_key_values=None):
-        k = logits_to_keep or input_ids.shape[1]
+        k = len(logits_to_keep) if torch.is_tensor(logits_to_keep) else (logits_to_keep or input_ids.shape[1])
         return types.SimpleNamespace(logits=self.logits.expand(input_ids.shape[0], k, V).clone(), past_key_values=None)
 
 
