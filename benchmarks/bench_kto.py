@@ -93,7 +93,7 @@ def worker(side: str, a) -> None:
                          lr_scheduler_type="linear", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0,
                          dataloader_num_workers=0, disable_tqdm=True)
         trainer = KTOTrainer(model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
-        result = trainer.train()  # with precompute_ref_log_probs the reference pass runs inside train()
+        result = trainer.train()  # with precompute_ref_log_probs the reference pass ran in KTOTrainer.__init__
         loop_s = result.metrics["train_runtime"]
         extra["mean_loss"] = result.training_loss
         extra["activation_checkpointing"] = checkpointing_on(trainer.model)
