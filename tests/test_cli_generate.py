@@ -87,3 +87,23 @@ def test_data_convert_hh_to_trl(tmp_path, hh_path):
     _one_line_error(proc, f"{hh_path}:87: field 'chosen': the last Assistant reply is empty "
                           "(--skip-invalid drops such records)")
     assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_generate_best_of_n_keeps_each_prompts_top_scored_response(tmp_path, tiny_folder):
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "hello how are you"}\n{"id": "b", "prompt": "tell me about the cat"}\n')
+    scorer = tmp_path / "score_len.py"
+    scorer.write_text("def score(prompts, responses):\n    return [float(len(r)) for r in responses]\n")
+    out = tmp_path / "best" / "completions.jsonl"
+    proc = rlhaif("generate", "--model", tiny_folder, "--prompts", prompts, "-k", 3, "--best-of", 3,
+                  "--scorer", f"python:{scorer}:score", "--max-new-tokens", 8, "--seed", 3, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    kept = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt_id"] for r in kept] == ["a", "b"]  # one per prompt
+    for r in kept:
+        assert len(r["scores"]) == 3 and r["score"] == max(r["scores"]) == float(len(r["response"]))
+    stats = json.loads((out.parent / "generate_stats.json").read_text())
+    assert stats["best_of"] == 3
+    bad = rlhaif("generate", "--model", tiny_folder, "--prompts", prompts, "-k", 2, "--best-of", 3,
+                 "--scorer", f"python:{scorer}:score", "-o", tmp_path / "x.jsonl")
+    assert bad.returncode == 2 and "set k to at least 3" in bad.stderr

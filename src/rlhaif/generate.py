@@ -51,11 +51,28 @@ class GenerateConfig(StageConfig):
     """Random seed: the same seed gives the same completions on the same machine."""
     dtype: str = "float32"
     """float32, bfloat16 or float16."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Sampler precision: 'auto' samples from a bf16 copy of the weights where the CPU does bf16 natively and
+    measured faster (rlhaif.precision), else fp32; the choice goes into generate_stats.json and the manifest."""
     max_prompt_length: Optional[int] = None
     """Longest prompt in tokens; longer ones are an error."""
+    best_of: Optional[int] = None
+    """Best-of-N: keep only each prompt's best of its first N sampled responses by `scorer` (k must be at least
+    N); the kept record carries its `score` and all N `scores`. None = keep every response."""
+    scorer: Optional[str] = None
+    """The scorer best_of ranks by (rlhaif.scorers): a reward-model folder, classifier:PATH:LABEL, python:..."""
     backend: Literal["auto", "hf", "vllm"] = "auto"
     """Sampler: 'auto' = vLLM where it is installed (pip install 'rlhaif[vllm]') and a GPU is present, else
     Hugging Face generate; 'hf' or 'vllm' forces one. Both write the same completions.jsonl."""
+
+    @model_validator(mode="after")
+    def _best_of_needs_a_scorer(self) -> "GenerateConfig":
+        if self.best_of is not None and (self.best_of < 1 or not self.scorer):
+            raise ValueError("best_of must be at least 1 and needs a scorer (e.g. a reward-model folder)")
+        if self.best_of is not None and self.k < self.best_of:
+            raise ValueError(f"best_of {self.best_of} keeps the best of {self.best_of} responses per prompt: set k to "
+                             f"at least {self.best_of} (it is {self.k})")
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -126,16 +143,39 @@ def eos_ids(tokenizer, model=None) -> list[int]:
     return sorted(ids)
 
 
+def plain_sampling(sampling: SamplingConfig) -> bool:
+    """Temperature sampling with nothing else (no top-p, top-k or repetition penalty): what rlhaif's own
+    KV-cache sampler (``rlhaif.policy.rollout.sample_responses``, the one PPO uses) draws from."""
+    return (sampling.do_sample and sampling.temperature > 0 and sampling.top_p >= 1.0 and not sampling.top_k
+            and sampling.repetition_penalty == 1.0)
+
+
 @torch.no_grad()
 def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig,
-           batch_size: int = 16) -> list[tuple[list[int], bool]]:
+           batch_size: int = 16, precision=None) -> list[tuple[list[int], bool]]:
     """For each prompt, one sampled response: (response token ids without padding, reached EOS).
-    The EOS token is kept in the ids when reached."""
+    The EOS token is kept in the ids when reached.
+
+    Plain temperature sampling runs rlhaif's own sampler (the PPO rollout's: 1.6-2.5x HF ``generate``'s tokens/s
+    on the project's CPU, BENCHMARKS.md), on a bf16 copy of the weights when ``precision`` (a
+    ``rlhaif.precision.PrecisionChoice``) says bf16; anything else goes through HF ``generate``."""
     device = next(model.parameters()).device
     eos = eos_ids(tokenizer, model)
     results: list[tuple[list[int], bool]] = []
     was_training = model.training
     model.eval()
+    if plain_sampling(sampling):
+        from rlhaif.policy.rollout import sample_responses
+        from rlhaif.precision import sampling_copy
+
+        sampler = sampling_copy(model, precision) if precision is not None else model
+        for start in range(0, len(prompt_ids), batch_size):
+            ro = sample_responses(sampler, prompt_ids[start:start + batch_size], tokenizer.pad_token_id, eos,
+                                  sampling.max_new_tokens, sampling.temperature)
+            for row, m, fin in zip(ro.response_ids.tolist(), ro.response_mask.tolist(), ro.eos_reached.tolist()):
+                results.append((row[:sum(m)], bool(fin)))
+        model.train(was_training)
+        return results
     for start in range(0, len(prompt_ids), batch_size):
         chunk = prompt_ids[start:start + batch_size]
         ids, mask = left_pad(chunk, tokenizer.pad_token_id, device)
@@ -165,9 +205,14 @@ def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: Samp
 
 def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: int, sampling: SamplingConfig,
                          batch_size: int = 16, seed: int = 0, model_name: str = "",
-                         max_prompt_length: int | None = None, progress=None) -> tuple[list[CompletionRecord], dict]:
-    """K responses per prompt as CompletionRecords, plus throughput stats (new tokens per second)."""
+                         max_prompt_length: int | None = None, progress=None, precision=None
+                         ) -> tuple[list[CompletionRecord], dict]:
+    """K responses per prompt as CompletionRecords, plus throughput stats (new tokens per second).
+    ``precision``: a ``rlhaif.precision.PrecisionChoice`` for the sampler (see ``sample``)."""
+    from rlhaif.precision import sampling_copy
+
     torch.manual_seed(seed)
+    sampler = sampling_copy(model, precision) if precision is not None and plain_sampling(sampling) else model
     enc = encode_prompts(tokenizer, [p.prompt for p in prompts], max_prompt_length)
     # Repeat each prompt K times next to each other: a batch shares prompt lengths, so less padding.
     flat = [(i, j) for i in range(len(prompts)) for j in range(k)]
@@ -175,7 +220,7 @@ def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: i
     t0 = time.perf_counter()
     results = []
     for start in range(0, len(flat_ids), batch_size):
-        results += sample(model, tokenizer, flat_ids[start:start + batch_size], sampling, batch_size)
+        results += sample(sampler, tokenizer, flat_ids[start:start + batch_size], sampling, batch_size)
         if progress is not None:
             progress(min(start + batch_size, len(flat_ids)), len(flat_ids))
     elapsed = time.perf_counter() - t0
@@ -240,9 +285,18 @@ def run_generate(cfg: GenerateConfig, progress=None) -> dict[str, Any]:
     if _use_vllm(cfg.backend):
         completions, stats = vllm_completions(model, tok, recs, cfg, sampling, out_dir / "model_for_vllm")
     else:
+        from rlhaif.precision import choose_precision
+
+        prec = choose_precision(cfg.precision, next(model.parameters()).device)
         completions, stats = generate_completions(model, tok, recs, cfg.k, sampling, cfg.batch_size, cfg.seed,
                                                   model_name=cfg.model, max_prompt_length=cfg.max_prompt_length,
-                                                  progress=progress)
+                                                  progress=progress, precision=prec)
+        stats["precision"] = prec.as_manifest()
+    if cfg.best_of:
+        from rlhaif.best_of_n import apply_best_of_n
+
+        completions = apply_best_of_n(completions, cfg.scorer, cfg.best_of)
+        stats["best_of"] = cfg.best_of
     write_records(cfg.output, completions)
     with atomic_write(out_dir / "generate_stats.json") as f:
         f.write(json.dumps(stats, indent=2))

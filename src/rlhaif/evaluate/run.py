@@ -12,18 +12,17 @@ Writes ``samples/<model>.jsonl``, ``report.json`` and ``report.html`` (see ``rlh
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import torch
 
 from rlhaif.config import StageConfig
 from rlhaif.data.io import atomic_write
 from rlhaif.errors import ConfigError, RlhaifError
+from rlhaif.scorers import load_scorer
 from rlhaif.manifest import write_stage_manifest
 
 Scorer = Callable[[Sequence[Any], Sequence[str]], list[float]]
@@ -44,7 +43,8 @@ class EvaluateConfig(StageConfig):
     """Model the KL is measured to (name in `models` or a path); default the baseline. When it names one of
     `models` (the SFT model in the recipes), the report leads with every model's paired gain over it."""
     proxy_scorer: Optional[str] = None
-    """The training reward model (folder) or a Python scorer 'module:function' / 'file.py:function'."""
+    """The training reward model: a scorer spec (rlhaif.scorers): a reward-model folder, 'reward_model:PATH',
+    'classifier:PATH:LABEL', or a Python scorer 'module:function' / 'file.py:function'."""
     gold_scorer: Optional[str] = None
     """A separate scorer with the same interface, the held-out judge of quality."""
     judge: Optional[str] = None
@@ -69,6 +69,9 @@ class EvaluateConfig(StageConfig):
     """Every model samples with this seed."""
     dtype: str = "float32"
     """float32, bfloat16 or float16."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Sampler precision, as `rlhaif generate`'s: 'auto' samples from a bf16 copy of each model where the CPU does
+    bf16 natively and measured faster; scores and KL are computed in fp32 either way."""
     samples_in_report: int = 6
     """Prompts shown side by side in report.html."""
     bootstrap_rounds: int = 100
@@ -76,40 +79,6 @@ class EvaluateConfig(StageConfig):
 
 
 # ----------------------------------------------------------------------------------------------- scorers
-
-
-def load_scorer(spec: str, dtype: str = "float32") -> Scorer:
-    """A scorer ``score(prompts, responses) -> list[float]`` from 'module:function', 'file.py:function' or
-    a reward-model folder (``rlhaif.reward.model.load_reward_model``)."""
-    if ":" in spec and not Path(spec).exists():
-        mod_name, fn_name = spec.rsplit(":", 1)
-        if mod_name.endswith(".py"):
-            path = Path(mod_name)
-            if not path.exists():
-                raise ConfigError(f"scorer '{spec}': file {path} not found")
-            mspec = importlib.util.spec_from_file_location(f"rlhaif_user_scorer_{path.stem}", path)
-            module = importlib.util.module_from_spec(mspec)
-            mspec.loader.exec_module(module)
-        else:
-            try:
-                module = importlib.import_module(mod_name)
-            except ImportError as e:
-                raise ConfigError(f"scorer '{spec}': cannot import module '{mod_name}' ({e})") from None
-        fn = getattr(module, fn_name, None)
-        if not callable(fn):
-            raise ConfigError(f"scorer '{spec}': '{fn_name}' is not a function of {mod_name}")
-        from rlhaif.data.records import prompt_text
-
-        # Python scorers get plain prompt text, as in PPO's reward_fn; reward models get the prompt as given.
-        return lambda prompts, responses: fn([prompt_text(p) for p in prompts], responses)
-    if not Path(spec).exists():
-        raise ConfigError(f"scorer '{spec}': not a folder, and not 'module:function' or 'file.py:function'")
-    try:
-        from rlhaif.reward.model import load_reward_model
-    except ImportError:
-        raise RlhaifError(f"scorer '{spec}' is a folder, but rlhaif.reward.model is not available to load it") from None
-    rm = load_reward_model(spec, dtype=dtype)
-    return rm.score
 
 
 def run_scorer(scorer: Scorer, prompts: Sequence[Any], responses: Sequence[str], name: str) -> list[float]:
@@ -175,11 +144,14 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     recs = read_prompts(cfg.prompts)[: cfg.max_prompts]
     prompts = [r.prompt for r in recs for _ in range(cfg.k)]
     prompt_ids_of = [r.id for r in recs for _ in range(cfg.k)]
-    scorers = {kind: load_scorer(spec, cfg.dtype) for kind, spec in
+    scorers = {kind: load_scorer(spec, dtype=cfg.dtype) for kind, spec in
                (("proxy", cfg.proxy_scorer), ("gold", cfg.gold_scorer)) if spec}
     notes: list[str] = []
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
 
+    from rlhaif.precision import choose_precision
+
+    prec = choose_precision(cfg.precision)
     ref_path = _resolve_ref(cfg, baseline)
     ref_model, ref_tok = load_causal_lm(ref_path, dtype=cfg.dtype, merge_adapter=True)
     results: dict[str, dict[str, Any]] = {}
@@ -193,7 +165,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 model, tok = load_causal_lm(path, dtype=cfg.dtype, merge_adapter=True)
             p_ids = encode_prompts(tok, prompts)
             torch.manual_seed(cfg.seed)
-            sampled = sample(model, tok, p_ids, sampling, cfg.batch_size)
+            sampled = sample(model, tok, p_ids, sampling, cfg.batch_size, precision=prec)
             r_ids = [ids for ids, _ in sampled]
             texts = [tok.decode(ids, skip_special_tokens=True).strip() for ids in r_ids]
             lengths = [len(ids) - int(fin) for ids, fin in sampled]
@@ -244,11 +216,12 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             notes.append(f"{kind} score vs response length (tokens), all models' responses: Pearson r = {r:.2f}"
                          + (" - this scorer mostly measures length; longer answers raise it" if abs(r) >= 0.5 else ""))
     report = write_report(out, cfg, baseline, prompts, prompt_ids_of, responses, results, notes,
-                          extra={"score_length_correlation": length_corr})
+                          extra={"score_length_correlation": length_corr, "precision": prec.as_manifest()})
     relative_paths_in_report(out / "report.json")
     result = {"report": str(out / "report.html"),
               "models": {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in results.items()},
-              "leaderboard": report.get("leaderboard"), "wall_time_s": round(time.time() - t0, 1)}
+              "leaderboard": report.get("leaderboard"), "precision": prec.as_manifest(),
+              "wall_time_s": round(time.time() - t0, 1)}
     write_stage_manifest("evaluate", cfg, result, wall_time_s=result["wall_time_s"])
     return result
 

@@ -13,6 +13,7 @@ looks at the response only, never the prompt (TRL issue 6805).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -60,6 +61,19 @@ def last_positions(length: int, n: int, device=None) -> torch.Tensor:
 
 
 @torch.no_grad()
+def cache_argument(model) -> str:
+    """The name the model's forward takes the KV cache by: ``cache`` from transformers 5.24 on (which deprecates
+    ``past_key_values`` with a warning on every call), ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT's forward takes **kwargs
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def returned_cache(out):
+    """The KV cache a forward with ``use_cache=True`` returned, under either name."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 def sample_responses(model, prompt_ids: Sequence[Sequence[int]], pad_id: int, eos: Sequence[int],
                      max_new_tokens: int, temperature: float = 1.0) -> Rollout:
     """Sample one response per prompt with a KV cache, stopping each row at EOS or ``max_new_tokens``.
@@ -77,7 +91,7 @@ def sample_responses(model, prompt_ids: Sequence[Sequence[int]], pad_id: int, eo
     out = model(input_ids=query_ids, attention_mask=attn, position_ids=pos, use_cache=True,
                 logits_to_keep=last_positions(P, 1, device))
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    tokens, masks = [], []
+    tokens, masks, cache_name = [], [], cache_argument(model)
     for _ in range(max_new_tokens):
         nxt = sample_categorical(torch.softmax(out.logits[:, -1].float() / temperature, dim=-1))  # (B,)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
@@ -88,8 +102,8 @@ def sample_responses(model, prompt_ids: Sequence[Sequence[int]], pad_id: int, eo
             break
         attn = full_attn[:, :attn.shape[1] + 1]
         pos = pos[:, -1:] + 1
-        out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos, past_key_values=out.past_key_values,
-                    use_cache=True)
+        out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos,
+                    **{cache_name: returned_cache(out)}, use_cache=True)
     return Rollout(query_ids, query_mask, torch.stack(tokens, 1), torch.stack(masks, 1), done)
 
 

@@ -115,6 +115,7 @@ class HFBackend:
         import torch
 
         from rlhaif.generate import left_pad
+        from rlhaif.policy.rollout import cache_argument, returned_cache
 
         device = next(self.model.parameters()).device
         C = len(batch[0][1])
@@ -130,7 +131,7 @@ class HFBackend:
         T = max(len(r) for r in rest)
         if T == 0:
             return scores
-        cache = out.past_key_values
+        cache = returned_cache(out)
         cache.batch_repeat_interleave(C)
         tail_ids = torch.full((len(rest), T), self.pad_id, dtype=torch.long, device=device)
         tail_mask = torch.zeros((len(rest), T), dtype=torch.long, device=device)
@@ -140,7 +141,7 @@ class HFBackend:
         attn = torch.cat([mask.repeat_interleave(C, 0), tail_mask], dim=1)  # (B*C, L+T), right pad in the tail
         tail_pos = pos[:, -1:].repeat_interleave(C, 0) + torch.arange(1, T + 1, device=device)
         logits = self.model(input_ids=tail_ids, attention_mask=attn, position_ids=tail_pos,
-                            past_key_values=cache, use_cache=True).logits
+                            **{cache_argument(self.model): cache}, use_cache=True).logits
         lp = torch.log_softmax(logits.float(), dim=-1)  # (B*C, T, V)
         for b, (_, tails) in enumerate(batch):
             for c, t in enumerate(tails):
