@@ -13,7 +13,13 @@ Stages are imported (with torch) only when their command runs or shows its help,
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+
+# Hugging Face's own progress bars ("Loading weights", "Writing model shards", one per model load or save) bury
+# rlhaif's one progress line per stage; set HF_HUB_DISABLE_PROGRESS_BARS=0 to see them again. (Read by
+# huggingface_hub and transformers when they are first imported, which the commands do only later.)
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import click
 import typer
