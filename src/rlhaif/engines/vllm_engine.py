@@ -94,13 +94,13 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Stop the engine and free its KV cache (another engine can be built in this process after it)."""
-        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
-
         llm, self.llm = self.llm, None
         if llm is not None:
-            llm.llm_engine.engine_core.shutdown()
+            try:
+                llm.llm_engine.engine_core.shutdown()  # also destroys vLLM's (world size 1) process groups
+            except ValueError:  # "Invalid process group": already destroyed with every group (accelerate's
+                pass            # end_training destroys them all)
             del llm
-            cleanup_dist_env_and_memory()
         if getattr(self, "_tmp", None) is not None:
             import shutil
 

@@ -142,6 +142,10 @@ def check_batch_sizes(cfg: PPOConfig, world_size: int = 1) -> None:
                           f"({cfg.mini_batch_size}): set mini_batch_size to one of {divisors} "
                           f"(batch_size is per process; {world_size} process(es) give "
                           f"{cfg.batch_size * world_size} rollouts per step)")
+    if cfg.rollout_backend == "vllm" and world_size > 1:
+        raise ConfigError(f"rollout_backend 'vllm' runs in one process (the engine is colocated in it and sets "
+                          f"up its own one-process group); this launch has {world_size}: use rollout_backend "
+                          f"'hf' under several processes")
     if cfg.tis_cap <= 0:
         raise ConfigError(f"tis_cap must be > 0 (the cap of the importance weight), got {cfg.tis_cap}")
     check_group_settings(cfg.advantage_estimator, cfg.num_generations, cfg.batch_size, kl_in_reward(cfg),
