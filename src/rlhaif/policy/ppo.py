@@ -6,6 +6,10 @@ penalty (kl.py) → GAE and whitening (advantages.py), or without a critic RLOO 
 prompt's group (group_advantages.py, ``advantage_estimator``) → ``ppo_epochs`` passes over minibatches of the
 clipped losses (losses.py; GRPO's k3 KL loss term) → β update (kl_control.py) → metrics, samples, checkpoint.
 
+Rollouts come from the policy itself, or with ``rollout_backend: vllm`` from a vLLM engine colocated in the
+process (weights synced after every step, each token's policy-gradient term weighted by truncated importance
+sampling: importance.py, docs/ppo.md).
+
 Reference policy: with LoRA, the same weights with the adapter disabled (one copy of the base in memory);
 a LoRA SFT adapter given as ``model`` is merged into the base first, so the reference is the SFT policy,
 not the raw base (TRL issues 495, 536). With full fine-tuning, a frozen copy.
@@ -386,9 +390,9 @@ def run_ppo(cfg: PPOConfig) -> dict:
                     advantages, returns = seq_advantages[:, None] * mask, old_values
             batch.update(old_logprobs=old_logprobs, old_values=old_values, advantages=advantages,
                          returns=returns, mask=mask, ref_logprobs=ref_logprobs)
-            tis_stats = {}
+            engine_stats = {}
             if sampler_logprobs is not None:  # another sampler drew the tokens: truncated IS per token
-                batch["tis"], tis_stats = tis_weights(old_logprobs, sampler_logprobs, mask, cfg.tis_cap)
+                batch["tis"], engine_stats = tis_weights(old_logprobs, sampler_logprobs, mask, cfg.tis_cap)
 
             # 4. PPO epochs over minibatches; stop the step early if the update drifts past the KL ceiling.
             stats: dict[str, list[float]] = {}
@@ -436,7 +440,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
             if engine is not None:  # the engine samples the next step from the updated policy
                 t_sync = time.perf_counter()
                 engine.update_weights(acc.unwrap_model(model).policy)
-                tis_stats["time/weight_sync"] = torch.tensor(time.perf_counter() - t_sync)
+                engine_stats["time/weight_sync"] = torch.tensor(time.perf_counter() - t_sync)
             t3 = time.perf_counter()
 
             # 5. Metrics (averaged over processes), β update, samples, checkpoint.
@@ -447,7 +451,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
                 "objective/rlhf_reward": (kl_stats["scores"] - kl_coef_now * kl_stats["kl"]).mean(),
                 "objective/entropy": rollout_entropy,
                 "response/length": mask.sum(-1).mean(), "response/eos_share": rollout.eos_reached.float().mean(),
-                **{k: torch.tensor(sum(v) / len(v)) for k, v in stats.items()}, **tis_stats,
+                **{k: torch.tensor(sum(v) / len(v)) for k, v in stats.items()}, **engine_stats,
             }
             if critic:
                 local["value/explained_variance"] = explained_variance(old_values, returns, mask)
