@@ -131,7 +131,7 @@ def eos_ids(tokenizer, model=None) -> list[int]:
 
 @torch.no_grad()
 def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig,
-           batch_size: int = 16, engine=None, seed: int = 0) -> list[tuple[list[int], bool]]:
+           batch_size: int = 16, *, engine=None, seed: int = 0) -> list[tuple[list[int], bool]]:
     """For each prompt, one sampled response: (response token ids without padding, reached EOS).
     The EOS token is kept in the ids when reached. HF ``generate`` in batches of ``batch_size`` (seed with
     ``torch.manual_seed`` before); with ``engine`` (a ``VLLMEngine`` holding ``model``'s weights) the engine
@@ -213,7 +213,7 @@ def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: i
     results = []
     chunk = len(flat_ids) if engine is not None else batch_size  # the engine batches (and seeds) by itself
     for start in range(0, len(flat_ids), chunk):
-        results += sample(model, tokenizer, flat_ids[start:start + chunk], sampling, batch_size, engine, seed)
+        results += sample(model, tokenizer, flat_ids[start:start + chunk], sampling, batch_size, engine=engine, seed=seed)
         if progress is not None:
             progress(min(start + chunk, len(flat_ids)), len(flat_ids))
     elapsed = time.perf_counter() - t0

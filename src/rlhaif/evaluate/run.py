@@ -200,7 +200,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             if vllm:
                 engine = engine_for(model, tok, max(map(len, p_ids)) + cfg.max_new_tokens, cfg.seed, cfg.dtype, engine)
             torch.manual_seed(cfg.seed)
-            sampled = sample(model, tok, p_ids, sampling, cfg.batch_size, engine, cfg.seed)
+            sampled = sample(model, tok, p_ids, sampling, cfg.batch_size, engine=engine, seed=cfg.seed)
             r_ids = [ids for ids, _ in sampled]
             texts = [tok.decode(ids, skip_special_tokens=True).strip() for ids in r_ids]
             lengths = [len(ids) - int(fin) for ids, fin in sampled]
