@@ -19,5 +19,5 @@ if ! "$dir/bin/python" -c "import torchvision" 2>/dev/null; then "$dir/bin/pip" 
 if ! "$dir/bin/python" -c "import torchaudio" 2>/dev/null; then "$dir/bin/pip" uninstall -y -q torchaudio torchcodec || true; fi
 "${pip[@]}" --no-deps -e .
 # rlhaif's own imports and the tests, without moving vLLM's transformers or torch
-"${pip[@]}" pydantic pyyaml typer rich scipy peft accelerate pytest "transformers==$("$dir/bin/python" -c 'import transformers; print(transformers.__version__)')" torch==2.13.0
+"${pip[@]}" pydantic pyyaml typer rich scipy peft accelerate pytest matplotlib "transformers==$("$dir/bin/python" -c 'import transformers; print(transformers.__version__)')" torch==2.13.0
 "$dir/bin/python" -c "import torch, transformers, vllm; print('torch', torch.__version__, 'transformers', transformers.__version__, 'vllm', vllm.__version__)"

@@ -5,10 +5,10 @@ import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from rlhaif.errors import ConfigError, RlhaifError
@@ -358,58 +358,65 @@ def test_custom_stage_references_and_foreign_folder_kept(tmp_path, monkeypatch):
     assert (outside / "out.txt").read_text() == "3" and (outside / "manifest.json").exists()
 
 
-FAKE_VLLM = '''
-from types import SimpleNamespace
-calls = {}
+class FakeEngine:
+    """Stands in for rlhaif.engines.vllm_engine.VLLMEngine where vLLM is absent (the real engine's run of
+    this stage is tests/test_vllm_wiring.py, in the vLLM venv): records what the stage hands the engine."""
 
-class SamplingParams:
-    def __init__(self, **kw):
-        calls["params"] = kw
+    calls: dict = {}
 
-class LLM:
-    def __init__(self, model, **kw):
-        calls["model"] = model
-        calls["llm_kw"] = kw
+    @classmethod
+    def from_model(cls, model, tokenizer, folder=None, **kw):
+        cls.calls.update(kw=kw, closed=False)
+        return cls()
 
-    def generate(self, prompts, params):
-        calls["prompts"] = prompts
-        n = calls["params"]["n"]
-        return [SimpleNamespace(outputs=[SimpleNamespace(text=f" answer {i}.{j} ", token_ids=[5] * (j + 1),
-                                                         finish_reason="stop" if j == 0 else "length")
-                                         for j in range(n)]) for i, _ in enumerate(prompts)]
-'''
+    def sample(self, prompt_ids, k, sampling, eos, seed=0):
+        from rlhaif.engines.vllm_engine import EngineSample
+
+        self.calls.update(prompts=[list(p) for p in prompt_ids], k=k, sampling=sampling, seed=seed)
+        return [[EngineSample([5] * (i % 2 + 1) + ([eos[0]] if i % 2 == 0 else []), [-1.0] * 3, i % 2 == 0)]
+                for i in range(len(prompt_ids))]
+
+    def close(self):
+        self.calls["closed"] = True
 
 
 def test_generate_stage_vllm_and_hf_write_the_same_format(tiny, tmp_path, monkeypatch):
-    """vLLM cannot run here (no GPU): a stand-in `vllm` module checks what the stage hands vLLM (a saved model
-    folder, the chat-templated prompt ids, k, the sampling settings) and that it writes HF's record format."""
+    """Without vLLM, backend 'vllm' is an error saying how to get it and 'auto' is HF; with an engine (a
+    stand-in here) the stage hands it the chat-templated prompt ids, K times each, with the sampling settings
+    and the seed, and writes HF's record format from its samples."""
+    from rlhaif.engines import vllm_engine
     from rlhaif.generate import encode_prompts, read_prompts
     from rlhaif.models.loading import load_tokenizer
     from rlhaif.generate import GenerateConfig, run_generate
 
+    if vllm_engine.vllm_available():
+        pytest.skip("vLLM is installed here: tests/test_vllm_wiring.py runs the real engine")
     base = dict(model=str(tiny / "lm"), prompts=str(tiny / "prompts.jsonl"), k=2, max_new_tokens=4, max_prompts=3,
                 temperature=0.8)
     hf = run_generate(GenerateConfig(output_dir=str(tmp_path / "hf"), **base))  # auto, vLLM absent: HF
     assert "backend" not in hf
-    with pytest.raises(RlhaifError, match=r"rlhaif\[vllm\]"):
+    with pytest.raises(RlhaifError, match=r"setup_vllm_venv.sh"):
         run_generate(GenerateConfig(output_dir=str(tmp_path / "x"), backend="vllm", **base))
-    vllm = types.ModuleType("vllm")
-    exec(FAKE_VLLM, vllm.__dict__)
-    monkeypatch.setitem(sys.modules, "vllm", vllm)  # removed again after the test
+    monkeypatch.setattr(vllm_engine, "vllm_available", lambda: True)
+    monkeypatch.setattr(vllm_engine, "VLLMEngine", FakeEngine)
+    if not torch.cuda.is_available():  # 'auto' on a CPU machine stays HF even where vLLM is installed
+        assert "backend" not in run_generate(GenerateConfig(output_dir=str(tmp_path / "auto"), **base))
 
-    res = run_generate(GenerateConfig(output_dir=str(tmp_path / "v"), backend="vllm", **base))
-    assert res["backend"] == "vllm" and res["responses"] == 6 and res["new_tokens"] == 3 * (1 + 2)
-    assert Path(vllm.calls["model"], "config.json").exists()  # a plain model folder vLLM can load
-    assert vllm.calls["params"] == {"n": 2, "temperature": 0.8, "top_p": 1.0, "max_tokens": 4, "seed": 0}
+    res = run_generate(GenerateConfig(output_dir=str(tmp_path / "v"), backend="vllm", seed=3, **base))
+    calls = FakeEngine.calls
+    assert res["backend"] == "vllm" and res["responses"] == 6 and calls["closed"] and calls["seed"] == 3
+    assert calls["k"] == 1 and calls["sampling"].temperature == 0.8 and calls["sampling"].max_new_tokens == 4
     tok = load_tokenizer(str(tiny / "lm"))
     want = encode_prompts(tok, [r.prompt for r in read_prompts(tiny / "prompts.jsonl")[:3]])
-    assert [p["prompt_token_ids"] for p in vllm.calls["prompts"]] == want
+    assert calls["prompts"] == [p for p in want for _ in range(2)]  # K copies of each prompt, next to each other
+    assert calls["kw"]["max_model_len"] == max(map(len, want)) + 4
     rows = {name: [json.loads(l) for l in (tmp_path / name / "completions.jsonl").read_text().splitlines()]
             for name in ("hf", "v")}
     assert [set(r) for r in rows["v"]] == [set(r) for r in rows["hf"]]  # the same fields ...
     key = [(r["prompt_id"], r["prompt"], r["index"], r["model"]) for r in rows["hf"]]
     assert [(r["prompt_id"], r["prompt"], r["index"], r["model"]) for r in rows["v"]] == key  # ... in the same order
-    assert [(r["response"], r["finished"]) for r in rows["v"][:2]] == [("answer 0.0", True), ("answer 0.1", False)]
+    assert [r["finished"] for r in rows["v"][:2]] == [True, False]
+    assert rows["v"][0]["response"] == tok.decode([5], skip_special_tokens=True).strip()
 
 
 TOY_OWN_MANIFEST = '''

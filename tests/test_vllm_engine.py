@@ -34,7 +34,8 @@ def peaked(seed):
 def engine(tmp_path_factory):
     model, tok = peaked(0)
     eng = VLLMEngine.from_model(model, tok, tmp_path_factory.mktemp("vllm") / "model", seed=0, max_model_len=128)
-    return eng, model, tok
+    yield eng, model, tok
+    eng.close()  # vLLM budgets its KV cache from the process's memory: the next module's engines need it back
 
 
 def hf_logprobs(model, prompts, samples, pad_id, temperature):

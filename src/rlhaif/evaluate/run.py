@@ -76,6 +76,10 @@ class EvaluateConfig(StageConfig):
     """Prompts shown side by side in report.html."""
     bootstrap_rounds: int = 100
     """Bootstrap resamples for the Bradley-Terry leaderboard's confidence intervals."""
+    backend: Literal["auto", "hf", "vllm"] = "auto"
+    """Sampler of the responses, as in `rlhaif generate`: 'auto' = vLLM where it is installed and a GPU is
+    present, else Hugging Face generate; 'hf' or 'vllm' forces one. One engine serves every model of the same
+    architecture (weights reloaded between models). KL, scores and the judge run on HF either way."""
 
 
 # ----------------------------------------------------------------------------------------------- scorers
@@ -129,7 +133,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from rlhaif.data.io import write_jsonl
     from rlhaif.evaluate import metrics as M
     from rlhaif.evaluate.report import write_report
-    from rlhaif.generate import SamplingConfig, encode_prompts, read_prompts, sample
+    from rlhaif.generate import SamplingConfig, encode_prompts, engine_for, read_prompts, sample, use_vllm
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import load_causal_lm
 
@@ -157,6 +161,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     responses: dict[str, list[str]] = {}
     lengths_of: dict[str, list[int]] = {}
+    engine, vllm = None, use_vllm(cfg.backend, "evaluate")
     with MetricsLogger(out, total_steps=len(cfg.models), description="evaluate") as log:
         for step, (name, path) in enumerate(cfg.models.items(), start=1):
             if path == ref_path:
@@ -164,8 +169,11 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             else:
                 model, tok = load_causal_lm(path, dtype=cfg.dtype, merge_adapter=True)
             p_ids = encode_prompts(tok, prompts)
+            if vllm:
+                engine = engine_for(model, tok, max(map(len, p_ids)) + cfg.max_new_tokens, cfg.seed, cfg.dtype, engine)
             torch.manual_seed(cfg.seed)
-            sampled = sample(model, tok, p_ids, sampling, cfg.batch_size, precision=prec)
+            sampled = sample(model, tok, p_ids, sampling, cfg.batch_size, precision=prec, engine=engine,
+                             seed=cfg.seed)
             r_ids = [ids for ids, _ in sampled]
             texts = [tok.decode(ids, skip_special_tokens=True).strip() for ids in r_ids]
             lengths = [len(ids) - int(fin) for ids, fin in sampled]
@@ -203,6 +211,8 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                            "model": name})
             if model is not ref_model:
                 del model
+    if engine is not None:
+        engine.close()
 
     if cfg.judge:
         _judge_win_rates(cfg, baseline, prompts, responses, results, notes)

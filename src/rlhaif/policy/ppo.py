@@ -6,6 +6,10 @@ penalty (kl.py) → GAE and whitening (advantages.py), or without a critic RLOO 
 prompt's group (group_advantages.py, ``advantage_estimator``) → ``ppo_epochs`` passes over minibatches of the
 clipped losses (losses.py; GRPO's k3 KL loss term) → β update (kl_control.py) → metrics, samples, checkpoint.
 
+Rollouts come from the policy itself, or with ``rollout_backend: vllm`` from a vLLM engine colocated in the
+process (weights synced after every step, each token's policy-gradient term weighted by truncated importance
+sampling: importance.py, docs/ppo.md).
+
 Reference policy: with LoRA, the same weights with the adapter disabled (one copy of the base in memory);
 a LoRA SFT adapter given as ``model`` is merged into the base first, so the reference is the SFT policy,
 not the raw base (TRL issues 495, 536). With full fine-tuning, a frozen copy.
@@ -124,6 +128,15 @@ class PPOConfig(TrainConfig, LoRAConfig):
     """Rollout sampler precision: 'auto' samples from a bf16 copy of the policy (refreshed after every update)
     where the CPU does bf16 natively and measured faster, else fp32. Only which tokens are drawn depends on it:
     old, new and reference log-probs are all computed by the fp32 policy, so the first ratio stays 1."""
+    rollout_backend: Literal["hf", "vllm"] = "hf"
+    """Sampler of the rollouts: 'hf' = the policy itself (rollout.py); 'vllm' = a vLLM engine colocated in this
+    process (pip install 'rlhaif[vllm]', or benchmarks/setup_vllm_venv.sh on CPU), given the policy's weights
+    (LoRA merged) after every step's update and built from the resumed weights on resume. The trainer still
+    recomputes the old log-probs; each token's policy-gradient term is weighted by truncated importance
+    sampling, min(π_old/π_vLLM, tis_cap) (docs/ppo.md)."""
+    tis_cap: float = 2.0
+    """Cap C of the truncated importance weight min(π_old/π_sampler, C) with vLLM rollouts (Yao et al. 2025
+    use 2); ignored with 'hf' rollouts, whose sampler is the trainer itself."""
 
 
 # ---------------------------------------------------------------------------------------------- set-up
@@ -137,6 +150,12 @@ def check_batch_sizes(cfg: PPOConfig, world_size: int = 1) -> None:
                           f"({cfg.mini_batch_size}): set mini_batch_size to one of {divisors} "
                           f"(batch_size is per process; {world_size} process(es) give "
                           f"{cfg.batch_size * world_size} rollouts per step)")
+    if cfg.rollout_backend == "vllm" and world_size > 1:
+        raise ConfigError(f"rollout_backend 'vllm' runs in one process (the engine is colocated in it and sets "
+                          f"up its own one-process group); this launch has {world_size}: use rollout_backend "
+                          f"'hf' under several processes")
+    if cfg.tis_cap <= 0:
+        raise ConfigError(f"tis_cap must be > 0 (the cap of the importance weight), got {cfg.tis_cap}")
     check_group_settings(cfg.advantage_estimator, cfg.num_generations, cfg.batch_size, kl_in_reward(cfg),
                          cfg.kl_target, cfg.value_model)
     if cfg.reward_model is None and cfg.reward_fn is None:
@@ -226,6 +245,30 @@ def encode_all_prompts(cfg: PPOConfig, tok, records, context: int | None) -> lis
     return ids
 
 
+def rollout_engine(cfg: PPOConfig, policy, tok, prompt_ids: list[list[int]], rank: int):
+    """The colocated vLLM engine for 'vllm' rollouts, built from ``policy``'s current weights (LoRA merged),
+    or None for 'hf' rollouts."""
+    if cfg.rollout_backend != "vllm":
+        return None
+    from rlhaif.generate import engine_for, use_vllm
+
+    use_vllm("vllm", "ppo (rollout_backend: vllm)")  # the message when vLLM is missing
+    return engine_for(policy, tok, max(map(len, prompt_ids)) + cfg.max_new_tokens, cfg.seed + rank, cfg.dtype)
+
+
+def engine_rollout(engine, cfg: PPOConfig, prompts: list[list[int]], pad_id: int, eos, step: int, rank: int,
+                   world: int, device):
+    """(Rollout, the sampler's log-probs (B, R)) of one response per prompt sampled by ``engine`` with the
+    plain softmax at T, seeded by (seed, step, rank): a resumed run draws what the uninterrupted one would."""
+    from rlhaif.engines.vllm_engine import rollout_from_samples
+    from rlhaif.generate import SamplingConfig
+
+    sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+    seed = ((cfg.seed * 100_003 + step) * world + rank) % 2**31
+    samples = [r[0] for r in engine.sample(prompts, 1, sampling, eos, seed)]
+    return rollout_from_samples(prompts, samples, pad_id, device)
+
+
 def prompt_indices(step: int, n: int, batch: int, rank: int, world: int, seed: int) -> list[int]:
     """Indices of this process's prompts at ``step``: a fixed function of the step, so a resumed run draws
     exactly the prompts the uninterrupted run would: the stream of seeded epoch permutations every loop draws
@@ -258,6 +301,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     from rlhaif.policy.group_advantages import (LOSS_AGGREGATION, group_advantages, group_prompt_indices,
                                                 group_stats, kl_loss, loss_token_weights)
     from rlhaif.policy.kl import kl_penalized_rewards
+    from rlhaif.policy.importance import tis_weights
     from rlhaif.policy.kl_control import AdaptiveKLController, FixedKLController
     from rlhaif.policy.losses import entropy_from_logprobs, explained_variance, policy_loss, value_loss
     from rlhaif.policy.rollout import decode_responses, response_logprobs, sample_responses
@@ -293,6 +337,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
         seed_everything(cfg.seed + rank)  # each process samples differently
     if cfg.log_with:
         acc.init_trackers("ppo", config=cfg.model_dump(mode="json"))
+    engine = rollout_engine(cfg, acc.unwrap_model(model).policy, tok, prompt_ids, rank)  # resumed weights on resume
 
     mb_per_epoch = cfg.batch_size // cfg.mini_batch_size
     K, critic = cfg.num_generations, cfg.advantage_estimator == "gae"  # K rollouts per prompt; GAE has a critic
@@ -307,9 +352,14 @@ def run_ppo(cfg: PPOConfig) -> dict:
             t0 = time.perf_counter()
             idx = group_prompt_indices(prompt_indices(step, len(records), cfg.batch_size // K, rank, world, cfg.seed), K)
             core = acc.unwrap_model(model)
-            sampler = sampling_copy(core.policy, prec, into=sampler)  # the current weights (bf16 copy or itself)
-            rollout = sample_responses(sampler, [prompt_ids[i] for i in idx], tok.pad_token_id, eos,
-                                       cfg.max_new_tokens, cfg.temperature)
+            if engine is None:  # the current weights: a bf16 copy (refreshed here) or the policy itself
+                sampler = sampling_copy(core.policy, prec, into=sampler)
+                rollout, sampler_logprobs = sample_responses(sampler, [prompt_ids[i] for i in idx],
+                                                             tok.pad_token_id, eos, cfg.max_new_tokens,
+                                                             cfg.temperature), None
+            else:
+                rollout, sampler_logprobs = engine_rollout(engine, cfg, [prompt_ids[i] for i in idx],
+                                                           tok.pad_token_id, eos, step, rank, world, acc.device)
             responses = decode_responses(tok, rollout)
             t1 = time.perf_counter()
 
@@ -347,6 +397,9 @@ def run_ppo(cfg: PPOConfig) -> dict:
                     advantages, returns = seq_advantages[:, None] * mask, old_values
             batch.update(old_logprobs=old_logprobs, old_values=old_values, advantages=advantages,
                          returns=returns, mask=mask, ref_logprobs=ref_logprobs)
+            engine_stats = {}
+            if sampler_logprobs is not None:  # another sampler drew the tokens: truncated IS per token
+                batch["tis"], engine_stats = tis_weights(old_logprobs, sampler_logprobs, mask, cfg.tis_cap)
 
             # 4. PPO epochs over minibatches; stop the step early if the update drifts past the KL ceiling.
             stats: dict[str, list[float]] = {}
@@ -360,6 +413,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
                         logprobs, values, logp = forward_response(model, mb, cfg.temperature, critic)
                     # token weights: the estimator's loss aggregation (token mean, per-response mean, constant)
                     weights = loss_token_weights(mb["mask"], aggregation, cfg.max_new_tokens)
+                    if "tis" in mb:  # w ≥ 0 scales max(−Â·r, −Â·clip(r)) exactly as it scales Â
+                        weights = weights * mb["tis"]
                     pg_loss, pg_stats = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"] * weights,
                                                     mb["mask"], cfg.clip_range)
                     with torch.set_grad_enabled(cfg.entropy_coef > 0):  # off: a statistic, no (B, R, V) graph
@@ -389,6 +444,10 @@ def run_ppo(cfg: PPOConfig) -> dict:
                 if early_stop:
                     break
             scheduler.step()
+            if engine is not None:  # the engine samples the next step from the updated policy
+                t_sync = time.perf_counter()
+                engine.update_weights(acc.unwrap_model(model).policy)
+                engine_stats["time/weight_sync"] = torch.tensor(time.perf_counter() - t_sync)
             t3 = time.perf_counter()
 
             # 5. Metrics (averaged over processes), β update, samples, checkpoint.
@@ -399,7 +458,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
                 "objective/rlhf_reward": (kl_stats["scores"] - kl_coef_now * kl_stats["kl"]).mean(),
                 "objective/entropy": rollout_entropy,
                 "response/length": mask.sum(-1).mean(), "response/eos_share": rollout.eos_reached.float().mean(),
-                **{k: torch.tensor(sum(v) / len(v)) for k, v in stats.items()},
+                **{k: torch.tensor(sum(v) / len(v)) for k, v in stats.items()}, **engine_stats,
             }
             if critic:
                 local["value/explained_variance"] = explained_variance(old_values, returns, mask)
@@ -428,6 +487,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
                 log.print(f"score {row['objective/score']:.3f} reached score_threshold {cfg.score_threshold}: stop")
                 break
 
+    if engine is not None:
+        engine.close()
     core = acc.unwrap_model(model)
     from rlhaif.models.loading import is_adapter_folder
 
