@@ -470,6 +470,7 @@ def test_report_paths_inside_the_run_are_relative(tmp_path):
                          "proxy_scorer": f"reward_model:{run / 'sft'}",
                          "training_metrics": {"ppo": str(run / "ppo.jsonl")}, "output_dir": str(run / "evaluate")},
               "training": {"ppo": {"path": str(run / "ppo.jsonl"), "steps": 2}},
+              "models": {"sft": {"path": str(run / "sft" / "model"), "length": 3.0}},
               "samples": [{"response": str(run / "sft")}]}  # free text is left alone
     path = run / "evaluate" / "report.json"
     path.write_text(json.dumps(report))
@@ -480,3 +481,4 @@ def test_report_paths_inside_the_run_are_relative(tmp_path):
                              "gold_scorer": f"{outside / 'scorers.py'}:length", "proxy_scorer": "reward_model:sft",
                              "training_metrics": {"ppo": "ppo.jsonl"}, "output_dir": "evaluate"}
     assert got["training"]["ppo"] == {"path": "ppo.jsonl", "steps": 2} and got["samples"] == report["samples"]
+    assert got["models"]["sft"] == {"path": "sft/model", "length": 3.0}

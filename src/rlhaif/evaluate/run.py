@@ -269,6 +269,9 @@ def relative_paths_in_report(path: Path) -> None:
     for key in ("config", "training"):
         if key in report:
             report[key] = walk(report[key])
+    for row in (report.get("models") or {}).values():  # each model's path, as in config.models
+        if isinstance(row, dict) and isinstance(row.get("path"), str):
+            row["path"] = walk(row["path"])
     report["paths_relative_to"] = ".."
     with atomic_write(path) as f:
         json.dump(report, f, indent=2, default=str)
