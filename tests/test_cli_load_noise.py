@@ -1,6 +1,8 @@
 """The demo's log carries no transformers noise rlhaif expects (the LOAD REPORT of a reward head it is about to
 train, the tokenizer's too-long warning for inputs it cuts itself), and real loading problems still warn."""
 
+import contextlib
+import io
 import logging
 import warnings
 
@@ -11,22 +13,37 @@ from rlhaif.models.loading import load_reward_backbone, load_tokenizer, warn_une
 from rlhaif.models.tiny import save_tiny
 
 
+@contextlib.contextmanager
+def transformers_log():
+    """What transformers logs, read from a handler of our own: its default handler keeps the stderr of the first
+    test that used it, which pytest may have replaced, so capfd alone can miss a warning later in the suite."""
+    buf, handler = io.StringIO(), logging.StreamHandler()
+    handler.stream = buf
+    logger = logging.getLogger("transformers")
+    logger.addHandler(handler)
+    try:
+        yield buf
+    finally:
+        logger.removeHandler(handler)
+
+
 @pytest.mark.parametrize("backbone", ["causal-lm", "minilm-l6"])
 def test_new_reward_head_prints_no_load_report(tmp_path, capfd, backbone):
     name = str(save_tiny(tmp_path / "lm", "llama")) if backbone == "causal-lm" else backbone
     capfd.readouterr()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), transformers_log() as log:
         warnings.simplefilter("error")  # no warning of rlhaif's either: the head is expected to be new
         model, tok = load_reward_backbone(name)
         tok.model_max_length = min(tok.model_max_length, 64)
         tok("word " * (tok.model_max_length + 10))  # longer than the model: RewardModel cuts it itself
-    err = capfd.readouterr().err
+    err = capfd.readouterr().err + log.getvalue()
     assert "LOAD REPORT" not in err and "MISSING" not in err and "Token indices sequence length" not in err, err
     assert not logging.getLogger("transformers.modeling_utils").filters  # the filter is gone after the load
-    other = load_tokenizer(name)  # a tokenizer rlhaif does not cut for keeps the warning (the check can fail)
-    other.model_max_length = 64
-    other("word " * 80)
-    assert "Token indices sequence length" in capfd.readouterr().err
+    with transformers_log() as log:
+        other = load_tokenizer(name)  # a tokenizer rlhaif does not cut for keeps the warning (the check can fail)
+        other.model_max_length = 64
+        other("word " * 80)
+    assert "Token indices sequence length" in capfd.readouterr().err + log.getvalue()
 
 
 def test_a_base_weight_missing_from_the_checkpoint_still_warns(tmp_path):
