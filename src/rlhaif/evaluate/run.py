@@ -98,19 +98,27 @@ def run_scorer(scorer: Scorer, prompts: Sequence[Any], responses: Sequence[str],
 @torch.no_grad()
 def response_logprobs(model, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
                       temperature: float, batch_size: int) -> list[torch.Tensor]:
-    """Per-token log-probabilities of each response (1-D tensors) under ``model`` at ``temperature``."""
-    from rlhaif.data.collate import Encoded, pad_batch
-    from rlhaif.policy.logprobs import token_logprobs
+    """Per-token log-probabilities of each response (1-D tensors) under ``model`` at ``temperature``: the PPO
+    rollout's pass (``rlhaif.policy.rollout.response_logprobs``, fp32, only the response positions through the
+    LM head), prompts left-padded and responses right-padded as in a rollout."""
+    from rlhaif.generate import left_pad
+    from rlhaif.policy.rollout import Rollout, response_logprobs as rollout_logprobs
 
     out: list[torch.Tensor] = []
     model.eval()
     device = next(model.parameters()).device
     for s in range(0, len(prompt_ids), batch_size):
-        enc = [Encoded(p, r) for p, r in zip(prompt_ids[s:s + batch_size], response_ids[s:s + batch_size])]
-        b = pad_batch(enc, pad_id, side="left")
-        lp = token_logprobs(model, b["input_ids"].to(device), b["attention_mask"].to(device), temperature)
-        mask = b["loss_mask"][:, 1:].bool()  # (B, T-1), aligned with lp
-        out += [lp[i][mask[i].to(lp.device)].float().cpu() for i in range(lp.shape[0])]
+        resp = response_ids[s:s + batch_size]
+        q_ids, q_mask = left_pad(prompt_ids[s:s + batch_size], pad_id, device)
+        R = max(1, max(map(len, resp)))
+        r_ids = torch.full((len(resp), R), pad_id, dtype=torch.long, device=device)
+        r_mask = torch.zeros_like(r_ids)
+        for i, r in enumerate(resp):
+            r_ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+            r_mask[i, :len(r)] = 1
+        ro = Rollout(q_ids, q_mask, r_ids, r_mask, r_mask.new_zeros(len(resp), dtype=torch.bool))
+        lp = rollout_logprobs(model, ro, temperature)
+        out += [lp[i, :len(r)].float().cpu() for i, r in enumerate(resp)]
     return out
 
 

@@ -127,7 +127,8 @@ class PPOConfig(TrainConfig, LoRAConfig):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Rollout sampler precision: 'auto' samples from a bf16 copy of the policy (refreshed after every update)
     where the CPU does bf16 natively and measured faster, else fp32. Only which tokens are drawn depends on it:
-    old, new and reference log-probs are all computed by the fp32 policy, so the first ratio stays 1."""
+    old, new and reference log-probs are all computed by the policy under the update's precision
+    (``mixed_precision``: fp32 weights, bf16 products under 'bf16'), so the first ratio stays 1."""
     rollout_backend: Literal["hf", "vllm"] = "hf"
     """Sampler of the rollouts: 'hf' = the policy itself (rollout.py); 'vllm' = a vLLM engine colocated in this
     process (pip install 'rlhaif[vllm]', or benchmarks/setup_vllm_venv.sh on CPU), given the policy's weights
@@ -374,7 +375,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
             batch = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask,
                      "response_ids": rollout.response_ids}
             mask = rollout.response_mask.float()  # (B, R)
-            with torch.no_grad():
+            # Under the update's autocast (mixed_precision bf16: bf16 products), so that the first ratio is 1.
+            with torch.no_grad(), acc.autocast():
                 old_logprobs, old_values, logp = forward_response(core, batch, cfg.temperature, critic)
                 rollout_entropy, _ = entropy_from_logprobs(logp, mask)
                 del logp
