@@ -70,3 +70,14 @@ def test_only_the_new_head_is_expected():
         warnings.simplefilter("error")
         assert warn_unexpected_load(M(), {"missing_keys": {"score.weight"}, "unexpected_keys": {"lm_head.weight"}},
                                     "x") == []
+
+
+def test_adding_lora_warns_nothing(tmp_path):
+    # PEFT reads `model.is_gradient_checkpointing`, deprecated by transformers 5.24 with a FutureWarning that
+    # landed in every LoRA stage's log
+    from rlhaif.models.loading import add_lora, load_causal_lm
+
+    model, _ = load_causal_lm(str(save_tiny(tmp_path / "lm", "llama")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        add_lora(model, r=4)

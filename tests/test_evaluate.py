@@ -197,3 +197,17 @@ def test_win_rate_by_judge_uses_both_orders(tiny_setup, tmp_path, monkeypatch):
     # "A" wins in both orders: the candidate wins as (A) and loses as (B) -> 0.5 on every prompt, orders disagree
     assert wr["win_rate"] == pytest.approx(0.5, abs=1e-6) and wr["ties"] == 3 and wr["consistency"] == 0.0
     assert "win_rate" not in rep["models"]["base"]
+
+
+def test_training_curves_summarise_monitored_scores_and_draw_them_against_kl(tmp_path):
+    from rlhaif.evaluate.report import monitored_keys, training_curves
+
+    rows = [{"step": i, "objective/score": 0.1 * i, "objective/kl": 0.5 * i, "monitor/gold": 0.2 - 0.05 * i}
+            for i in range(1, 5)]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "plain.jsonl").write_text(json.dumps({"step": 1, "objective/score": 1.0, "objective/kl": 0.0}) + "\n")
+    png, summary = training_curves({"rl": str(tmp_path / "m.jsonl"), "plain": str(tmp_path / "plain.jsonl")})
+    assert png[:4] == b"\x89PNG"
+    assert summary["rl"]["monitor/gold_first"] == pytest.approx(0.15)
+    assert summary["rl"]["monitor/gold_last"] == pytest.approx(0.0)
+    assert "monitor/gold_last" not in summary["plain"] and monitored_keys(rows) == ["monitor/gold"]

@@ -205,6 +205,7 @@ def test_shipped_recipes_check():
         path = root / "recipes" / f"{name}.yaml"
         assert path.read_text() == (root / "src" / "rlhaif" / "assets" / "recipes" / f"{name}.yaml").read_text()
         assert len(check_recipe(load_recipe(path))) >= 4  # every stage importable, every key a config field
+    assert len(check_recipe(load_recipe(root / "recipes" / "study-overoptimization.yaml"))) == 10
 
 
 def test_ppo_stage_in_two_processes(tiny, tmp_path):

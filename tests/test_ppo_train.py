@@ -210,3 +210,21 @@ def test_ppo_resumed_run_logs_each_step_once_refuses_a_changed_learning_rate_and
     assert sorted(set(samples)) == [1, 2, 3, 4] and len(samples) == 4 * 4
     assert res["model"] == str(Path(res["output_dir"]) / "model") and "objective/score" in res["metrics"]
     assert json.loads((Path(res["output_dir"]) / "manifest.json").read_text())["outputs"]["steps"] == 4
+
+
+def test_monitor_scorers_are_logged_every_step_and_never_enter_the_reward(setup):
+    (setup / "watch.py").write_text(REWARD + "\ndef words(prompts, responses):\n"
+                                    "    return [float(len(r.split())) for r in responses]\n")
+    watch = str(setup / "watch.py")
+    run_ppo(tiny_cfg(setup, "warm-up", steps=1))  # the first run in a process samples differently (lazy set-up)
+    plain = run_ppo(tiny_cfg(setup, "plain", steps=3))
+    res = run_ppo(tiny_cfg(setup, "watched", steps=3, monitor_scorers={"same": f"python:{watch}:score",
+                                                                        "words": f"python:{watch}:words"}))
+    got, want = rows(res["output_dir"]), rows(plain["output_dir"])
+    for g, w in zip(got, want):
+        # the reward function itself as a monitor reads the step's mean score; another monitor is its own mean
+        assert g["monitor/same"] == pytest.approx(g["objective/score"], abs=1e-6)
+        assert g["monitor/words"] > 0 and g["monitor/words"] != pytest.approx(g["objective/score"])
+        # watching changes nothing of the run: same scores, same KL as without monitors
+        assert g["objective/score"] == pytest.approx(w["objective/score"], abs=1e-6)
+        assert g["objective/kl"] == pytest.approx(w["objective/kl"], abs=1e-6)

@@ -42,3 +42,15 @@ def test_sft_under_the_fsdp_config_stops_with_the_message(tmp_path):
     assert r.returncode != 0
     assert "FSDP needs GPUs" in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
     assert not (tmp_path / "out" / "model").exists()
+
+
+def test_stages_in_one_process_may_choose_different_mixed_precision():
+    # a recipe runs its stages in one process: an fp32 SFT, then a PPO stage with mixed_precision bf16 (the demo's).
+    # Accelerate refuses a second Accelerator with another precision unless rlhaif releases its state first.
+    from rlhaif.training import bf16_supported, make_accelerator
+
+    first = make_accelerator(mixed_precision="no")
+    assert first.mixed_precision == "no"
+    second = make_accelerator(mixed_precision="bf16")
+    assert second.mixed_precision == ("bf16" if bf16_supported() else "no")
+    assert make_accelerator(mixed_precision="no").mixed_precision == "no"

@@ -56,8 +56,21 @@ def make_accelerator(gradient_accumulation_steps: int = 1, mixed_precision: str 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         refuse_sharding_without_gpu()
         cpu = True
+    release_accelerator_state(mixed_precision)
     return Accelerator(gradient_accumulation_steps=gradient_accumulation_steps,
                        mixed_precision=mixed_precision, cpu=cpu, **kwargs)
+
+
+def release_accelerator_state(mixed_precision: str) -> None:
+    """Let this stage choose its own precision. Accelerate keeps one ``AcceleratorState`` per process and
+    refuses an Accelerator whose ``mixed_precision`` differs from the first one's, so a recipe whose stages run
+    in one process (an fp32 SFT, then a bf16 PPO) stopped at the second stage. A different setting clears that
+    state (not the process group: ``PartialState`` stays) before the next Accelerator is built."""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and str(shared.get("_mixed_precision", mixed_precision)) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def refuse_sharding_without_gpu() -> None:

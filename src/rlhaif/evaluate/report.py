@@ -49,7 +49,9 @@ def _png(fig) -> bytes:
 
 
 def training_curves(metrics: dict[str, str]) -> tuple[bytes | None, dict[str, Any]]:
-    """Score and KL over training steps from metrics.jsonl files (``objective/score``, ``objective/kl``)."""
+    """Score and KL over training steps from metrics.jsonl files (``objective/score``, ``objective/kl``); where
+    a run logged watch-only scorers (PPO's ``monitor_scorers``, ``monitor/<name>``, e.g. the gold scorer), a
+    third panel draws the proxy and every monitored score against the KL (Gao et al. 2022's axes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,11 +69,15 @@ def training_curves(metrics: dict[str, str]) -> tuple[bytes | None, dict[str, An
             summary[label] = {"steps": len(rows), "score_first": sc[0] if sc else None,
                               "score_last": sc[-1] if sc else None, "kl_last": kl[-1] if kl else None,
                               "kl_max": max(kl) if kl else None}
+            for key in monitored_keys(rows):
+                vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+                summary[label][f"{key}_first"], summary[label][f"{key}_last"] = vals[0], vals[-1]
         else:
             summary[label] = {"steps": 0, "note": f"no objective/score or objective/kl rows in {path}"}
     if not series:
         return None, summary
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    watched = any(monitored_keys(rows) for rows in series.values())
+    fig, axes = plt.subplots(1, 3 if watched else 2, figsize=(15 if watched else 10, 3.5))
     for label, rows in series.items():
         for ax, key in zip(axes, ("objective/score", "objective/kl")):
             pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
@@ -82,7 +88,26 @@ def training_curves(metrics: dict[str, str]) -> tuple[bytes | None, dict[str, An
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0].legend()
+    if watched:
+        ax = axes[2]
+        for i, (label, rows) in enumerate(series.items()):
+            color = f"C{i}"
+            for key, style in [("objective/score", "-"), *((k, ":") for k in monitored_keys(rows))]:
+                pts = [(r["objective/kl"], r[key]) for r in rows
+                       if isinstance(r.get(key), (int, float)) and isinstance(r.get("objective/kl"), (int, float))]
+                if pts:
+                    name = "proxy" if key == "objective/score" else key.split("/", 1)[1]
+                    ax.plot(*zip(*pts), style, marker=".", color=color, label=f"{label} {name}")
+        ax.set_title("score against KL (solid: proxy, dotted: monitored)")
+        ax.set_xlabel("KL to reference (nats)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return _png(fig), summary
+
+
+def monitored_keys(rows: list[dict]) -> list[str]:
+    """The ``monitor/<name>`` scores a run logged (PPO's watch-only scorers), in first-seen order."""
+    return list(dict.fromkeys(k for r in rows for k in r if k.startswith("monitor/")))
 
 
 def score_distributions(per_model: dict[str, dict[str, list[float]]]) -> bytes | None:

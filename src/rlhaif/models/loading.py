@@ -256,4 +256,6 @@ def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0, target_m
 
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                      task_type=task_type)
-    return get_peft_model(model, cfg, adapter_name=adapter_name)
+    with warnings.catch_warnings():  # PEFT reads `is_gradient_checkpointing`, which transformers 5.24 deprecates
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, cfg, adapter_name=adapter_name)

@@ -40,7 +40,7 @@ class PPOConfig(TrainConfig, LoRAConfig):
     Checkpoints, resume, logging and precision come from ``TrainConfig``."""
 
     resume_may_change: ClassVar[frozenset[str]] = TrainConfig.resume_may_change | {
-        "steps", "sample_every", "score_threshold"}
+        "steps", "sample_every", "score_threshold", "monitor_scorers"}
 
     model: str = DEFAULT_POLICY
     """Policy to start from: folder (full model or LoRA SFT adapter, merged first), .gguf or built-in name."""
@@ -52,6 +52,10 @@ class PPOConfig(TrainConfig, LoRAConfig):
     """A reward model folder (rlhaif reward train); scores are computed from text with its own tokenizer."""
     reward_fn: Optional[str] = None
     """Instead of a reward model: 'module:function' or 'file.py:function', score(prompts, responses) -> floats."""
+    monitor_scorers: dict[str, str] = {}
+    """Scorers that only watch, name -> scorer spec (rlhaif.scorers): every step's responses are scored by each
+    and the mean logged as ``monitor/<name>``; they never enter the reward. Log a held-out gold scorer here to
+    see proxy and gold score against KL over training (Gao et al. 2022; recipes/study-overoptimization.yaml)."""
     value_model: Optional[str] = None
     """A separate value model (causal LM folder or name) for the critic; default: a head on the policy's trunk."""
     lora_r: int = 16
@@ -307,6 +311,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     from rlhaif.policy.losses import entropy_from_logprobs, explained_variance, policy_loss, value_loss
     from rlhaif.policy.rollout import decode_responses, response_logprobs, sample_responses
     from rlhaif.precision import choose_precision, sampling_copy
+    from rlhaif.scorers import load_scorer as load_spec
     from rlhaif.training import (finish_run, load_checkpoint, make_accelerator, make_optimizer, save_checkpoint,
                                  save_pretrained_atomic, seed_everything, start_run)
 
@@ -318,6 +323,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     seed_everything(cfg.seed)
     records = read_prompts(cfg.prompts)
     scorer, scorer_name = load_scorer(cfg, device=acc.device)
+    monitors = {name: load_spec(spec, device=acc.device) for name, spec in cfg.monitor_scorers.items()}
     model, ref, tok = load_policy(cfg)
     prompt_ids = encode_all_prompts(cfg, tok, records, context_length(model.policy))
     eos = eos_ids(tok, model.policy)
@@ -370,6 +376,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
             if cfg.score_clip is not None:
                 scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
             t2 = time.perf_counter()
+            watched = {f"monitor/{name}": check_scores(fn(prompts, responses), len(idx), f"monitor '{name}'").mean()
+                       for name, fn in monitors.items()}  # watched, never rewarded
 
             # 3. Old log-probs and values, reference log-probs, KL-penalized rewards, GAE.
             batch = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask,
@@ -460,7 +468,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
                 "objective/rlhf_reward": (kl_stats["scores"] - kl_coef_now * kl_stats["kl"]).mean(),
                 "objective/entropy": rollout_entropy,
                 "response/length": mask.sum(-1).mean(), "response/eos_share": rollout.eos_reached.float().mean(),
-                **{k: torch.tensor(sum(v) / len(v)) for k, v in stats.items()}, **engine_stats,
+                **{k: torch.tensor(sum(v) / len(v)) for k, v in stats.items()}, **engine_stats, **watched,
             }
             if critic:
                 local["value/explained_variance"] = explained_variance(old_values, returns, mask)
