@@ -216,7 +216,6 @@ def test_monitor_scorers_are_logged_every_step_and_never_enter_the_reward(setup)
     (setup / "watch.py").write_text(REWARD + "\ndef words(prompts, responses):\n"
                                     "    return [float(len(r.split())) for r in responses]\n")
     watch = str(setup / "watch.py")
-    run_ppo(tiny_cfg(setup, "warm-up", steps=1))  # the first run in a process samples differently (lazy set-up)
     plain = run_ppo(tiny_cfg(setup, "plain", steps=3))
     res = run_ppo(tiny_cfg(setup, "watched", steps=3, monitor_scorers={"same": f"python:{watch}:score",
                                                                         "words": f"python:{watch}:words"}))

@@ -161,3 +161,16 @@ def test_sampling_copy_is_bf16_and_refreshes_from_the_master():
     # a sample from the bf16 copy has the rollout layout of the fp32 model's
     ro = sample_responses(cp, [[4, 9, 12], [5, 6]], 0, [3], max_new_tokens=4, temperature=1.0)
     assert ro.response_ids.shape[0] == 2 and ro.response_ids.dtype == torch.long
+
+
+def test_measuring_the_bf16_speedup_leaves_the_global_random_stream_alone():
+    # the measurement runs once per process, inside the first stage that asks for 'auto' (after that stage has
+    # seeded torch): drawing its matrices from the global stream made a process's first PPO run sample other
+    # tokens than a second run with the same seed
+    from rlhaif.precision import measured_bf16_speedup
+
+    measured_bf16_speedup.cache_clear()
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    measured_bf16_speedup()
+    assert torch.equal(torch.get_rng_state(), state)

@@ -83,7 +83,8 @@ def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
 
 
 def _best_matmul_seconds(dtype: torch.dtype, n: int, reps: int) -> float:
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    g = torch.Generator().manual_seed(0)  # its own stream: the first stage of a process must not draw other
+    a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))  # tokens than the later ones
     a @ b  # warm-up (oneDNN picks its kernel on the first call)
     best = float("inf")
     for _ in range(reps):
