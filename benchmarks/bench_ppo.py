@@ -28,34 +28,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import SIZES, build_models, clock_rlhaif_steps, current_rss_mib, memory_report, span_rates  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TRL_PY = ROOT / ".bench-venvs" / "trl-1.0.0" / "bin" / "python"
 TRL_SIDE = ROOT / "benchmarks" / "ppo_trl_side.py"
-SIZES = {"tiny": dict(hidden=128, layers=2), "7m": dict(hidden=256, layers=12),
-         "0.6b": dict(hidden=2048, layers=16, heads=16, max_pos=1024)}
-
-
-def current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def memory_report(baseline_mib: float) -> dict:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {"peak_rss_mib": peak, "peak_rss_above_imports_mib": peak - baseline_mib}
-    import torch
-
-    if torch.cuda.is_available():
-        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-    return out
 
 
 def our_side(settings_path: str) -> None:
@@ -65,20 +49,12 @@ def our_side(settings_path: str) -> None:
     import torch
     import transformers  # noqa: F401
 
-    from rlhaif import metrics
     from rlhaif.policy.ppo import PPOConfig, run_ppo
 
     if s.get("threads"):
         torch.set_num_threads(s["threads"])
     baseline = current_rss_mib()
-    clocks: list[tuple[float, float]] = []  # (wall, CPU) at the end of every step
-    log = metrics.MetricsLogger.log
-
-    def timed_log(self, step, row, **kw):
-        clocks.append((time.perf_counter(), time.process_time()))
-        return log(self, step, row, **kw)
-
-    metrics.MetricsLogger.log = timed_log
+    clocks = clock_rlhaif_steps()  # (wall, CPU) at the end of every step
     cfg = PPOConfig(model=s["policy"], prompts=s["prompts"], output_dir=s["out"], reward_model=s["reward"],
                     value_model=s["policy"] if s.get("separate_value") else None, lora_r=s["lora_r"],
                     lora_alpha=2 * s["lora_r"], learning_rate=s["lr"], steps=s["steps"], batch_size=s["batch_size"],
@@ -88,32 +64,9 @@ def our_side(settings_path: str) -> None:
                     score_clip=None, max_prompt_length=128)
     run_ppo(cfg)
     rows = [json.loads(line) for line in (Path(s["out"]) / "metrics.jsonl").read_text().splitlines()]
-    n = s["batch_size"] * (len(clocks) - 1)
-    print(json.dumps({"side": "rlhaif", "steps": len(clocks),
-                      "samples_per_second": n / (clocks[-1][0] - clocks[0][0]),
-                      "samples_per_cpu_second": n / (clocks[-1][1] - clocks[0][1]),
+    print(json.dumps({"side": "rlhaif", **span_rates(clocks, s["batch_size"]),
                       "response_length": statistics.mean(r["response/length"] for r in rows),
                       **memory_report(baseline)}))
-
-
-def build_models(root: Path, hidden: int, layers: int, tokenizer: str = "words", **kw) -> tuple[str, str, int]:
-    from rlhaif.models.tiny import WORDS, make_tiny_causal_lm, make_tiny_reward_model, make_tokenizer
-    from rlhaif.reward.model import RewardModel
-
-    if tokenizer == "smollm2":  # a real 49,152-token vocabulary and chat template (the embedded default's)
-        from rlhaif.models.loading import load_tokenizer
-
-        tok = load_tokenizer("smollm2-135m-instruct")
-    else:
-        tok = make_tokenizer()
-    pol, _ = make_tiny_causal_lm("llama", seed=0, tokenizer=tok, hidden=hidden, layers=layers, **kw)
-    pol.save_pretrained(root / "policy")
-    tok.save_pretrained(root / "policy")
-    rm, _ = make_tiny_reward_model("llama", seed=1, tokenizer=tok, hidden=hidden, layers=layers, **kw)
-    RewardModel(rm, tok, "chat", max_length=256).save(root / "reward")
-    prompts = [" ".join(WORDS[(7 * i + j) % len(WORDS)] for j in range(8)) for i in range(16)]
-    (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    return str(root / "policy"), str(root / "reward"), sum(p.numel() for p in pol.parameters())
 
 
 def run_side(cmd: list[str], settings: dict, path: Path, device: str) -> dict:

@@ -6,25 +6,18 @@ Usage (launched by bench_ppo.py): python ppo_trl_side.py SETTINGS.json
 """
 
 import json
-import os
-import resource
 import sys
-import time
-
-
-def current_rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def main() -> None:
-    from bench_common import checkpointing_on  # this folder is on sys.path: the script runs from it
+    # this folder is on sys.path: the script runs from it
+    from bench_common import checkpointing_on, current_rss_mib, memory_report, span_rates, trl_step_clock
 
     s = json.loads(open(sys.argv[1]).read())
     import peft  # noqa: F401
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     if s.get("threads"):
@@ -56,24 +49,13 @@ def main() -> None:
                      dataloader_num_workers=0)
 
     clocks = []  # (wall, CPU) at the end of every step
-
-    class Clock(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            clocks.append((time.perf_counter(), time.process_time()))
-
     trainer = PPOTrainer(args=args, processing_class=tok, model=policy, ref_model=ref, reward_model=reward,
-                         train_dataset=ds, value_model=value, peft_config=peft_config, callbacks=[Clock()])
+                         train_dataset=ds, value_model=value, peft_config=peft_config, callbacks=[trl_step_clock(clocks)])
     trainer.train()
-    n = s["batch_size"] * (len(clocks) - 1)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out = {"side": "trl-1.0.0", "steps": len(clocks), "samples_per_second": n / (clocks[-1][0] - clocks[0][0]),
-           "samples_per_cpu_second": n / (clocks[-1][1] - clocks[0][1]), "peak_rss_mib": peak,
-           "peak_rss_above_imports_mib": peak - baseline,
+    out = {"side": "trl-1.0.0", **span_rates(clocks, s["batch_size"]), **memory_report(baseline),
            # TRL's configs default gradient_checkpointing to True; PPOTrainer does not apply it (it skips
            # Trainer.__init__), which this records so that the comparison stays checkable
            "activation_checkpointing": checkpointing_on(trainer.model)}
-    if torch.cuda.is_available():
-        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(out))
 
 
