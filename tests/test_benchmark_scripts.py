@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name not in ("bench_common.py", "ppo_trl_side.py"))
+# the *_trl_side.py workers run inside TRL's venv, launched by their benchmark with a settings file: no options
+SCRIPTS = sorted(p.name for p in BENCH.glob("*.py")
+                 if p.name != "bench_common.py" and not p.name.endswith("_trl_side.py"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
