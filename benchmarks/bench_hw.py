@@ -175,7 +175,7 @@ def update_shares(model, tok, roof: dict[str, float], prompt_len: int = 38, resp
             ac.zero_grad(set_to_none=True)
 
         def dpo():
-            batch = {"input_ids": ids, "attention_mask": attn, "response_mask": resp_mask}
+            batch = {"input_ids": ids, "attention_mask": attn, "loss_mask": resp_mask}
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dt == "bf16"):
                 lp = pair_logprobs(model, batch)
             dpo_loss(lp.float(), torch.zeros(8), 0.1)[0].backward()
