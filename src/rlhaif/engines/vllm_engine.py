@@ -169,18 +169,11 @@ def rollout_from_samples(prompt_ids: Sequence[Sequence[int]], samples: Sequence[
     """(Rollout, sampler log-probs (B, R)) from one EngineSample per prompt: queries left-padded, responses
     right-padded, as ``rlhaif.policy.rollout.sample_responses`` builds them, so the PPO loop can take
     either sampler."""
-    from rlhaif.generate import left_pad
-    from rlhaif.policy.rollout import Rollout
+    from rlhaif.policy.rollout import rollout_from_ids
 
-    q_ids, q_mask = left_pad(prompt_ids, pad_id, device)
-    R = max(1, max(len(s.token_ids) for s in samples))
-    r_ids = torch.full((len(samples), R), pad_id, dtype=torch.long)
-    r_mask = torch.zeros((len(samples), R), dtype=torch.long)
-    lps = torch.zeros((len(samples), R))
+    rollout = rollout_from_ids(prompt_ids, [s.token_ids for s in samples], pad_id,
+                               [s.finished for s in samples], device)
+    lps = torch.zeros(rollout.response_ids.shape)
     for i, s in enumerate(samples):
-        n = len(s.token_ids)
-        r_ids[i, :n] = torch.tensor(s.token_ids, dtype=torch.long)
-        r_mask[i, :n] = 1
-        lps[i, :n] = torch.tensor(s.logprobs)
-    eos = torch.tensor([s.finished for s in samples])
-    return Rollout(q_ids, q_mask, r_ids.to(device), r_mask.to(device), eos.to(device)), lps.to(device)
+        lps[i, :len(s.token_ids)] = torch.tensor(s.logprobs)
+    return rollout, lps.to(device)

@@ -101,23 +101,15 @@ def response_logprobs(model, prompt_ids: list[list[int]], response_ids: list[lis
     """Per-token log-probabilities of each response (1-D tensors) under ``model`` at ``temperature``: the PPO
     rollout's pass (``rlhaif.policy.rollout.response_logprobs``, fp32, only the response positions through the
     LM head), prompts left-padded and responses right-padded as in a rollout."""
-    from rlhaif.generate import left_pad
-    from rlhaif.policy.rollout import Rollout, response_logprobs as rollout_logprobs
+    from rlhaif.policy.rollout import response_logprobs as rollout_logprobs, rollout_from_ids
 
     out: list[torch.Tensor] = []
     model.eval()
     device = next(model.parameters()).device
     for s in range(0, len(prompt_ids), batch_size):
         resp = response_ids[s:s + batch_size]
-        q_ids, q_mask = left_pad(prompt_ids[s:s + batch_size], pad_id, device)
-        R = max(1, max(map(len, resp)))
-        r_ids = torch.full((len(resp), R), pad_id, dtype=torch.long, device=device)
-        r_mask = torch.zeros_like(r_ids)
-        for i, r in enumerate(resp):
-            r_ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-            r_mask[i, :len(r)] = 1
-        ro = Rollout(q_ids, q_mask, r_ids, r_mask, r_mask.new_zeros(len(resp), dtype=torch.bool))
-        lp = rollout_logprobs(model, ro, temperature)
+        lp = rollout_logprobs(model, rollout_from_ids(prompt_ids[s:s + batch_size], resp, pad_id, device=device),
+                              temperature)
         out += [lp[i, :len(r)].float().cpu() for i, r in enumerate(resp)]
     return out
 

@@ -41,6 +41,21 @@ class Rollout:
         return torch.cat([self.query_mask, self.response_mask], dim=1)
 
 
+def rollout_from_ids(prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]], pad_id: int,
+                     eos_reached: Sequence[bool] | None = None, device=None) -> Rollout:
+    """A Rollout from token-id lists sampled elsewhere (vLLM, an evaluation's responses): queries left-padded,
+    responses right-padded, the layout ``sample_responses`` builds. ``eos_reached`` defaults to all False."""
+    q_ids, q_mask = left_pad(prompt_ids, pad_id, device)
+    R = max(1, max(map(len, response_ids)))
+    r_ids = torch.full((len(response_ids), R), pad_id, dtype=torch.long)
+    r_mask = torch.zeros((len(response_ids), R), dtype=torch.long)
+    for i, r in enumerate(response_ids):
+        r_ids[i, :len(r)] = torch.tensor(list(r), dtype=torch.long)
+        r_mask[i, :len(r)] = 1
+    eos = torch.tensor(list(eos_reached) if eos_reached is not None else [False] * len(response_ids))
+    return Rollout(q_ids, q_mask, r_ids.to(device), r_mask.to(device), eos.to(device))
+
+
 def sample_categorical(probs: torch.Tensor) -> torch.Tensor:
     """One draw per row of ``probs`` (B, V) by inverting the cumulative distribution: token i is drawn when
     u·Σp falls in [c_{i−1}, c_i), u ~ U[0, 1). The same distribution as ``torch.multinomial(probs, 1)`` (one
@@ -127,4 +142,4 @@ def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
             for ids, mask in zip(rollout.response_ids.tolist(), rollout.response_mask.tolist())]
 
 
-__all__ = ["Rollout", "last_positions", "sample_categorical", "sample_responses", "response_logprobs", "decode_responses", "eos_ids"]
+__all__ = ["Rollout", "rollout_from_ids", "last_positions", "sample_categorical", "sample_responses", "response_logprobs", "decode_responses", "eos_ids"]
