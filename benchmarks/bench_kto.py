@@ -63,10 +63,10 @@ def worker(side: str, a) -> None:
         from rlhaif.policy.dpo import DPOConfig, run_dpo
 
         run_dpo(DPOConfig(model=str(d / "model"), pairs=str(d / "kto.jsonl"), loss="kto", eval_fraction=0.0,
-                          output_dir=str(out), lora=a.lora, lora_r=LORA_R, lora_alpha=LORA_ALPHA,
+                          output_dir=str(out), lora_r=LORA_R if a.lora else 0, lora_alpha=LORA_ALPHA,
                           reference="adapter" if a.lora else "precompute", max_length=a.max_length,
                           batch_size=a.batch, max_steps=a.steps, learning_rate=a.lr, beta=a.beta,
-                          save_steps=10**6, seed=0))
+                          save_every=10**6, activation_checkpointing=False, seed=0))
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         rows = [r for r in rows if "dpo/loss" in r]
         loop_s = rows[-1]["time"]  # from the start of the loop (after the reference pass) to the last step

@@ -211,3 +211,11 @@ def test_training_curves_summarise_monitored_scores_and_draw_them_against_kl(tmp
     assert summary["rl"]["monitor/gold_first"] == pytest.approx(0.15)
     assert summary["rl"]["monitor/gold_last"] == pytest.approx(0.0)
     assert "monitor/gold_last" not in summary["plain"] and monitored_keys(rows) == ["monitor/gold"]
+
+
+def test_window_means_average_consecutive_steps_of_the_score_against_kl_panel():
+    from rlhaif.evaluate.report import window_means
+
+    pts = [(0.0, 1.0), (1.0, 3.0), (2.0, 5.0), (4.0, 7.0), (10.0, -1.0)]
+    assert window_means(pts, 2) == [(0.5, 2.0), (3.0, 6.0), (10.0, -1.0)]
+    assert window_means(pts, 5) == [(3.4, 3.0)]

@@ -227,3 +227,34 @@ def test_monitor_scorers_are_logged_every_step_and_never_enter_the_reward(setup)
         # watching changes nothing of the run: same scores, same KL as without monitors
         assert g["objective/score"] == pytest.approx(w["objective/score"], abs=1e-6)
         assert g["objective/kl"] == pytest.approx(w["objective/kl"], abs=1e-6)
+
+
+def test_a_classifier_label_logit_is_the_reward_of_an_rloo_run(setup):
+    """`classifier:PATH:LABEL` as the reward model of the online loop (here RLOO): the logged score is that
+    label's logit on the step's responses — a watch-only copy of the same spec reads the same mean."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhaif.models.tiny import make_config, make_tokenizer
+    from rlhaif.scorers import load_scorer as load_spec
+
+    tok = make_tokenizer()
+    cfg = make_config("llama", len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                      eos_token_id=tok.eos_token_id)
+    cfg.num_labels, cfg.id2label, cfg.label2id = 2, {0: "hate", 1: "nothate"}, {"hate": 0, "nothate": 1}
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(cfg).save_pretrained(setup / "clf")
+    tok.save_pretrained(setup / "clf")
+    spec = f"classifier:{setup / 'clf'}:nothate"
+    res = run_ppo(tiny_cfg(setup, "clf_run", steps=2, reward_fn=None, reward_model=spec, advantage_estimator="rloo",
+                           num_generations=2, monitor_scorers={"clf": spec, "hate": f"classifier:{setup / 'clf'}:hate"}))
+    got = rows(res["output_dir"])
+    assert len(got) == 2
+    for g in got:
+        assert g["monitor/clf"] == pytest.approx(g["objective/score"], abs=1e-5)
+        assert g["monitor/hate"] != pytest.approx(g["objective/score"], abs=1e-3)  # the label matters
+    # and the loaded scorer is that label's logit
+    probe = load_spec(spec)(["say"], ["the sun is good"])
+    model = AutoModelForSequenceClassification.from_pretrained(setup / "clf").eval()
+    with torch.no_grad():
+        assert probe[0] == pytest.approx(model(**tok(["the sun is good"], return_tensors="pt")).logits[0, 1].item(),
+                                         abs=1e-4)

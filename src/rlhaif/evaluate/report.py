@@ -97,12 +97,24 @@ def training_curves(metrics: dict[str, str]) -> tuple[bytes | None, dict[str, An
                        if isinstance(r.get(key), (int, float)) and isinstance(r.get("objective/kl"), (int, float))]
                 if pts:
                     name = "proxy" if key == "objective/score" else key.split("/", 1)[1]
-                    ax.plot(*zip(*pts), style, marker=".", color=color, label=f"{label} {name}")
-        ax.set_title("score against KL (solid: proxy, dotted: monitored)")
+                    ax.plot(*zip(*pts), linestyle="none", marker=".", alpha=0.3, color=color)
+                    ax.plot(*zip(*window_means(pts, CURVE_WINDOW)), style, marker="o", markersize=4, color=color,
+                            label=f"{label} {name}")
+        ax.set_title(f"score against KL ({CURVE_WINDOW}-step means; dotted: monitored)")
         ax.set_xlabel("KL to reference (nats)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _png(fig), summary
+
+
+CURVE_WINDOW = 4
+"""Steps averaged into one point of the score-against-KL panel (single steps score only a few prompts)."""
+
+
+def window_means(pts: list[tuple[float, float]], window: int) -> list[tuple[float, float]]:
+    """Means of consecutive ``window``-point runs of (x, y) points in step order (the last run may be shorter)."""
+    runs = [pts[i:i + window] for i in range(0, len(pts), window)]
+    return [(sum(x for x, _ in r) / len(r), sum(y for _, y in r) / len(r)) for r in runs]
 
 
 def monitored_keys(rows: list[dict]) -> list[str]:
