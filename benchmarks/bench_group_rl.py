@@ -36,10 +36,11 @@ What still differs (all measured as it is, none corrected for):
 - Generation: rlhaif samples with its own KV-cache loop (plain softmax at T, inverse-CDF draw, stops at the
   length cap); TRL calls transformers' ``generate()`` (sampling with its own GenerationConfig) on the unwrapped
   model. rlhaif's default precision 'auto' would sample from a bf16 copy on this CPU (AMX); here fp32, as TRL.
-- Old-policy log-probs: rlhaif runs a no-grad forward for them every step (both estimators); TRL's RLOOTrainer
-  does too; TRL's GRPOTrainer skips it when generation and optimizer steps line up (num_iterations 1,
-  steps_per_generation 1, as here) and uses the training forward's detached log-probs (ratio 1): one forward
-  pass per step fewer on TRL's GRPO side.
+- Old-policy log-probs: for RLOO (KL in the reward) both sides run a no-grad forward for them every step. For
+  GRPO with one optimizer step per rollout (as here) both skip it and use the training forward's detached
+  log-probs (ratio 1): TRL's GRPOTrainer when num_iterations and steps_per_generation are 1, rlhaif when
+  ppo_epochs is 1 and mini_batch_size = batch_size (`rlhaif.policy.ppo.reuses_update_logprobs`; up to
+  commit 50d36a2 rlhaif always ran it).
 - RLOO's ratio: TRL clips one ratio per sequence (exp of the summed token log-ratio), mean over sequences;
   rlhaif clips per token, token mean (PPO's loss). Same passes, a different loss value.
 - LM head: TRL 1.16 patches in a fused, tiled LM head for its log-prob and entropy passes (never holds the

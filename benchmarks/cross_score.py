@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics as st
 from collections import defaultdict
 
-from rlhaif.scorers import load_scorer
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # as the CLI: no weight-loading bars in the output
+from rlhaif.scorers import load_scorer  # noqa: E402
 
 
 def per_prompt_scores(samples: str, score) -> dict[str, float]:

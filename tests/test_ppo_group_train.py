@@ -76,3 +76,47 @@ def test_two_processes_with_a_frozen_critic_keep_parameters_identical(setup):
     assert "MULTI_CPU" in r0["distributed_type"]
     assert r0["param_checksum"] == pytest.approx(r1["param_checksum"], rel=1e-9)
     assert len(rows(setup / "ddp")) == 2
+
+
+@pytest.mark.parametrize("estimator", ["grpo", "dr_grpo"])
+def test_one_update_per_rollout_reuses_its_own_logprobs_as_the_old_ones(setup, monkeypatch, estimator):
+    """One epoch of one minibatch with the KL as a loss term: the old log-probs are the update's own, detached
+    (one policy forward a step less, as TRL's GRPOTrainer) — same scores, KL, entropy, losses and final
+    weights as the two-pass step."""
+    import torch
+
+    import rlhaif.policy.ppo as ppo
+
+    calls = []
+    real = ppo.forward_response
+    monkeypatch.setattr(ppo, "forward_response", lambda *a, **k: calls.append(1) or real(*a, **k))
+    kw = dict(steps=3, mini_batch_size=16, ppo_epochs=1, kl_loss_coef=0.1, lora_r=0)
+    reused = run_ppo(group_cfg(setup, "reused", estimator, **kw))
+    n_reused = len(calls)
+    monkeypatch.setattr(ppo, "reuses_update_logprobs", lambda *a: False)
+    calls.clear()
+    twice = run_ppo(group_cfg(setup, "twice", estimator, **kw))
+    assert (n_reused, len(calls)) == (3, 6)  # one policy forward a step instead of two
+    a, b = rows(reused["output_dir"]), rows(twice["output_dir"])
+    for x, y in zip(a, b):
+        for key in ("objective/score", "objective/kl", "objective/entropy", "policy/loss", "policy/kl_loss",
+                    "policy/approx_kl", "objective/group_score_std"):
+            assert x[key] == pytest.approx(y[key], abs=1e-5), key
+    assert a[0]["policy/clipfrac"] == 0.0 and a[0]["policy/approx_kl"] == pytest.approx(0.0, abs=1e-7)
+    assert reused["param_checksum"] == pytest.approx(twice["param_checksum"], rel=1e-6)
+
+
+def test_rloo_and_minibatches_keep_the_separate_old_logprob_pass():
+    from rlhaif.policy.ppo import PPOConfig, reuses_update_logprobs
+
+    def cfg(**kw):
+        base = dict(model="m", prompts="p", reward_fn="r.py:f", batch_size=16, mini_batch_size=16, ppo_epochs=1,
+                    num_generations=4)
+        return PPOConfig(**{**base, **kw})
+
+    assert reuses_update_logprobs(cfg(advantage_estimator="grpo"), critic=False, kl_reward=False, engine=None)
+    assert not reuses_update_logprobs(cfg(advantage_estimator="rloo"), critic=False, kl_reward=True, engine=None)
+    assert not reuses_update_logprobs(cfg(advantage_estimator="gae"), critic=True, kl_reward=True, engine=None)
+    assert not reuses_update_logprobs(cfg(advantage_estimator="grpo"), critic=False, kl_reward=False, engine=object())
+    assert not reuses_update_logprobs(cfg(advantage_estimator="grpo", ppo_epochs=2), False, False, None)
+    assert not reuses_update_logprobs(cfg(advantage_estimator="grpo", mini_batch_size=8), False, False, None)

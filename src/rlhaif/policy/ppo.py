@@ -283,6 +283,16 @@ def prompt_indices(step: int, n: int, batch: int, rank: int, world: int, seed: i
     return stream_indices(((step - 1) * world + rank) * batch, batch, n, seed)
 
 
+def reuses_update_logprobs(cfg: PPOConfig, critic: bool, kl_reward: bool, engine) -> bool:
+    """Whether a step's old log-probs can be the update's own, detached (TRL's GRPOTrainer does the same):
+    one epoch of one minibatch updates at the very weights that sampled, so the ratio is 1 by construction.
+    Only without a critic (GAE needs the values first), with the KL as a loss term (a KL in the reward needs
+    the log-probs before the advantages) and with rlhaif's own sampler (another sampler's tokens are reweighted
+    by the old log-probs before the update)."""
+    return (not critic and not kl_reward and engine is None and cfg.ppo_epochs == 1
+            and cfg.mini_batch_size == cfg.batch_size)
+
+
 def forward_response(model, batch: dict, temperature: float, with_values: bool = True):
     """(logprobs (B, R), values (B, R), log-softmax of logits/T (B, R, V)) of the response tokens; position
     P−1+t predicts response token t and its hidden state is the state V(s_t) is read from. The full
@@ -349,6 +359,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     mb_per_epoch = cfg.batch_size // cfg.mini_batch_size
     K, critic = cfg.num_generations, cfg.advantage_estimator == "gae"  # K rollouts per prompt; GAE has a critic
     kl_reward, aggregation = kl_in_reward(cfg), LOSS_AGGREGATION[cfg.advantage_estimator]
+    reuse = reuses_update_logprobs(cfg, critic, kl_reward, engine)
     step, row = start, {}
     prec, sampler = choose_precision(cfg.precision, acc.device), None
     show = ("objective/score", "objective/kl", "objective/beta", "policy/clipfrac")
@@ -385,18 +396,22 @@ def run_ppo(cfg: PPOConfig) -> dict:
             mask = rollout.response_mask.float()  # (B, R)
             # Under the update's autocast (mixed_precision bf16: bf16 products), so that the first ratio is 1.
             with torch.no_grad(), acc.autocast():
-                old_logprobs, old_values, logp = forward_response(core, batch, cfg.temperature, critic)
-                rollout_entropy, _ = entropy_from_logprobs(logp, mask)
-                del logp
+                if reuse:  # the update's own forward gives the old log-probs (step 4): one policy pass less
+                    old_logprobs, old_values, rollout_entropy = None, torch.zeros_like(mask), None
+                else:
+                    old_logprobs, old_values, logp = forward_response(core, batch, cfg.temperature, critic)
+                    rollout_entropy, _ = entropy_from_logprobs(logp, mask)
+                    del logp
                 if ref is None:
                     with core.policy.disable_adapter():
                         ref_logprobs = response_logprobs(core.policy, rollout, cfg.temperature)
                 else:
                     ref_logprobs = response_logprobs(ref, rollout, cfg.temperature)
                 beta = kl_ctl.value if kl_reward else 0.0  # the KL as a loss term: scores alone are the reward
-                rewards, kl_stats = kl_penalized_rewards(scores, old_logprobs, ref_logprobs, mask, beta,
-                                                         rollout.eos_reached, cfg.missing_eos_penalty,
-                                                         cfg.kl_estimator)
+                # (reused: β is 0 here, the KL being a loss term, so the placeholder KL of 0 changes no reward)
+                rewards, kl_stats = kl_penalized_rewards(scores, ref_logprobs if reuse else old_logprobs,
+                                                         ref_logprobs, mask, beta, rollout.eos_reached,
+                                                         cfg.missing_eos_penalty, cfg.kl_estimator)
                 old_values = old_values * mask
                 if critic:
                     advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
@@ -405,8 +420,8 @@ def run_ppo(cfg: PPOConfig) -> dict:
                     seq_advantages, _ = group_advantages(kl_stats["scores"] - beta * kl_stats["kl"], K,
                                                          cfg.advantage_estimator)
                     advantages, returns = seq_advantages[:, None] * mask, old_values
-            batch.update(old_logprobs=old_logprobs, old_values=old_values, advantages=advantages,
-                         returns=returns, mask=mask, ref_logprobs=ref_logprobs)
+            batch.update(old_values=old_values, advantages=advantages, returns=returns, mask=mask,
+                         ref_logprobs=ref_logprobs, **({} if reuse else {"old_logprobs": old_logprobs}))
             engine_stats = {}
             if sampler_logprobs is not None:  # another sampler drew the tokens: truncated IS per token
                 batch["tis"], engine_stats = tis_weights(old_logprobs, sampler_logprobs, mask, cfg.tis_cap)
@@ -425,10 +440,18 @@ def run_ppo(cfg: PPOConfig) -> dict:
                     weights = loss_token_weights(mb["mask"], aggregation, cfg.max_new_tokens)
                     if "tis" in mb:  # w ≥ 0 scales max(−Â·r, −Â·clip(r)) exactly as it scales Â
                         weights = weights * mb["tis"]
-                    pg_loss, pg_stats = policy_loss(logprobs, mb["old_logprobs"], mb["advantages"] * weights,
-                                                    mb["mask"], cfg.clip_range)
+                    old = logprobs.detach() if reuse else mb["old_logprobs"]  # reused: the ratio is 1
+                    pg_loss, pg_stats = policy_loss(logprobs, old, mb["advantages"] * weights, mb["mask"],
+                                                    cfg.clip_range)
                     with torch.set_grad_enabled(cfg.entropy_coef > 0):  # off: a statistic, no (B, R, V) graph
                         entropy, _ = entropy_from_logprobs(logp, mb["mask"])
+                    if reuse:  # this minibatch is the whole rollout batch: its KL and entropy statistics
+                        old_logprobs = torch.empty_like(ref_logprobs)
+                        old_logprobs[mb_idx] = logprobs.detach()
+                        _, kl_stats = kl_penalized_rewards(scores, old_logprobs, ref_logprobs, mask, beta,
+                                                           rollout.eos_reached, cfg.missing_eos_penalty,
+                                                           cfg.kl_estimator)
+                        rollout_entropy = entropy.detach()
                     loss = pg_loss - cfg.entropy_coef * entropy
                     mb_stats = [("policy/loss", pg_loss), ("policy/entropy", entropy),
                                 *(("policy/" + n, s) for n, s in pg_stats.items())]
