@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import statistics as st
 from collections import defaultdict
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # as the CLI: no weight-loading bars in the output
+from rlhaif.evaluate.metrics import bootstrap_mean_ci  # noqa: E402
 from rlhaif.scorers import load_scorer  # noqa: E402
 
 
@@ -37,9 +37,7 @@ def main() -> None:
     score = load_scorer(a.scorer)
     mine, ref = (per_prompt_scores(f"{a.evaluate_dir}/samples/{m}.jsonl", score) for m in (a.model, a.against))
     diff = [mine[k] - ref[k] for k in sorted(mine)]
-    rng = random.Random(0)
-    boot = sorted(st.mean(rng.choice(diff) for _ in diff) for _ in range(a.rounds))
-    lo, hi = boot[int(0.025 * a.rounds)], boot[int(0.975 * a.rounds) - 1]
+    lo, hi = bootstrap_mean_ci(diff, a.rounds)
     print(f"{a.model} over {a.against} by {a.scorer}: {st.mean(diff):+.3f} [{lo:+.3f}, {hi:+.3f}] "
           f"(paired over {len(diff)} prompts, {a.rounds} bootstrap rounds)")
 

@@ -15,18 +15,14 @@ import statistics as st
 from itertools import combinations
 from pathlib import Path
 
-from rlhaif.evaluate.metrics import paired_difference
+from rlhaif.evaluate.metrics import paired_difference, per_prompt_means
+from rlhaif.evaluate.report import window_means
 
 
 def read_metrics(path: Path) -> list[dict]:
     """The per-step rows of a metrics.jsonl (rows with a `step` and an `objective/score`)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r for r in rows if "step" in r and "objective/score" in r]
-
-
-def window_means(rows: list[dict], key: str, window: int) -> list[float]:
-    """Means of ``key`` over consecutive windows of ``window`` steps."""
-    return [st.mean(r[key] for r in rows[i:i + window]) for i in range(0, len(rows) - window + 1, window)]
 
 
 def curve_table(run_dir: Path, arms: list[str], window: int) -> str:
@@ -36,7 +32,7 @@ def curve_table(run_dir: Path, arms: list[str], window: int) -> str:
              + " |", "|---" * (3 + n) + "|"]
     for arm, rows in by_arm.items():
         for key, name in (("objective/score", "proxy"), ("monitor/gold", "gold"), ("objective/kl", "KL")):
-            means = window_means(rows, key, window)[:n]
+            means = [y for _, y in window_means([(r["step"], r[key]) for r in rows], window)[:n]]
             lines.append(f"| {arm} {name} | {len(rows)} | {rows[-1]['time']:.0f} | "
                          + " | ".join(f"{m:.2f}" if name == "KL" else f"{m:+.3f}" for m in means) + " |")
     return "\n".join(lines)
@@ -69,7 +65,7 @@ def length_controlled(mine: list[dict], ref: list[dict], k: int, rounds: int = 2
     """The gold gain at equal length: the intercept of the per-prompt gold difference regressed on the
     per-prompt length difference (tokens), with a bootstrap 95 % interval over prompts."""
     def per_prompt(rows, key):
-        return [st.mean(r[key] for r in rows[i:i + k]) for i in range(0, len(rows), k)]
+        return per_prompt_means([r[key] for r in rows], k)
 
     dg = [a - b for a, b in zip(per_prompt(mine, "gold"), per_prompt(ref, "gold"))]
     dl = [a - b for a, b in zip(per_prompt(mine, "tokens"), per_prompt(ref, "tokens"))]

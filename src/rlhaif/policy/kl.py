@@ -35,6 +35,13 @@ def last_token_index(mask: torch.Tensor) -> torch.Tensor:
     return (positions * mask.long()).max(-1).values
 
 
+def token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, estimator: str = "k1"
+             ) -> torch.Tensor:
+    """(B, R) per-token KL estimate of each response token (``estimator`` k1 or k3), 0 on pads (a pad's NaN
+    is dropped); its sum over tokens is the sequence KL the penalty and ``objective/kl`` use."""
+    return zero_pads(KL_ESTIMATORS[estimator](logprobs, ref_logprobs), mask)
+
+
 @torch.no_grad()
 def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                          mask: torch.Tensor, beta: float, eos_reached: torch.Tensor | None = None,
@@ -46,7 +53,7 @@ def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logpr
     (the prompt's own EOS tokens never count, TRL issue 6805). The score goes on the last real response
     token, never on a pad (TRL issue 3750). Returns (rewards (B, R), stats) with stats ``kl`` (B,) the
     per-sequence KL sum and ``scores`` (B,) after the penalty."""
-    kl = zero_pads(KL_ESTIMATORS[estimator](logprobs, ref_logprobs), mask)  # (B, R); a pad's NaN is dropped
+    kl = token_kl(logprobs, ref_logprobs, mask, estimator)  # (B, R)
     scores = scores.to(logprobs.dtype).clone()
     if missing_eos_penalty is not None and eos_reached is not None:
         scores = scores - missing_eos_penalty * (~eos_reached.bool()).to(scores.dtype)

@@ -315,7 +315,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     from rlhaif.policy.advantages import gae, masked_mean, whiten
     from rlhaif.policy.group_advantages import (LOSS_AGGREGATION, group_advantages, group_prompt_indices,
                                                 group_stats, kl_loss, loss_token_weights)
-    from rlhaif.policy.kl import kl_penalized_rewards
+    from rlhaif.policy.kl import kl_penalized_rewards, token_kl
     from rlhaif.policy.importance import tis_weights
     from rlhaif.policy.kl_control import AdaptiveKLController, FixedKLController
     from rlhaif.policy.losses import entropy_from_logprobs, explained_variance, policy_loss, value_loss
@@ -445,12 +445,9 @@ def run_ppo(cfg: PPOConfig) -> dict:
                                                     cfg.clip_range)
                     with torch.set_grad_enabled(cfg.entropy_coef > 0):  # off: a statistic, no (B, R, V) graph
                         entropy, _ = entropy_from_logprobs(logp, mb["mask"])
-                    if reuse:  # this minibatch is the whole rollout batch: its KL and entropy statistics
-                        old_logprobs = torch.empty_like(ref_logprobs)
-                        old_logprobs[mb_idx] = logprobs.detach()
-                        _, kl_stats = kl_penalized_rewards(scores, old_logprobs, ref_logprobs, mask, beta,
-                                                           rollout.eos_reached, cfg.missing_eos_penalty,
-                                                           cfg.kl_estimator)
+                    if reuse:  # this minibatch is the whole rollout batch (permuted): its KL and entropy
+                        kl_stats["kl"][mb_idx] = token_kl(logprobs.detach(), mb["ref_logprobs"], mb["mask"],
+                                                          cfg.kl_estimator).sum(-1)
                         rollout_entropy = entropy.detach()
                     loss = pg_loss - cfg.entropy_coef * entropy
                     mb_stats = [("policy/loss", pg_loss), ("policy/entropy", entropy),
