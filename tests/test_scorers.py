@@ -108,3 +108,88 @@ def test_python_scorers_from_a_file_and_a_module(tmp_path):
         load_scorer(f"{f}:missing")
     with pytest.raises(ConfigError, match="cannot import module"):
         load_scorer("no_such_module_xyz:fn")
+
+
+# ----------------------------------------------------------------------------------------------- ensembles, judge
+
+
+def test_ensemble_spec_parses_rule_alpha_and_a_bare_manifest_folder(tmp_path):
+    from rlhaif.scorers import parse_scorer
+
+    s = parse_scorer("ensemble:runs/ens:mean_minus_std:0.5")
+    assert (s.kind, s.path, s.rule, s.alpha) == ("ensemble", "runs/ens", "mean_minus_std", 0.5)
+    assert parse_scorer("ensemble:runs/ens").rule == "mean"
+    assert parse_scorer("ensemble:runs/ens:min").rule == "min"
+    (tmp_path / "ens").mkdir()
+    (tmp_path / "ens" / "ensemble.json").write_text('{"members": ["member-0"]}')
+    assert parse_scorer(str(tmp_path / "ens")).kind == "ensemble"
+    with pytest.raises(ConfigError, match="unknown ensemble rule 'median'"):
+        parse_scorer("ensemble:runs/ens:median")
+
+
+def test_an_ensemble_of_tiny_reward_models_combines_its_members(tmp_path):
+    import json
+
+    from rlhaif.models.tiny import save_tiny
+    from rlhaif.scorers import load_scorer
+
+    for m in range(3):
+        save_tiny(tmp_path / "ens" / f"member-{m}", "llama", seed=m, reward=True)
+    (tmp_path / "ens" / "ensemble.json").write_text(json.dumps({"members": [f"member-{m}" for m in range(3)]}))
+    prompts, responses = ["the cat", "a dog"], ["is good", "was there"]
+    each = [load_scorer(f"reward_model:{tmp_path / 'ens' / f'member-{m}'}")(prompts, responses) for m in range(3)]
+    assert each[0] != each[1]  # different members: an ensemble with a spread
+    lowest = load_scorer(f"ensemble:{tmp_path / 'ens'}:min")(prompts, responses)
+    assert lowest == pytest.approx([min(e[i] for e in each) for i in range(2)], abs=1e-5)
+    mean = load_scorer(str(tmp_path / "ens"))(prompts, responses)
+    assert mean == pytest.approx([sum(e[i] for e in each) / 3 for i in range(2)], abs=1e-5)
+    with pytest.raises(ConfigError, match="ensemble.json not found"):
+        load_scorer(f"ensemble:{tmp_path / 'ens' / 'member-0'}")
+
+
+class GoodWordJudge:
+    """ℓ = 0 for an option holding 'good', −2 otherwise: P(A) is σ(2), σ(−2) or ½ (test_ai_judge.py's)."""
+
+    def continuation_logprobs(self, queries):
+        out = []
+        for q in queries:
+            a, b = q.messages[-1]["content"].split("\n(A) ", 1)[1].split("\n(B) ", 1)
+            out.append((0.0 if "good" in a else -2.0, 0.0 if "good" in b else -2.0))
+        return out
+
+
+def test_judge_scorer_is_the_debiased_probability_over_the_reference(tmp_path):
+    import json
+    import math
+
+    from rlhaif.feedback.ai.constitution import load_constitution
+    from rlhaif.scorers import JudgeScorer, parse_scorer, reference_lookup
+
+    refs = tmp_path / "refs.jsonl"
+    refs.write_text(json.dumps({"prompt": "q1", "response": "a poor answer"}) + "\n"
+                    + json.dumps({"prompt": "q2", "response": "a good answer"}) + "\n")
+    spec = parse_scorer(f"judge:some-judge?references={refs}")
+    assert spec.kind == "judge" and spec.path == "some-judge"
+    scorer = JudgeScorer(GoodWordJudge(), reference_lookup(spec, dict(spec.options)), load_constitution())
+    s = 1 / (1 + math.exp(-2))  # σ(2)
+    # q1: good vs poor: P(A) = σ(2) shown first, σ(−2) shown second → p = ½(σ(2) + 1 − σ(−2)) = σ(2)
+    # q2: poor vs good: p = 1 − σ(2); q1 with 'poor' vs 'poor': ½
+    got = scorer(["q1", "q2", "q1"], ["good one", "poor one", "poor one"])
+    assert got == pytest.approx([s, 1 - s, 0.5], abs=1e-9)
+    fixed = parse_scorer("judge:j?baseline=a+good+answer&principle=helpful")
+    assert dict(fixed.options) == {"baseline": "a good answer", "principle": "helpful"}
+    with pytest.raises(ConfigError, match="holds no reference response for the prompt 'q3'"):
+        scorer(["q3"], ["good"])
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("judge:j", "the judge needs one reference"),
+    ("judge:j?baseline=x&references=y", "the judge needs one reference"),
+    ("judge:j?baseline=x&temperature=1", "unknown judge option 'temperature'"),
+    ("judge:?baseline=x", "no judge model"),
+])
+def test_bad_judge_specs_get_one_message(spec, message):
+    from rlhaif.scorers import parse_scorer
+
+    with pytest.raises(ConfigError, match=message):
+        parse_scorer(spec)
