@@ -209,3 +209,24 @@ def test_reward_resumed_run_logs_each_step_once_and_refuses_other_data(tmp_path,
     assert steps == [1, 2, 3, 4, 5, 6]
     assert out["output_dir"] == out["model"] == str(tmp_path / "o") and "rm/loss" in out["metrics"]
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["stage"] == "reward"
+
+
+def test_reward_train_ensemble_in_one_command_makes_a_scorer_folder(tmp_path):
+    from rlhaif.cli import main
+    from rlhaif.scorers import load_scorer
+
+    save_tiny(tmp_path / "bb", "llama", reward=True)
+    data = write(tmp_path / "train.jsonl", toy_pairs(40, 0))
+    out = tmp_path / "ens"
+    main(["reward", "train", "--data", data, "--backbone", str(tmp_path / "bb"), "-o", str(out), "--ensemble", "2",
+          "--epochs", "1", "--batch-size", "8", "--max-length", "32", "--learning-rate", "3e-3"])
+    manifest = json.loads((out / "ensemble.json").read_text())
+    assert manifest["members"] == ["member-0", "member-1"] and manifest["seeds"] == [0, 1]
+    assert all((out / m / "manifest.json").exists() for m in manifest["members"])
+    prompts, responses = ["a question"] * 2, ["a kind answer", "a rude answer"]
+    each = [load_scorer(str(out / m))(prompts, responses) for m in manifest["members"]]
+    assert each[0] != each[1]  # another seed: another data order, another model
+    assert load_scorer(str(out))(prompts, responses) == pytest.approx(
+        [(a + b) / 2 for a, b in zip(*each)], abs=1e-5)
+    assert load_scorer(f"ensemble:{out}:min")(prompts, responses) == pytest.approx(
+        [min(a, b) for a, b in zip(*each)], abs=1e-5)

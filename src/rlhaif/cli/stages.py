@@ -23,8 +23,11 @@ def _sft(out: dict, cfg: Any) -> str:
 
 
 def _reward_train(rep: dict, cfg: Any) -> str:
+    if "members" in rep:  # an ensemble: one line per member
+        return "\n".join([f"ensemble of {len(rep['members'])} reward models -> {cfg.output_dir} (ensemble.json)"]
+                         + [f"  {_reward_train(m, cfg)}" for m in rep["members"]])
     acc = rep.get("accuracy")
-    return (f"trained {rep['steps']} steps on {rep['train_pairs']} pairs -> {cfg.output_dir}"
+    return (f"trained {rep['steps']} steps on {rep['train_pairs']} pairs -> {rep['output_dir']}"
             + (f"; held-out accuracy {acc:.1%} on {rep['n_decided']} pairs, mean margin {rep['mean_margin']:.3f}"
                if acc is not None else ""))
 

@@ -66,15 +66,25 @@ class RewardTrainConfig(TrainLoopConfig):
     """Reference file for normalization (pairs or completions); unset: the training pairs' responses."""
     normalize_samples: int = 1000
     """Most responses scored for the normalization statistics."""
+    ensemble: int = 1
+    """Members of a reward-model ensemble (Coste et al. 2023): N > 1 trains N reward models with seeds seed,
+    seed + 1, ... (each its own head initialization and data order; one held-out split, made with `seed`) into
+    output_dir/member-<m>, and writes output_dir/ensemble.json, which makes the folder a scorer
+    (``ensemble:PATH[:mean|:mean_minus_std[:ALPHA]|:min]``, or the bare folder: the mean)."""
 
 
 # -- the loop ---------------------------------------------------------------------------------------------
 
-def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
+def run_reward_train(config: RewardTrainConfig, split_seed: Optional[int] = None) -> dict[str, Any]:
     """Train the reward model; write it, reward_normalization.json, eval.json and metrics.jsonl to
     ``config.output_dir`` (the model folder itself). Returns ``output_dir``, ``model`` (= output_dir: the
     reward model folder), ``metrics`` (the last step's row), ``steps``, ``eval`` (the held-out report) and
-    the report's keys at the top level (``accuracy``, ``train_pairs``, ...) as before."""
+    the report's keys at the top level (``accuracy``, ``train_pairs``, ...) as before. ``ensemble`` > 1:
+    ``run_reward_ensemble``. ``split_seed`` seeds the held-out split (default ``seed``)."""
+    if config.ensemble > 1:
+        return run_reward_ensemble(config)
+    if config.ensemble < 1:
+        raise ConfigError(f"ensemble must be at least 1 (the number of reward models), got {config.ensemble}")
     from rlhaif.metrics import MetricsLogger
     from rlhaif.reward.evaluate import compute_normalization, evaluate_pairs
     from rlhaif.reward.losses import bradley_terry_loss
@@ -91,7 +101,7 @@ def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
     elif cfg.eval_fraction > 0:
         if not 0 < cfg.eval_fraction < 1:
             raise ConfigError(f"eval_fraction must lie in [0, 1), got {cfg.eval_fraction}")
-        order = epoch_order(len(pairs), cfg.seed, -1)
+        order = epoch_order(len(pairs), cfg.seed if split_seed is None else split_seed, -1)
         n_eval = max(1, int(round(len(pairs) * cfg.eval_fraction)))
         eval_pairs = [pairs[i] for i in order[:n_eval]]
         pairs = [pairs[i] for i in sorted(order[n_eval:])]
@@ -163,6 +173,35 @@ def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
             f.write(json.dumps(report, indent=2))
     result = finish_run("reward", cfg, {"model": str(out), "metrics": row, **report, "eval": report}, t0, acc)
     acc.end_training()
+    return result
+
+
+def run_reward_ensemble(cfg: RewardTrainConfig) -> dict[str, Any]:
+    """Train ``cfg.ensemble`` reward models, member m with seed ``seed + m`` into ``output_dir/member-<m>`` (the
+    held-out split is the same for all: seeded by ``seed``), then write ``output_dir/ensemble.json`` (members,
+    seeds, held-out accuracies) and the stage manifest. Returns ``model`` (= output_dir: the ensemble folder, a
+    scorer), ``members`` (each member's result) and ``accuracy`` (the members' mean held-out accuracy)."""
+    import json
+
+    from rlhaif.data.io import atomic_write
+    from rlhaif.manifest import write_stage_manifest
+    from rlhaif.scorers import ENSEMBLE_MANIFEST
+
+    t0 = time.time()
+    out = Path(cfg.output_dir)
+    members = []
+    for m in range(cfg.ensemble):
+        member = cfg.model_copy(update={"ensemble": 1, "seed": cfg.seed + m, "output_dir": str(out / f"member-{m}")})
+        members.append(run_reward_train(member, split_seed=cfg.seed))
+    accuracy = [r.get("accuracy") for r in members]
+    manifest = {"members": [f"member-{m}" for m in range(cfg.ensemble)],
+                "seeds": [cfg.seed + m for m in range(cfg.ensemble)], "accuracy": accuracy}
+    with atomic_write(out / ENSEMBLE_MANIFEST) as f:
+        f.write(json.dumps(manifest, indent=2))
+    known = [a for a in accuracy if a is not None]
+    result = {"output_dir": str(out), "model": str(out), "members": members,
+              "accuracy": sum(known) / len(known) if known else None, "wall_time_s": round(time.time() - t0, 1)}
+    write_stage_manifest("reward", cfg, result, wall_time_s=result["wall_time_s"])
     return result
 
 
