@@ -72,7 +72,7 @@ def test_report_leads_with_the_paired_gain_over_the_reference(tiny_setup):  # no
                          max_new_tokens=8, batch_size=4, bootstrap_rounds=10)
     run_evaluate(cfg)
     rep = json.loads((d / "paired" / "report.json").read_text())
-    assert list(rep)[:2] == ["headline", "paired"]
+    assert list(rep)[:3] == ["objectives", "headline", "paired"]
     assert rep["headline"][0].startswith("rl over sft: ") and " gold, " in rep["headline"][0]
     assert "at KL" in rep["headline"][0] and "detectable gain" in rep["headline"][0]
     assert rep["models"]["sft"]["kl"]["mean"] == 0.0  # the KL is measured to the reference

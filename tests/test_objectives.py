@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rlhaif.errors import ConfigError, DataError
-from rlhaif.objectives import (Lagrangian, Objectives, check_prompt_field, constrained, ensemble, gated,
+from rlhaif.objectives import (Lagrangian, Objectives, prompt_field_values, constrained, ensemble, gated,
                                weighted)
 
 
@@ -83,7 +83,11 @@ def test_bad_setups_get_one_clear_message(kw, message):
         Objectives(**args)
 
 
-def test_a_missing_group_field_names_file_and_line():
-    records = [{"kind": "everyday"}, {"prompt": "x"}]
-    with pytest.raises(DataError, match=r"prompts.jsonl:2: field 'kind'"):
-        check_prompt_field(records, "kind", "prompts.jsonl")
+def test_a_missing_group_field_names_file_and_line(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "a", "kind": "everyday"}\n\n{"prompt": "b", "kind": "red-team"}\n')
+    assert prompt_field_values(str(path), "kind") == ["everyday", "red-team"]
+    with open(path, "a") as f:
+        f.write('{"prompt": "c"}\n')
+    with pytest.raises(DataError, match=r"prompts.jsonl:4: field 'kind': the prompt has no 'kind' field"):
+        prompt_field_values(str(path), "kind")

@@ -175,14 +175,23 @@ def prompt_field(record: Any, name: str) -> Any:
     return value
 
 
-def check_prompt_field(records: Sequence[Any], name: str, path: str) -> None:
-    """Every prompt record has field ``name``, else one message naming the file, the (1-based) line and the field."""
+def prompt_field_values(path: str, name: str) -> list[str]:
+    """The value of field ``name`` of every prompt in a JSONL prompt file, in file order (as read_prompts reads
+    them); a prompt without it (or a .txt file, which has no fields) is one message naming the file, the line
+    and the field."""
+    from rlhaif.data.io import read_jsonl
     from rlhaif.errors import DataError
 
-    for i, r in enumerate(records):
-        if prompt_field(r, name) is None:
-            raise DataError(path, i + 1, name, f"prompt {getattr(r, 'id', None) or i} has no '{name}' field "
-                            f"(the field that groups or flags the prompts)")
+    if str(path).endswith(".txt"):
+        raise DataError(path, None, name, f"a .txt prompt file has no fields; the prompts need a '{name}' field "
+                        f"(JSONL: {{\"prompt\": ..., \"{name}\": ...}})")
+    values = []
+    for lineno, obj in read_jsonl(path):
+        if obj.get(name) is None:
+            raise DataError(path, lineno, name, f"the prompt has no '{name}' field (the field that groups or "
+                            f"flags the prompts; every prompt needs one)")
+        values.append(str(obj[name]))
+    return values
 
 
 def check_objectives(specs: Mapping[str, str], rule: str, roles: Mapping[str, str], weights: Mapping[str, float],

@@ -191,3 +191,36 @@ def paired_comparisons(per_model: dict[str, dict[str, list[float]]], against: Se
                                  **paired_difference(series[kind], per_model[other][kind], samples_per_prompt,
                                                      rounds, seed)})
     return rows
+
+
+def objective_table(per_model: dict[str, dict[str, list[float]]], texts: dict[str, list[str]],
+                    groups: Sequence[str] | None, objectives: Sequence[str], against: str, samples_per_prompt: int,
+                    rounds: int = 2000, seed: int = 0) -> list[dict]:
+    """The evaluation by objective: for every model (other than ``against``), objective (a per-sample series of
+    ``per_model``: each gold scorer) and prompt group (``groups``: one label per sample; with groups, 'all'
+    follows them), the paired gain over ``against`` on that group's prompts (``paired_difference``: mean,
+    bootstrap 95 % interval, se, mde) beside the group's paired length change (``length_gain``, tokens) and both
+    models' refusal rates (``refusal_rate``, ``refusal_rate_against``). One row per model × objective × group."""
+    n = len(texts[against])
+    labels = list(groups) if groups is not None else ["all"] * n
+    names = list(dict.fromkeys(labels)) + (["all"] if groups is not None else [])
+    rows = []
+    for model, series in per_model.items():
+        if model == against or model not in texts:
+            continue
+        for objective in objectives:
+            if objective not in series or objective not in per_model[against]:
+                continue
+            for group in names:
+                idx = [i for i in range(n) if group == "all" or labels[i] == group]
+                pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+                row = {"objective": objective, "group": group, "model": model, "against": against,
+                       **paired_difference(pick(series[objective]), pick(per_model[against][objective]),
+                                           samples_per_prompt, rounds, seed)}
+                if "length" in series and "length" in per_model[against]:
+                    row["length_gain"] = paired_difference(pick(series["length"]), pick(per_model[against]["length"]),
+                                                           samples_per_prompt, rounds, seed)["mean"]
+                row["refusal_rate"] = refusal_rate(pick(texts[model]))
+                row["refusal_rate_against"] = refusal_rate(pick(texts[against]))
+                rows.append(row)
+    return rows

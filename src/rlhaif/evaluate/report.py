@@ -50,8 +50,9 @@ def _png(fig) -> bytes:
 
 def training_curves(metrics: dict[str, str]) -> tuple[bytes | None, dict[str, Any]]:
     """Score and KL over training steps from metrics.jsonl files (``objective/score``, ``objective/kl``); where
-    a run logged watch-only scorers (PPO's ``monitor_scorers``, ``monitor/<name>``, e.g. the gold scorer), a
-    third panel draws the proxy and every monitored score against the KL (Gao et al. 2022's axes)."""
+    a run logged several objectives (PPO's ``objectives``, ``objective/<name>``: dashed) or watch-only scorers
+    (``monitor_scorers``, ``monitor/<name>``, e.g. the gold scorer: dotted), a third panel draws the reward and
+    each of those scores against the KL (Gao et al. 2022's axes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,14 +70,14 @@ def training_curves(metrics: dict[str, str]) -> tuple[bytes | None, dict[str, An
             summary[label] = {"steps": len(rows), "score_first": sc[0] if sc else None,
                               "score_last": sc[-1] if sc else None, "kl_last": kl[-1] if kl else None,
                               "kl_max": max(kl) if kl else None}
-            for key in monitored_keys(rows):
+            for key in objective_keys(rows) + monitored_keys(rows):
                 vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
                 summary[label][f"{key}_first"], summary[label][f"{key}_last"] = vals[0], vals[-1]
         else:
             summary[label] = {"steps": 0, "note": f"no objective/score or objective/kl rows in {path}"}
     if not series:
         return None, summary
-    watched = any(monitored_keys(rows) for rows in series.values())
+    watched = any(objective_keys(rows) + monitored_keys(rows) for rows in series.values())
     fig, axes = plt.subplots(1, 3 if watched else 2, figsize=(15 if watched else 10, 3.5))
     for label, rows in series.items():
         for ax, key in zip(axes, ("objective/score", "objective/kl")):
@@ -92,7 +93,8 @@ def training_curves(metrics: dict[str, str]) -> tuple[bytes | None, dict[str, An
         ax = axes[2]
         for i, (label, rows) in enumerate(series.items()):
             color = f"C{i}"
-            for key, style in [("objective/score", "-"), *((k, ":") for k in monitored_keys(rows))]:
+            for key, style in [("objective/score", "-"), *((k, "--") for k in objective_keys(rows)),
+                               *((k, ":") for k in monitored_keys(rows))]:
                 pts = [(r["objective/kl"], r[key]) for r in rows
                        if isinstance(r.get(key), (int, float)) and isinstance(r.get("objective/kl"), (int, float))]
                 if pts:
@@ -100,7 +102,7 @@ def training_curves(metrics: dict[str, str]) -> tuple[bytes | None, dict[str, An
                     ax.plot(*zip(*pts), linestyle="none", marker=".", alpha=0.3, color=color)
                     ax.plot(*zip(*window_means(pts, CURVE_WINDOW)), style, marker="o", markersize=4, color=color,
                             label=f"{label} {name}")
-        ax.set_title(f"score against KL ({CURVE_WINDOW}-step means; dotted: monitored)")
+        ax.set_title(f"score against KL ({CURVE_WINDOW}-step means; dashed: objectives, dotted: monitored)")
         ax.set_xlabel("KL to reference (nats)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -120,6 +122,15 @@ def window_means(pts: list[tuple[float, float]], window: int) -> list[tuple[floa
 def monitored_keys(rows: list[dict]) -> list[str]:
     """The ``monitor/<name>`` scores a run logged (PPO's watch-only scorers), in first-seen order."""
     return list(dict.fromkeys(k for r in rows for k in r if k.startswith("monitor/")))
+
+
+def objective_keys(rows: list[dict]) -> list[str]:
+    """The ``objective/<name>`` scores of each of a run's several objectives (PPO's ``objectives``), in first-seen
+    order: the ``objective/`` keys other than the loop's own metrics (``rlhaif.objectives.LOGGED``)."""
+    from rlhaif.objectives import LOGGED
+
+    return list(dict.fromkeys(k for r in rows for k in r
+                              if k.startswith("objective/") and k.split("/", 1)[1] not in LOGGED))
 
 
 def score_distributions(per_model: dict[str, dict[str, list[float]]]) -> bytes | None:
@@ -200,11 +211,12 @@ def headline_lines(paired: list[dict], results: dict[str, dict[str, Any]], ancho
 
 def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_ids: Sequence[str],
                  responses: dict[str, list[str]], results: dict[str, dict[str, Any]], notes: list[str],
-                 extra: dict[str, Any] | None = None) -> dict:
-    """Write report.json and report.html (+ plots/*.png) into ``out``; return the report dict."""
+                 groups: Sequence[str] | None = None, extra: dict[str, Any] | None = None) -> dict:
+    """Write report.json and report.html (+ plots/*.png) into ``out``; return the report dict. ``groups``:
+    each sample's prompt group (the evaluation by objective splits by it)."""
     from rlhaif.data.records import prompt_text
 
-    from rlhaif.evaluate.metrics import paired_comparisons
+    from rlhaif.evaluate.metrics import objective_table, paired_comparisons
 
     per_model = {n: r.pop("_per_sample", {}) for n, r in results.items()}
     lengths = {n: r.pop("_lengths", None) for n, r in results.items()}
@@ -212,7 +224,10 @@ def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_i
     anchor = reference or baseline
     series = {n: {**s, **({"length": [float(x) for x in lengths[n]]} if lengths[n] else {})}
               for n, s in per_model.items()}
-    paired = paired_comparisons(series, [a for a in (reference, baseline) if a], cfg.k, seed=cfg.seed)
+    objectives = [k for k in ("gold", *getattr(cfg, "gold_scorers", {})) if any(k in v for v in per_model.values())]
+    paired = paired_comparisons(series, [a for a in (reference, baseline) if a], cfg.k,
+                                kinds=("gold", "proxy", "length", *objectives[1:]), seed=cfg.seed)
+    by_objective = objective_table(series, responses, groups, objectives, anchor, cfg.k, seed=cfg.seed)
     headline = headline_lines(paired, results, anchor, list(results))
     plots: dict[str, bytes] = {}
     curves, training = training_curves(cfg.training_metrics)
@@ -232,7 +247,7 @@ def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_i
         for k in ("proxy", "gold"):
             if k in r and name != baseline and k in results[baseline]:
                 r[f"{k}_delta_vs_baseline"] = r[k]["mean"] - results[baseline][k]["mean"]
-    report = {"headline": headline, "paired": paired, "baseline": baseline, "reference": cfg.reference or baseline, "leaderboard_scorer": kind, "models": results, "leaderboard": board,
+    report = {"objectives": by_objective, "headline": headline, "paired": paired, "baseline": baseline, "reference": cfg.reference or baseline, "leaderboard_scorer": kind, "models": results, "leaderboard": board,
               "training": training, "notes": notes, "prompts": len(set(prompt_ids)), "responses_per_model":
               len(prompts), "config": cfg.model_dump(mode="json"), **(extra or {})}
     (out / "plots").mkdir(parents=True, exist_ok=True)
@@ -257,6 +272,8 @@ def _html(report, plots, prompts, responses, per_model, n_samples, prompt_text) 
     cols = [("proxy", "proxy score"), ("gold", "gold score"), ("kl", "KL to ref (nats)"),
             ("win_rate", "win rate vs baseline"), ("length", "length (tokens)"), ("distinct_1", "distinct-1"),
             ("distinct_2", "distinct-2"), ("refusal_rate", "refusal rate")]
+    cols[2:2] = [(n, f"{n} score") for n in dict.fromkeys(r["objective"] for r in report.get("objectives") or [])
+                 if n != "gold"]
     cols = [c for c in cols if any(c[0] in r for r in models.values())]
     h = [f"<!doctype html><html><head><meta charset='utf-8'><title>rlhaif evaluation</title>"
          f"<style>{_CSS}</style></head><body><h1>rlhaif evaluation</h1>",
@@ -264,8 +281,9 @@ def _html(report, plots, prompts, responses, per_model, n_samples, prompt_text) 
          f"baseline <b>{e(report['baseline'])}</b>, KL measured to <b>{e(str(report['reference']))}</b> "
          f"(nats per response). Scores: mean ± 95 % interval.</p>",
          "<h2>Models</h2><table><tr><th>model</th>" + "".join(f"<th>{e(t)}</th>" for _, t in cols) + "</tr>"]
-    if report.get("paired"):  # the report leads with the paired gains
-        lead = ["<h2>Paired gains (same prompts)</h2><ul>" + "".join(f"<li><b>{e(t)}</b></li>"
+    lead = [objectives_html(report["objectives"])] if report.get("objectives") else []  # the report leads
+    if report.get("paired"):  # with the gains by objective and prompt group, then the paired gains
+        lead += ["<h2>Paired gains (same prompts)</h2><ul>" + "".join(f"<li><b>{e(t)}</b></li>"
                                                                     for t in report["headline"]) + "</ul>",
                 "<table><tr><th>model</th><th>against</th><th>measure</th><th>mean paired difference</th>"
                 "<th>95 % bootstrap interval</th><th>SE</th><th>detectable (2.8·SE)</th><th>prompts × samples</th></tr>"]
@@ -277,7 +295,7 @@ def _html(report, plots, prompts, responses, per_model, n_samples, prompt_text) 
         lead.append("</table><p class='note'>Per prompt: the model's mean over its samples minus the other model's; "
                     "averaged over prompts; the interval resamples prompts (seeded). A gain smaller than the "
                     "detectable size may be real but this prompt set cannot show it.</p>")
-        h[1:1] = lead
+    h[1:1] = lead
     for name, r in models.items():
         cells = []
         for key, _ in cols:
@@ -314,6 +332,25 @@ def _html(report, plots, prompts, responses, per_model, n_samples, prompt_text) 
         h.append("<h2>Notes</h2><ul>" + "".join(f"<li class='note'>{e(n)}</li>" for n in report["notes"]) + "</ul>")
     h.append("</body></html>")
     return "\n".join(h)
+
+
+def objectives_html(rows: list[dict]) -> str:
+    """The evaluation by objective as an HTML table: one row per model × objective × prompt group."""
+    e = html.escape
+    h = ["<h2>Gains by objective and prompt group</h2><table><tr><th>model</th><th>against</th><th>objective</th>"
+         "<th>prompt group</th><th>paired gain</th><th>95 % bootstrap interval</th><th>prompts × samples</th>"
+         "<th>length change (tokens)</th><th>refusal rate (model / against)</th></tr>"]
+    for r in rows:
+        above = r["low"] > 0 or r["high"] < 0
+        gain = f"<b>{_signed(r['mean'])}</b>" if above else _signed(r["mean"])
+        length = _signed(r["length_gain"], 1) if "length_gain" in r else "–"
+        h.append(f"<tr><td>{e(r['model'])}</td><td>{e(r['against'])}</td><td>{e(r['objective'])}</td>"
+                 f"<td>{e(r['group'])}</td><td>{gain}</td><td>[{_signed(r['low'])}, {_signed(r['high'])}]</td>"
+                 f"<td>{r['prompts']} × {r['samples_per_prompt']}</td><td>{length}</td>"
+                 f"<td>{r['refusal_rate']:.2f} / {r['refusal_rate_against']:.2f}</td></tr>")
+    h.append("</table><p class='note'>Each gold scorer is one objective; a gain in bold has its interval "
+             "clear of 0. A trade between objectives or prompt groups shows as rows of opposite sign.</p>")
+    return "".join(h)
 
 
 _TIMINGS_START, _TIMINGS_END = "<!-- rlhaif:run-timings -->", "<!-- /rlhaif:run-timings -->"

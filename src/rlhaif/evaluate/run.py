@@ -33,8 +33,14 @@ class EvaluateConfig(StageConfig):
 
     models: dict[str, str]
     """Models to compare, name -> model folder, LoRA adapter folder, .gguf or built-in name, in report order."""
-    prompts: str
-    """Held-out prompts (.jsonl with 'prompt', or .txt one per line)."""
+    prompts: Optional[str] = None
+    """Held-out prompts (.jsonl with 'prompt', or .txt one per line); or give `prompt_groups`."""
+    prompt_groups: dict[str, str] = {}
+    """Instead of `prompts`: several prompt files, group name -> file (e.g. everyday: a.jsonl, red-team:
+    b.jsonl); each file's prompts form one group of the evaluation by objective."""
+    group_field: Optional[str] = None
+    """A field of the prompt file that groups the prompts (e.g. kind: everyday / red-team): the evaluation by
+    objective reports every gold scorer's paired gain per group. Every prompt must have it."""
     output_dir: str = "eval"
     """Where report.json, report.html and the sampled responses go."""
     baseline: Optional[str] = None
@@ -47,6 +53,9 @@ class EvaluateConfig(StageConfig):
     'classifier:PATH:LABEL', or a Python scorer 'module:function' / 'file.py:function'."""
     gold_scorer: Optional[str] = None
     """A separate scorer with the same interface, the held-out judge of quality."""
+    gold_scorers: dict[str, str] = {}
+    """More held-out judges, one per objective, name -> scorer spec (e.g. helpful: ..., harmless: ...): each is
+    scored like `gold_scorer` and reported in the evaluation by objective (with `gold_scorer`, named 'gold')."""
     judge: Optional[str] = None
     """AI judge model for win rates against the baseline (both orders); none = no win rate."""
     constitution: Optional[str] = None
@@ -133,23 +142,27 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from rlhaif.data.io import write_jsonl
     from rlhaif.evaluate import metrics as M
     from rlhaif.evaluate.report import write_report
-    from rlhaif.generate import SamplingConfig, encode_prompts, engine_for, read_prompts, sample, use_vllm
+    from rlhaif.generate import SamplingConfig, encode_prompts, engine_for, sample, use_vllm
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import load_causal_lm
 
     if not cfg.models:
         raise ConfigError("evaluate: 'models' is empty; give at least one name: path")
+    taken = [n for n in cfg.gold_scorers if n in ("proxy", "gold", "kl", "length")]
+    if taken:
+        raise ConfigError(f"evaluate: gold_scorers may not be named '{taken[0]}' (a column of the report already)")
     baseline = cfg.baseline or next(iter(cfg.models))
     if baseline not in cfg.models:
         raise ConfigError(f"evaluate: baseline '{baseline}' is not one of the models ({', '.join(cfg.models)})")
     t0 = time.time()
     out = Path(cfg.output_dir)
+    recs, groups = read_prompt_groups(cfg)
     (out / "samples").mkdir(parents=True, exist_ok=True)
-    recs = read_prompts(cfg.prompts)[: cfg.max_prompts]
     prompts = [r.prompt for r in recs for _ in range(cfg.k)]
     prompt_ids_of = [r.id for r in recs for _ in range(cfg.k)]
+    sample_groups = [g for g in groups for _ in range(cfg.k)] if groups is not None else None
     scorers = {kind: load_scorer(spec, dtype=cfg.dtype) for kind, spec in
-               (("proxy", cfg.proxy_scorer), ("gold", cfg.gold_scorer)) if spec}
+               (("proxy", cfg.proxy_scorer), ("gold", cfg.gold_scorer), *cfg.gold_scorers.items()) if spec}
     notes: list[str] = []
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
 
@@ -225,15 +238,38 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         if r is not None:
             notes.append(f"{kind} score vs response length (tokens), all models' responses: Pearson r = {r:.2f}"
                          + (" - this scorer mostly measures length; longer answers raise it" if abs(r) >= 0.5 else ""))
-    report = write_report(out, cfg, baseline, prompts, prompt_ids_of, responses, results, notes,
+    report = write_report(out, cfg, baseline, prompts, prompt_ids_of, responses, results, notes, sample_groups,
                           extra={"score_length_correlation": length_corr, "precision": prec.as_manifest()})
     relative_paths_in_report(out / "report.json")
-    result = {"report": str(out / "report.html"),
+    result = {"report": str(out / "report.html"), "objectives": report.get("objectives"),
               "models": {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in results.items()},
               "leaderboard": report.get("leaderboard"), "precision": prec.as_manifest(),
               "wall_time_s": round(time.time() - t0, 1)}
     write_stage_manifest("evaluate", cfg, result, wall_time_s=result["wall_time_s"])
     return result
+
+
+def read_prompt_groups(cfg: EvaluateConfig) -> tuple[list, list[str] | None]:
+    """(prompt records, each prompt's group or None): `prompts` (grouped by `group_field` when set) or
+    `prompt_groups` (each file a group); `max_prompts` keeps the first N of each file."""
+    from rlhaif.generate import read_prompts
+    from rlhaif.objectives import prompt_field_values
+
+    if bool(cfg.prompts) == bool(cfg.prompt_groups):
+        raise ConfigError("evaluate: give either prompts (one file) or prompt_groups (group name -> file)")
+    if cfg.prompt_groups:
+        if cfg.group_field:
+            raise ConfigError("evaluate: group_field groups the prompts of `prompts`; prompt_groups are groups "
+                              "already: give one of them")
+        recs, groups = [], []
+        for group, path in cfg.prompt_groups.items():
+            mine = read_prompts(path)[: cfg.max_prompts]
+            recs += mine
+            groups += [group] * len(mine)
+        return recs, groups
+    recs = read_prompts(cfg.prompts)
+    groups = prompt_field_values(cfg.prompts, cfg.group_field)[: cfg.max_prompts] if cfg.group_field else None
+    return recs[: cfg.max_prompts], groups
 
 
 def relative_paths_in_report(path: Path) -> None:
