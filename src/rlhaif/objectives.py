@@ -15,10 +15,11 @@ its role.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Literal, Mapping, Optional, Sequence
 
 import torch
 
+from rlhaif.config import StageConfig
 from rlhaif.errors import ConfigError
 
 RULES = ("weighted", "gated", "constrained")
@@ -237,3 +238,74 @@ def check_objectives(specs: Mapping[str, str], rule: str, roles: Mapping[str, st
         raise ConfigError("combine 'constrained' needs cost_limit (the limit d of the mean cost per response)")
     if risky_values and not risky_field:
         raise ConfigError("risky_values is set but risky_field is not: name the prompt-file field (e.g. kind)")
+
+
+# ----------------------------------------------------------------------------------------------- the online loop
+
+
+class ObjectivesConfig(StageConfig):
+    """The several-objective settings of the online loop (``rlhaif ppo``: PPO, RLOO, GRPO, Dr. GRPO), in place of
+    one ``reward_model`` / ``reward_fn``."""
+
+    objectives: dict[str, str] = {}
+    """Several named scorers, name -> scorer spec (rlhaif.scorers: reward_model:PATH, ensemble:PATH,
+    classifier:PATH:LABEL, judge:MODEL?..., python:FILE.py:FUNCTION), combined into the one reward by `combine`;
+    each one's mean is logged every step as objective/<name>."""
+    combine: Literal["weighted", "gated", "constrained"] = "weighted"
+    """How `objectives` make the reward: 'weighted' R = Σ w·s; 'gated' (Llama 2) the safety score on risky
+    prompts or below `safety_threshold`, else the help score; 'constrained' (Safe RLHF) R = (s_help −
+    λ·s_cost)/(1 + λ) with λ updated online to keep the mean cost under `cost_limit` (docs/ppo.md)."""
+    objective_roles: dict[str, Literal["help", "safety", "cost"]] = {}
+    """Each objective's role, name -> help | safety | cost: 'gated' needs one help and one safety scorer,
+    'constrained' one help and one cost scorer; 'weighted' needs none."""
+    objective_weights: dict[str, float] = {}
+    """'weighted': name -> weight w (default 1; a negative weight penalizes)."""
+    risky_field: Optional[str] = None
+    """'gated': the prompt-file field that flags a risky prompt (e.g. kind); every prompt must have it."""
+    risky_values: list[str] = []
+    """'gated': the values of `risky_field` that count as risky (e.g. red-team)."""
+    safety_threshold: Optional[float] = 0.15
+    """'gated': τ, the safety score below which the safety score is the reward on any prompt (Llama 2: 0.15,
+    on its safety model's scale; set it on your scorer's scale); None = the prompt flag alone."""
+    cost_limit: Optional[float] = None
+    """'constrained': d, the limit of the mean cost per response (the cost scorer's scale)."""
+    lagrange_lr: float = 0.05
+    """'constrained': η_λ, the step of λ ← max(0, λ + η_λ·(mean batch cost − d)) after every step."""
+    lagrange_init: float = 1.0
+    """'constrained': λ at the start (checkpointed with the run, so a resume continues from the saved λ)."""
+
+    def build_objectives(self) -> Objectives:
+        return Objectives(dict(self.objectives), self.combine, dict(self.objective_roles),
+                          dict(self.objective_weights), self.risky_field, list(self.risky_values),
+                          self.safety_threshold, self.cost_limit, self.lagrange_lr, self.lagrange_init)
+
+
+class ObjectiveScorers:
+    """The scoring of the online loop with several objectives: every named scorer scores the responses (each
+    checked: one finite number per response, a message naming the scorer), the rule combines them."""
+
+    def __init__(self, cfg: ObjectivesConfig, device=None):
+        from rlhaif.scorers import load_scorer
+
+        self.objectives = cfg.build_objectives()
+        self.scorers = {name: load_scorer(spec, device=device) for name, spec in cfg.objectives.items()}
+
+    def __call__(self, records: Sequence[Any], responses: Sequence[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(the reward R (B,), each scorer's scores name -> (B,)) for the prompt records and their responses."""
+        from rlhaif.policy.ppo import check_scores
+
+        prompts = [r.prompt for r in records]
+        scores = {name: check_scores(fn(prompts, responses), len(responses), f"objective '{name}'")
+                  for name, fn in self.scorers.items()}
+        return self.objectives.combine(scores, records), scores
+
+    def after_step(self, row: Mapping[str, float]) -> dict[str, float]:
+        """Update λ from the step's logged mean scores (``objective/<name>``, averaged over processes, so every
+        process updates alike); the metrics to add to the step's row."""
+        return self.objectives.after_step({name: row[f"objective/{name}"] for name in self.scorers})
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.objectives.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.objectives.load_state_dict(state)
