@@ -30,6 +30,7 @@ from rlhaif.config import LoRAConfig, TrainConfig
 from rlhaif.data.records import prompt_text
 from rlhaif.errors import ConfigError, RlhaifError
 from rlhaif.models.loading import DEFAULT_POLICY
+from rlhaif.objectives import ObjectiveScorers, ObjectivesConfig
 from rlhaif.policy.advantages import zero_pads
 from rlhaif.policy.group_advantages import check_group_settings
 from rlhaif.policy.importance import tis_weights
@@ -39,10 +40,11 @@ from rlhaif.policy.rollout import Rollout
 Scorer = Callable[[list, list], list]
 
 
-class PPOConfig(TrainConfig, LoRAConfig):
+class PPOConfig(TrainConfig, LoRAConfig, ObjectivesConfig):
     """Settings of `rlhaif ppo`. Defaults start from TRL 1.0.0's PPO (γ=1, λ=0.95, clips 0.2, vf 0.1,
     β=0.05, 4 epochs, T=0.7) and add LoRA, an entropy bonus (off), adaptive KL (off) and a KL ceiling.
-    Checkpoints, resume, logging and precision come from ``TrainConfig``."""
+    Checkpoints, resume, logging and precision come from ``TrainConfig``; several objectives in place of one
+    scorer from ``ObjectivesConfig`` (rlhaif.objectives)."""
 
     resume_may_change: ClassVar[frozenset[str]] = TrainConfig.resume_may_change | {
         "steps", "sample_every", "score_threshold", "monitor_scorers"}
@@ -168,9 +170,17 @@ def check_batch_sizes(cfg: PPOConfig, world_size: int = 1) -> None:
         raise ConfigError(f"tis_cap must be > 0 (the cap of the importance weight), got {cfg.tis_cap}")
     check_group_settings(cfg.advantage_estimator, cfg.num_generations, cfg.batch_size, kl_in_reward(cfg),
                          cfg.kl_target, cfg.value_model)
-    if cfg.reward_model is None and cfg.reward_fn is None:
-        raise ConfigError("ppo needs a scorer: give reward_model (a folder from `rlhaif reward train`) or "
-                          "reward_fn ('module:function' or 'file.py:function')")
+    if cfg.objectives:
+        if cfg.reward_model is not None or cfg.reward_fn is not None:
+            raise ConfigError("give either one scorer (reward_model or reward_fn) or several (objectives), not both")
+        cfg.build_objectives()  # an unknown rule, a weight for a scorer that is not there, ...: one message
+        if cfg.risky_field:
+            from rlhaif.objectives import prompt_field_values
+
+            prompt_field_values(cfg.prompts, cfg.risky_field)  # a prompt without the field: file, line, field
+    elif cfg.reward_model is None and cfg.reward_fn is None:
+        raise ConfigError("ppo needs a scorer: give reward_model (a folder from `rlhaif reward train`), "
+                          "reward_fn ('module:function' or 'file.py:function') or objectives (name: scorer)")
 
 
 def kl_in_reward(cfg: PPOConfig) -> bool:
@@ -314,19 +324,27 @@ def forward_response(model, batch: dict, temperature: float, with_values: bool =
 
 
 class Scoring:
-    """The one place a step's responses are scored: ``(prompts, responses) -> (scores (B,), metrics)``, the
-    reward's scores clipped to ±``score_clip``, and per-response metrics (B,) each by name: the watching
+    """The one place a step's responses are scored: ``(prompt records, responses) -> (scores (B,), metrics)``,
+    the reward's scores clipped to ±``score_clip``, and per-response metrics (B,) each by name: with several
+    objectives each scorer's scores as ``objective/<name>`` (their combination is the reward), and the watching
     scorers as ``monitor/<name>``, which never enter the reward."""
 
-    def __init__(self, scorer: Scorer, name: str, monitors: dict[str, Scorer], score_clip: float | None):
+    def __init__(self, scorer: Scorer | ObjectiveScorers, name: str, monitors: dict[str, Scorer],
+                 score_clip: float | None):
         self.scorer, self.name, self.monitors, self.score_clip = scorer, name, monitors, score_clip
 
-    def __call__(self, prompts: list, responses: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        scores = check_scores(self.scorer(prompts, responses), len(responses), self.name)
+    def __call__(self, records: list, responses: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        prompts = [r.prompt for r in records]
+        metrics: dict[str, torch.Tensor] = {}
+        if isinstance(self.scorer, ObjectiveScorers):
+            scores, each = self.scorer(records, responses)
+            metrics.update({f"objective/{name}": s for name, s in each.items()})
+        else:
+            scores = check_scores(self.scorer(prompts, responses), len(responses), self.name)
         if self.score_clip is not None:
             scores = scores.clamp(-self.score_clip, self.score_clip)
-        metrics = {f"monitor/{name}": check_scores(fn(prompts, responses), len(responses), f"monitor '{name}'")
-                   for name, fn in self.monitors.items()}
+        metrics.update({f"monitor/{name}": check_scores(fn(prompts, responses), len(responses), f"monitor '{name}'")
+                        for name, fn in self.monitors.items()})
         return scores, metrics
 
 
@@ -341,7 +359,7 @@ class Experience:
     rollout: Rollout  # token ids and masks of prompt and response, eos_reached
     mask: torch.Tensor  # (B, R) float, 1 on response tokens
     scores: torch.Tensor  # (B,) the scorer's, clipped
-    score_metrics: dict[str, torch.Tensor]  # (B,) each: per-response metrics of the scoring (monitor/<name>)
+    score_metrics: dict[str, torch.Tensor]  # (B,) each: per-response metrics of the scoring (objective/, monitor/)
     penalized_scores: torch.Tensor  # (B,) scores less the missing-EOS penalty: the reward before the KL
     kl: torch.Tensor  # (B,) summed per-token KL to the reference (filled in by the update when old is reused)
     beta: float  # β of the KL in the reward; 0 when the KL is a loss term
@@ -392,7 +410,7 @@ class ExperienceMaker:
         responses = decode_responses(self.tok, rollout)
         t1 = time.perf_counter()
         prompts = [self.records[i].prompt for i in idx]  # the reward model re-tokenizes with its own tokenizer
-        scores, score_metrics = self.scoring(prompts, responses)
+        scores, score_metrics = self.scoring([self.records[i] for i in idx], responses)
         scores = scores.to(acc.device)
         t2 = time.perf_counter()
         mask = rollout.response_mask.float()  # (B, R)
@@ -609,7 +627,8 @@ def run_ppo(cfg: PPOConfig) -> PPOResult:
     check_batch_sizes(cfg, world)
     seed_everything(cfg.seed)
     records = read_prompts(cfg.prompts)
-    scorer, scorer_name = load_scorer(cfg, device=acc.device)
+    scorer, scorer_name = (ObjectiveScorers(cfg, device=acc.device), "objectives") if cfg.objectives else \
+        load_scorer(cfg, device=acc.device)
     monitors = {name: load_spec(spec, device=acc.device) for name, spec in cfg.monitor_scorers.items()}
     model, ref, tok = load_policy(cfg)
     prompt_ids = encode_all_prompts(cfg, tok, records, context_length(model.policy))
@@ -627,6 +646,8 @@ def run_ppo(cfg: PPOConfig) -> PPOResult:
         state = load_checkpoint(ckpt, model, optimizer, scheduler, acc)  # weights, optimizer, scheduler, RNG
         start = state["step"]
         kl_ctl.load_state_dict(state["kl_ctl"])
+        if isinstance(scorer, ObjectiveScorers):
+            scorer.load_state_dict(state["objectives"])  # λ of the constrained rule, exactly as saved
     else:
         seed_everything(cfg.seed + rank)  # each process samples differently
     if cfg.log_with:
@@ -654,12 +675,15 @@ def run_ppo(cfg: PPOConfig) -> PPOResult:
             kl_coef = kl_ctl.value if maker.kl_reward else cfg.kl_loss_coef  # the β in force, reward or loss term
             row = step_metrics(cfg, acc, exp, update_stats, early_stop, kl_coef, scheduler.get_last_lr()[0], timings)
             kl_ctl.update(row["objective/kl"], cfg.batch_size * world)
+            if isinstance(scorer, ObjectiveScorers):
+                row.update(scorer.after_step(row))  # λ ← max(0, λ + η_λ·(mean cost − d)); logs the λ used
             log.log(step, row)
             if acc.is_main_process and cfg.sample_every and step % cfg.sample_every == 0:
                 write_samples(out / "samples.jsonl", step, exp)
             done = cfg.score_threshold is not None and row["objective/score"] >= cfg.score_threshold
             if step % cfg.save_every == 0 or step == cfg.steps or done:
-                save_checkpoint(out, step, model, optimizer, scheduler, {"kl_ctl": kl_ctl.state_dict()}, acc)
+                save_checkpoint(out, step, model, optimizer, scheduler, {"kl_ctl": kl_ctl.state_dict(), **(
+                    {"objectives": scorer.state_dict()} if isinstance(scorer, ObjectiveScorers) else {})}, acc)
             if done:
                 log.print(f"score {row['objective/score']:.3f} reached score_threshold {cfg.score_threshold}: stop")
                 break
