@@ -10,10 +10,7 @@ from __future__ import annotations
 import torch
 
 from rlhaif.policy.advantages import masked_mean, masked_var, zero_pads
-
-LOG_RATIO_CLAMP = 20.0
-"""|log π_θ − log π_old| is clamped to this before ``exp`` (e^20 ≈ 4.9e8; float32's exp overflows past 88):
-a token that far off policy carries no useful gradient, and an inf ratio would make the loss NaN."""
+from rlhaif.policy.kl import LOG_RATIO_CLAMP, kl_k3
 
 
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
@@ -23,7 +20,7 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
         ratio = exp(log π_θ − log π_old);  L_clip = −E[min(ratio·Â, clip(ratio, 1−ε, 1+ε)·Â)]
 
     stats: ``clipfrac`` (share of tokens where the clipped term is the one used), ``approx_kl``
-    (k3 estimate of KL(π_old‖π_θ): E[(ratio − 1) − log ratio]), ``ratio`` (mean).
+    (k3 estimate of KL(π_old‖π_θ): E[(ratio − 1) − log ratio], ``kl.kl_k3``), ``ratio`` (mean).
     The log-ratio is clamped to ±``LOG_RATIO_CLAMP`` before ``exp`` (no overflow)."""
     log_ratio = zero_pads(logprobs - old_logprobs, mask).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     advantages = zero_pads(advantages, mask)
@@ -33,7 +30,7 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     with torch.no_grad():
         stats = {"clipfrac": masked_mean((clipped > unclipped).float(), mask),
-                 "approx_kl": masked_mean((ratio - 1) - log_ratio, mask),
+                 "approx_kl": masked_mean(kl_k3(old_logprobs, logprobs), mask),
                  "ratio": masked_mean(ratio, mask)}
     return loss, stats
 

@@ -493,7 +493,8 @@ def ppo_loss(cfg: PPOConfig, exp: Experience, rows: torch.Tensor, logprobs: torc
     log-softmax): clipped policy loss with the estimator's token weights (× truncated IS weights) − c₂·entropy,
     + c₁·clipped value loss with a critic, + β·k3 to the reference when the KL is a loss term (GRPO's form).
     Returns (loss, stats named as logged)."""
-    from rlhaif.policy.group_advantages import LOSS_AGGREGATION, kl_loss, loss_token_weights
+    from rlhaif.policy.group_advantages import LOSS_AGGREGATION, loss_token_weights
+    from rlhaif.policy.kl import kl_loss
     from rlhaif.policy.losses import policy_loss, value_loss
 
     mask = exp.mask[rows]
@@ -523,7 +524,7 @@ def ppo_update(cfg: PPOConfig, acc, model, optimizer, exp: Experience) -> tuple[
     early once the approx KL to the rollout policy passes ``kl_ceiling``. With reused old log-probs (one
     minibatch: the whole batch) the pass also fills in the rollout's KL and entropy. Returns (each loss
     statistic's mean over minibatches, whether it stopped early)."""
-    from rlhaif.policy.kl import token_kl
+    from rlhaif.policy.kl import sequence_kl
 
     stats: dict[str, list[float]] = {}
     critic = cfg.advantage_estimator == "gae"
@@ -535,8 +536,8 @@ def ppo_update(cfg: PPOConfig, acc, model, optimizer, exp: Experience) -> tuple[
                 logprobs, values, logp = forward_response(model, exp.sequences(rows), cfg.temperature, critic)
             loss, mb_stats = ppo_loss(cfg, exp, rows, logprobs, values, logp)
             if exp.old_logprobs is None:  # the update's log-probs are the rollout's: its KL and entropy
-                exp.kl[rows] = token_kl(logprobs.detach(), exp.ref_logprobs[rows], exp.mask[rows],
-                                        cfg.kl_estimator).sum(-1)
+                exp.kl[rows] = sequence_kl(logprobs.detach(), exp.ref_logprobs[rows], exp.mask[rows],
+                                           cfg.kl_estimator)
                 exp.entropy = mb_stats["policy/entropy"].detach()
             acc.backward(loss)
             acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
