@@ -113,6 +113,13 @@ def test_gated_rule_takes_the_safety_score_on_risky_prompts(setup):
                          risky_field="kind", risky_values=["red-team"], safety_threshold=None, sample_every=1))
     r = rows(res.output_dir)[0]
     assert {"objective/help", "objective/cost", "objective/score"} <= set(r) and "objective/lambda" not in r
+    # each sample's reward is its safety score on red-team prompts, its help score elsewhere (τ off)
+    kinds = {json.loads(l)["prompt"]: json.loads(l)["kind"] for l in (setup / "prompts.jsonl").read_text().splitlines()}
+    samples = [json.loads(l) for l in (Path(res.output_dir) / "samples.jsonl").read_text().splitlines()]
+    assert {kinds[x["prompt"]] for x in samples} == {"everyday", "red-team"}
+    for x in samples:
+        want = x["objective/cost"] if kinds[x["prompt"]] == "red-team" else x["objective/help"]
+        assert x["score"] == pytest.approx(want, abs=1e-6)
 
 
 @pytest.mark.parametrize("kw, error, message", [
@@ -133,3 +140,14 @@ def test_a_broken_objective_is_named(setup):
     s = setup / "scorers.py"
     with pytest.raises(RlhaifError, match="objective 'bad' returned inf for response 0"):
         run_ppo(cfg_of(setup, "broken", steps=1, objectives={"help": f"python:{s}:help", "bad": f"python:{s}:broken"}))
+
+
+def test_the_ai_judge_is_an_objective_scored_online(setup):
+    """Direct RLAIF in the loop: a (tiny) HF judge's p(response ≻ a fixed baseline) is one objective."""
+    s = setup / "scorers.py"
+    res = run_ppo(cfg_of(setup, "judged", steps=2, objectives={
+        "help": f"python:{s}:help", "judge": f"judge:{setup / 'tiny'}?baseline=the+cat+is+good"},
+        objective_weights={"help": 1.0, "judge": 0.5}))
+    for r in rows(res.output_dir):
+        assert 0.0 < r["objective/judge"] < 1.0
+        assert r["objective/score"] == pytest.approx(r["objective/help"] + 0.5 * r["objective/judge"], abs=1e-5)

@@ -587,11 +587,13 @@ def step_metrics(cfg: PPOConfig, acc, exp: Experience, update_stats: dict[str, f
 
 
 def write_samples(path: Path, step: int, exp: Experience, n: int = 4) -> None:
+    """A few of the step's responses with their reward (``score``) and each objective's and monitor's score."""
     from rlhaif.data.io import append_jsonl
 
     for i in range(min(n, exp.size)):
         append_jsonl(path, {"step": step, "prompt": prompt_text(exp.prompts[i]), "response": exp.responses[i],
-                            "score": float(exp.scores[i]), "eos": bool(exp.rollout.eos_reached[i])})
+                            "score": float(exp.scores[i]), "eos": bool(exp.rollout.eos_reached[i]),
+                            **{k: float(v[i]) for k, v in exp.score_metrics.items()}})
 
 
 # ---------------------------------------------------------------------------------------------- the loop
