@@ -51,8 +51,9 @@ JUDGE_OPTIONS = ("references", "baseline", "api", "base_url", "constitution", "p
 
 @dataclass(frozen=True)
 class ScorerSpec:
-    """A parsed scorer spec: ``kind`` and its parts (``path`` for models and files, ``module`` /
-    ``function`` for Python scorers, ``label`` / ``output`` for classifiers)."""
+    """A parsed scorer spec: ``kind`` and its parts (``path`` for models, files, ensemble folders and the judge
+    model, ``module`` / ``function`` for Python scorers, ``label`` / ``output`` for classifiers, ``rule`` /
+    ``alpha`` for ensembles, ``options`` (key, value) pairs for the judge)."""
 
     kind: Literal["reward_model", "classifier", "python", "length", "ensemble", "judge"]
     text: str
@@ -247,7 +248,8 @@ def load_scorer(spec: str | ScorerSpec, device=None, dtype: str = "float32") -> 
     if s.kind == "classifier":
         return _classifier(s, device, dtype)
     if s.kind == "ensemble":
-        return EnsembleScorer([load_scorer(m, device, dtype) for m in ensemble_members(s)], s.rule, s.alpha)
+        return EnsembleScorer([load_scorer(ScorerSpec("reward_model", m, path=m), device, dtype)
+                               for m in ensemble_members(s)], s.rule, s.alpha)
     if s.kind == "judge":
         return _judge_scorer(s, device, dtype)
     from rlhaif.reward.model import load_reward_model
