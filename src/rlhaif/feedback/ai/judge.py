@@ -71,12 +71,20 @@ class Judgment:
     p_ba: float  # P(A) with the first response shown as (B)
     p: float
     reasoning: tuple[str, str] | None = None
+    failures: int = 0  # sampled verdicts naming no option (verdict mode), both orders
+
+
+def vote_share(votes_a: int, votes_b: int) -> float:
+    """P(A) of a verdict-mode order: the share of the parsed answers naming (A); ½ when none parsed."""
+    return votes_a / (votes_a + votes_b) if votes_a + votes_b else 0.5
 
 
 def judge_pairs(backend, items: Sequence[tuple[Prompt, str, str, Principle]], chain_of_thought: bool = False,
                 clamp: tuple[float, float] = (0.4, 0.6), cot_max_new_tokens: int = 128,
-                seed: int = 0) -> list[Judgment]:
-    """Judge (prompt, first, second, principle) items in both orders with one batched backend call."""
+                seed: int = 0, verdicts: int = 0, verdict_temperature: float = 1.0) -> list[Judgment]:
+    """Judge (prompt, first, second, principle) items in both orders with one batched backend call.
+    ``verdicts`` > 0: P(A) of each order is the share of that many sampled answers naming (A) (servers that
+    return no log-probabilities); otherwise it is read from the log-probabilities of the options."""
     orders = []  # 2 per item: (messages, first response is A?)
     for prompt, y1, y2, pr in items:
         orders.append(judge_messages(prompt, pr, y1, y2))
@@ -87,14 +95,22 @@ def judge_pairs(backend, items: Sequence[tuple[Prompt, str, str, Principle]], ch
         reasoning = backend.generate([(m, COT_PREFILL) for m in orders], max_new_tokens=cot_max_new_tokens,
                                      temperature=1.0, seed=seed)
         prefills = [f"{COT_PREFILL} {r.strip()}\n{ANSWER_PREFILL}" for r in reasoning]
-    lps = backend.continuation_logprobs([Query(m, f, list(OPTIONS)) for m, f in zip(orders, prefills)])
+    queries = [Query(m, f, list(OPTIONS)) for m, f in zip(orders, prefills)]
+    if verdicts:
+        counts = backend.verdicts(queries, verdicts, verdict_temperature, seed=seed)
+        p_a = [vote_share(a, b) for a, b, _ in counts]
+        failed = [c[2] for c in counts]
+    else:
+        p_a = [ab_probability(*lp) for lp in backend.continuation_logprobs(queries)]
+        failed = [0] * len(queries)
     out = []
     for i in range(len(items)):
-        p_ab, p_ba = ab_probability(*lps[2 * i]), ab_probability(*lps[2 * i + 1])
+        p_ab, p_ba = p_a[2 * i], p_a[2 * i + 1]
         p = debiased_probability(p_ab, p_ba)
         if chain_of_thought:
             p = min(max(p, clamp[0]), clamp[1])
-        out.append(Judgment(p_ab, p_ba, p, (reasoning[2 * i], reasoning[2 * i + 1]) if reasoning else None))
+        out.append(Judgment(p_ab, p_ba, p, (reasoning[2 * i], reasoning[2 * i + 1]) if reasoning else None,
+                            failed[2 * i] + failed[2 * i + 1]))
     return out
 
 
@@ -123,6 +139,14 @@ class AILabelConfig(StageConfig):
     """Environment variable that holds the endpoint's API key (never put keys in config files)."""
     constitution: Optional[str] = None
     """Constitution YAML; the shipped default when unset. One principle is drawn at random per label."""
+    judge_mode: Literal["auto", "logprobs", "verdicts"] = "auto"
+    """'logprobs': P(A), P(B) from the options' log-probabilities; 'verdicts': sample ``verdicts`` answers per
+    order and take the share naming (A) (for endpoints that return no log-probabilities); 'auto':
+    log-probabilities, switching to verdicts when the endpoint returns none."""
+    verdicts: int = Field(5, ge=1)
+    """Answers sampled per order in verdict mode; p is a share of votes (a multiple of 1/(2·verdicts))."""
+    verdict_temperature: float = Field(1.0, gt=0.0)
+    """Sampling temperature of the verdicts."""
     chain_of_thought: bool = False
     """Sample the judge's reasoning before reading its answer; p is then clamped to cot_clamp."""
     cot_clamp: tuple[float, float] = (0.4, 0.6)
@@ -168,6 +192,12 @@ class AILabelConfig(StageConfig):
     def _one_source(self) -> "AILabelConfig":
         if (self.input is None) == (self.db is None):
             raise ValueError("give exactly one of 'input' (a completions or pairs file) and 'db' (a feedback store)")
+        if self.judge_mode == "verdicts" and self.api == "hf":
+            raise ValueError("judge_mode 'verdicts' is for endpoints (api 'chat' or 'completions'); a local model "
+                             "('hf') gives log-probabilities")
+        if self.judge_mode != "logprobs" and self.chain_of_thought and self.api != "hf":
+            raise ValueError("chain_of_thought needs log-probabilities: set judge_mode 'logprobs' with an endpoint "
+                             "that returns them")
         if self.calibration is None and (self.min_agreement is not None or self.calibrate):
             raise ValueError("'min_agreement' and 'calibrate' need 'calibration' (a human-labelled pairs file)")
         return self
@@ -206,6 +236,8 @@ def load_items(path: str, limit: int | None = None, skip_invalid: bool = False) 
 def cache_key(model: str, cfg: AILabelConfig, prompt: Prompt, y1: str, y2: str, pr: Principle) -> str:
     body = [model, cfg.api, cfg.chain_of_thought, cfg.max_length, cfg.seed if cfg.chain_of_thought else 0,
             as_messages(prompt), y1, y2, pr.comparison_question]
+    if cfg.judge_mode != "logprobs" and cfg.api != "hf":  # verdicts may be asked: their settings change the label
+        body += [cfg.judge_mode, cfg.verdicts, cfg.verdict_temperature, cfg.seed]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -220,6 +252,7 @@ class LabelCache:
         self.path = out / "ai_label_cache.jsonl"
         self.labels = {c["key"]: c for c in read_jsonl_tolerant(self.path) if "key" in c}
         self.model_name = Path(cfg.judge_model).name if Path(cfg.judge_model).exists() else cfg.judge_model
+        self.mode = "verdicts" if cfg.judge_mode == "verdicts" else "logprobs"
 
     def keys(self, rows: Sequence[dict], principles: Sequence[Principle]) -> list[str]:
         return [cache_key(self.model_name, self.cfg, r["prompt"], r["first"], r["second"], pr)
@@ -245,16 +278,32 @@ class LabelCache:
         for step, start in enumerate(range(0, len(todo), chunk)):
             idx = todo[start:start + chunk]
             items = [(rows[i]["prompt"], rows[i]["first"], rows[i]["second"], principles[i]) for i in idx]
-            judged = judge_pairs(self.backend, items, cfg.chain_of_thought, tuple(cfg.cot_clamp),
-                                 cfg.cot_max_new_tokens, cfg.seed + start)
+            judged = self._judge_chunk(items, cfg.seed + start)
             for i, j in zip(idx, judged):
-                self.labels[keys[i]] = {"key": keys[i], "p_ab": j.p_ab, "p_ba": j.p_ba, "p": j.p,
+                self.labels[keys[i]] = {"key": keys[i], "p_ab": j.p_ab, "p_ba": j.p_ba, "p": j.p, "mode": self.mode,
+                                        **({"failures": j.failures} if self.mode == "verdicts" else {}),
                                         **({"reasoning": list(j.reasoning)} if j.reasoning else {})}
                 append_jsonl(self.path, self.labels[keys[i]])  # flushed per label: a crash loses nothing paid for
             log.log(step, {f"{prefix}/confidence": _mean([max(j.p, 1 - j.p) for j in judged]),
                            f"{prefix}/first_slot": sum((j.p_ab > 0.5) + (j.p_ba > 0.5) for j in judged) / (2 * len(judged))},
                     advance=len(idx))
         return len(todo)
+
+    def _judge_chunk(self, items, seed: int) -> list[Judgment]:
+        """One batched call; in 'auto' mode an endpoint without log-probabilities switches the run to verdicts."""
+        from rlhaif.feedback.ai.backends import NoLogprobs
+
+        cfg = self.cfg
+        try:
+            return judge_pairs(self.backend, items, cfg.chain_of_thought, tuple(cfg.cot_clamp), cfg.cot_max_new_tokens,
+                               seed, verdicts=cfg.verdicts if self.mode == "verdicts" else 0,
+                               verdict_temperature=cfg.verdict_temperature)
+        except NoLogprobs as e:
+            if cfg.judge_mode != "auto" or self.mode == "verdicts":
+                raise
+            print(f"{e}\n-> judge_mode auto: asking for {cfg.verdicts} sampled verdicts per order instead")
+            self.mode = "verdicts"
+            return self._judge_chunk(items, seed)
 
 
 def measure_on_calibration(cfg: AILabelConfig, cache: LabelCache, constitution: Constitution, log):
@@ -345,7 +394,11 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
     stats = {"n_pairs": len(pairs), "input_kind": kind, "cache_hits": hits, "judged": judged_now,
              "p_mean": _mean([max(c["p"], 1 - c["p"]) for c in labels]),
              "position_bias": _mean([(c["p_ab"] > 0.5) + (c["p_ba"] > 0.5) for c in labels]) / 2,
-             "order_consistency": _mean([float((c["p_ab"] > 0.5) == (c["p_ba"] < 0.5)) for c in labels])}
+             "order_consistency": _mean([float((c["p_ab"] > 0.5) == (c["p_ba"] < 0.5)) for c in labels]),
+             "judge_mode": cache.mode}
+    if any(c.get("mode") == "verdicts" for c in labels):
+        stats["verdicts_unparsed"] = sum(c.get("failures", 0) for c in labels)
+        stats["verdicts_asked"] = sum(2 * cfg.verdicts for c in labels if c.get("mode") == "verdicts")
     if agree:
         stats["agreement"] = _mean(agree)
     if check is not None:
