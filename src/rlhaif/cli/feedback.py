@@ -15,6 +15,20 @@ import typer
 DB_HELP = "Feedback store: a SQLite file path or a postgresql:// URL."
 
 
+def _select(store, campaign: str, records, rule: str, budget: int, scorer_specs: list[str], seed: int):
+    """Score the pool of comparisons the campaign has not asked yet and pick ``budget`` of them by ``rule``."""
+    from rlhaif.feedback import select as sel
+    from rlhaif.scorers import load_scorer
+
+    pool = sel.candidate_pairs(records, exclude=store.asked_pairs(campaign))
+    scorers = {spec: load_scorer(spec) for spec in scorer_specs}
+    chosen = sel.select(rule, pool, budget, scorers, seed)
+    typer.echo(f"selected {len(chosen)} of {len(pool)} comparisons not yet asked ({rule}"
+               + (f", scores {chosen[0].score:.4g} to {chosen[-1].score:.4g}" if chosen and chosen[0].score is not None
+                  else "") + ")")
+    return chosen
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     fb = groups["feedback"]
 
@@ -38,22 +52,43 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                    kind: str = typer.Option("pairwise", help="pairwise | ranking | rating | thumbs | aspects."),
                    overlap: int = typer.Option(1, "--overlap", "-k", help="Annotators per item."),
                    guidelines: Optional[Path] = typer.Option(None, help="Guidelines (Markdown file) shown beside each task."),
-                   responses_per_task: int = typer.Option(4, help="Responses per ranking task.")):
-        """Import completions as annotation tasks and assign them to the annotators."""
+                   responses_per_task: int = typer.Option(4, help="Responses per ranking task."),
+                   select: Optional[str] = typer.Option(None, "--select", help="Buy only --budget comparisons, "
+                                                        "chosen by: random | uncertainty (smallest reward margin "
+                                                        "first) | disagreement (largest spread of an ensemble's "
+                                                        "margins first). Pairwise campaigns; docs/feedback.md."),
+                   budget: Optional[int] = typer.Option(None, help="With --select: how many comparisons to import."),
+                   scorer: list[str] = typer.Option([], "--scorer", help="With --select uncertainty|disagreement: a "
+                                                    "reward model (rlhaif.scorers syntax); repeat it for an ensemble."),
+                   seed: int = typer.Option(0, help="With --select: the seed of the shuffle and of tie-breaking.")):
+        """Import completions as annotation tasks and assign them to the annotators; with --select and
+        --budget, only the comparisons a selection rule asks first."""
         from rlhaif.data.io import read_records
         from rlhaif.data.records import CompletionRecord
         from rlhaif.errors import RlhaifError
 
         records = read_records(completions, CompletionRecord)  # a bad file stops before anything is written
-        store = _store(db, migrate=True)
         text = ""
         if guidelines is not None:
             if not guidelines.exists():
                 raise RlhaifError(f"{guidelines}: guidelines file not found")
             text = guidelines.read_text(encoding="utf-8")
+        if select is not None or budget is not None or scorer:
+            from rlhaif.feedback.select import check_selection
+
+            check_selection(select or "random", budget, len(scorer))
+            if kind != "pairwise":
+                raise RlhaifError(f"--select chooses comparisons: use it with --kind pairwise, not {kind}")
+        store = _store(db, migrate=True)
+        chosen = None
+        if select is not None or budget is not None:  # chosen before the campaign changes: a failure leaves none
+            chosen = _select(store, campaign, records, select or "random", budget, scorer, seed)
         store.create_campaign(campaign, kind, overlap, text)
-        n = store.import_completions(campaign, records, path=str(completions),
-                                     responses_per_task=responses_per_task)
+        if chosen is None:
+            n = store.import_completions(campaign, records, path=str(completions),
+                                         responses_per_task=responses_per_task)
+        else:
+            n = store.import_selected(campaign, chosen, str(completions))
         typer.echo(f"campaign {campaign!r}: {n} new {kind} tasks, each for {overlap} annotator(s)")
         people = sum(not a.is_admin for a in store.annotators())
         if people < overlap:

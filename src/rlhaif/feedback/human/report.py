@@ -138,7 +138,8 @@ def export_pairs(store: Store, out: str | Path, campaign: str | None = None, exc
             else:
                 loser = ids[1] if v["winner"] == ids[0] else ids[0]
                 pairs.append(PairRecord(prompt=prompt, chosen=text[v["winner"]], rejected=text[loser], p=1.0,
-                                        weight=w_ann, source=src, strength=v.get("strength")))
+                                        weight=w_ann, source=src, strength=v.get("strength"),
+                                        **({"selection": jd["selection"]} if jd.get("selection") else {})))
         elif jd["kind"] == "ranking":
             ranks = [v["ranks"][str(i)] for i in ids]
             for p in ranking_to_pairs(prompt, [text[i] for i in ids], ranks, source=src, ties=ties):
