@@ -29,6 +29,16 @@ def _select(store, campaign: str, records, rule: str, budget: int, scorer_specs:
     return chosen
 
 
+def _cost_line(r: dict) -> str:
+    sec = "n/a" if r["median_seconds"] is None else f"{r['median_seconds']} s"
+    share = "n/a" if r["usable_share"] is None else f"{r['usable_share']:.0%}"
+    line = f"{r['judgments']} judgments, median {sec} each, {r['usable']} usable ({share})"
+    if "cost" in r:
+        per = "n/a" if r["cost_per_usable_pair"] is None else f"{r['cost_per_usable_pair']:.4g}"
+        line += f", cost {r['cost']:.4g}, {per} per usable pair"
+    return line
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     fb = groups["feedback"]
 
@@ -134,13 +144,18 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def serve_cmd(db: str = typer.Option("feedback.db", help=DB_HELP),
                   host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
                   port: int = typer.Option(8000, help="TCP port."),
-                  secure_cookies: bool = typer.Option(False, help="Mark the sign-in cookie Secure (behind HTTPS).")):
+                  secure_cookies: bool = typer.Option(False, help="Mark the sign-in cookie Secure (behind HTTPS)."),
+                  cost_per_hour: Optional[float] = typer.Option(None, min=0, help="What an annotator's hour costs "
+                                                                "(the admin page shows cost per usable pair)."),
+                  cost_per_judgment: Optional[float] = typer.Option(None, min=0, help="Or what one judgment costs.")):
         """Serve the annotation app (migrates the store on startup)."""
         import uvicorn
 
         from rlhaif.feedback.human.app import Settings, create_app
 
-        uvicorn.run(create_app(Settings(db=db, secure_cookies=secure_cookies)), host=host, port=port, log_level="warning")
+        settings = Settings(db=db, secure_cookies=secure_cookies, cost_per_hour=cost_per_hour,
+                            cost_per_judgment=cost_per_judgment)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
     @fb.command("suggestions")
     def suggestions_cmd(campaign: str = typer.Argument(..., help="The pairwise campaign."),
@@ -192,11 +207,18 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @fb.command("report")
     def report_cmd(db: str = typer.Option("feedback.db", help=DB_HELP),
                    campaign: Optional[str] = typer.Option(None, help="Only this campaign."),
-                   output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the report as JSON.")):
-        """Agreement, reliability and the Bradley–Terry / Elo leaderboard of models."""
+                   output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the report as JSON."),
+                   cost_per_hour: Optional[float] = typer.Option(None, min=0, help="What an annotator's hour costs: "
+                                                                 "adds the cost and the cost per usable pair."),
+                   cost_per_judgment: Optional[float] = typer.Option(None, min=0, help="Or what one judgment costs.")):
+        """Agreement, reliability, the Bradley–Terry / Elo leaderboard of models, and what the labels cost
+        (judgments, median seconds each, the share that became usable pairs, cost per usable pair)."""
+        from rlhaif.errors import RlhaifError
         from rlhaif.feedback.human.report import build_report
 
-        rep = build_report(_store(db), campaign)
+        if cost_per_hour is not None and cost_per_judgment is not None:
+            raise RlhaifError("give --cost-per-hour or --cost-per-judgment, not both")
+        rep = build_report(_store(db), campaign, cost_per_hour=cost_per_hour, cost_per_judgment=cost_per_judgment)
         if output:
             output.write_text(json.dumps(rep, indent=2, default=str))
         typer.echo(f"{rep['judgments']} labels; pairwise agreement {rep['agreement']}; Krippendorff alpha {rep['alpha']}")
@@ -207,3 +229,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             typer.echo(f"  #{m['rank']} {m['item']}: BT {m['rating']} [{m['lower']}, {m['upper']}], Elo {m['elo']}")
         for model, r in rep["ai_agreement"].items():
             typer.echo(f"  AI judge {model}: agrees with the human majority on {r['agree']}/{r['tasks']} tasks")
+        for name, costs in rep["costs"].items():
+            typer.echo(f"costs, campaign {name}:")
+            for who, r in [("all", costs["all"]), *costs["annotators"].items()]:
+                typer.echo(f"  {who}: {_cost_line(r)}")
