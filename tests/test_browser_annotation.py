@@ -42,7 +42,7 @@ def server(tmp_path, live_server):
                                                      model=m, index=i)
                                     for i, (t, m) in enumerate([("7 is prime.", "good"), ("Maybe 9?", "meh"),
                                                                 ("banana banana", "evil")])])
-    url = live_server(create_app(Settings(db=db, bootstrap_rounds=20)))
+    url = live_server(create_app(Settings(db=db, bootstrap_rounds=20, cost_per_hour=36.0)))
     yield url, tokens, store
     store.close()
 
@@ -117,6 +117,15 @@ def test_annotate_in_chromium(server, tmp_path):
         board = boss.inner_text("#leaderboard-models")
         assert "good" in board and "evil" in board
         assert boss.locator("#ci-chart circle").count() >= 2
+        # what the labels cost: both pairwise labels are usable (no tie, nobody flagged); at 36 an hour
+        costs = {tuple(c.strip() for c in row.split("\t")[:2]): row.split("\t")
+                 for row in boss.inner_text("#costs").splitlines()[1:]}
+        pw_all = costs[("pw", "all")]
+        assert pw_all[2:3] == ["2"] and pw_all[4:6] == ["2", "1.0"]
+        durations = [j["duration_ms"] / 1000 for j in store.latest_judgments("pw")]
+        assert float(pw_all[6]) == pytest.approx(36.0 * sum(durations) / 3600, abs=1e-3)
+        assert float(pw_all[7]) == pytest.approx(float(pw_all[6]) / 2, abs=1e-3)
+        assert ("rk", "alice") in costs and ("pw", "bob") in costs
         boss.screenshot(path=str(tmp_path / "admin.png"), full_page=True)
         browser.close()
     # the screenshots are kept where a reviewer sees them: docs/img/, shown in docs/feedback.md

@@ -50,7 +50,7 @@ def test_store_roundtrip(db_url):
     url = db_url
     store = Store(url)
     store.migrate()
-    assert store.revision() == "0004"
+    assert store.revision() == "0005"
     t1, t2 = store.add_annotator("alice"), store.add_annotator("bob")
     store.create_campaign("c", "pairwise", overlap=2, guidelines="Pick the *helpful* one.")
     assert store.import_completions("c", _completions()) == 6  # 3 prompts x (3-1) consecutive pairs
@@ -119,7 +119,7 @@ def test_migration_keeps_labels(db_url):
             conn.execute(text(f"INSERT INTO {table} VALUES ({', '.join(':' + k for k in row)})"), row)
     assert store.revision() == "0001"
     store.migrate()
-    assert store.revision() == "0004"
+    assert store.revision() == "0005"
     got = store.latest_judgments()
     assert len(got) == 1 and got[0]["value"]["winner"] == 2 and got[0]["annotator"] == "ann"
     assert got[0]["duration_ms"] == 900 and store.client_ids() == ["cid-00001"]

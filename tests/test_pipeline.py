@@ -301,7 +301,8 @@ def test_human_stage_serves_app_and_exports_labels(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cfg = HumanFeedbackConfig(completions=str(tmp_path / "c.jsonl"), output_dir=str(tmp_path / "h"), port=port)
+    cfg = HumanFeedbackConfig(completions=str(tmp_path / "c.jsonl"), output_dir=str(tmp_path / "h"), port=port,
+                              cost_per_hour=60.0)
     result = {}
     t = threading.Thread(target=lambda: result.update(run_human_feedback(cfg)), daemon=True)
     t.start()
@@ -322,6 +323,9 @@ def test_human_stage_serves_app_and_exports_labels(tmp_path):
     assert not t.is_alive() and result["labelled"] == result["tasks"] == 2
     pairs = [json.loads(l) for l in (tmp_path / "h" / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == 2 and all(p["chosen"] != p["rejected"] for p in pairs)
+    costs = json.loads((tmp_path / "h" / "manifest.json").read_text())["outputs"]["costs"]["all"]
+    assert costs["judgments"] == 2 and costs["usable"] == 2 and costs["median_seconds"] is None  # no durations
+    assert "cost" not in costs  # a rate per hour needs durations to price
 
 
 TOY = '''

@@ -15,6 +15,30 @@ import typer
 DB_HELP = "Feedback store: a SQLite file path or a postgresql:// URL."
 
 
+def _select(store, campaign: str, records, rule: str, budget: int, scorer_specs: list[str], seed: int):
+    """Score the pool of comparisons the campaign has not asked yet and pick ``budget`` of them by ``rule``."""
+    from rlhaif.feedback import select as sel
+    from rlhaif.scorers import load_scorer
+
+    pool = sel.candidate_pairs(records, exclude=store.asked_pairs(campaign))
+    scorers = {spec: load_scorer(spec) for spec in scorer_specs}
+    chosen = sel.select(rule, pool, budget, scorers, seed)
+    typer.echo(f"selected {len(chosen)} of {len(pool)} comparisons not yet asked ({rule}"
+               + (f", scores {chosen[0].score:.4g} to {chosen[-1].score:.4g}" if chosen and chosen[0].score is not None
+                  else "") + ")")
+    return chosen
+
+
+def _cost_line(r: dict) -> str:
+    sec = "n/a" if r["median_seconds"] is None else f"{r['median_seconds']} s"
+    share = "n/a" if r["usable_share"] is None else f"{r['usable_share']:.0%}"
+    line = f"{r['judgments']} judgments, median {sec} each, {r['usable']} usable ({share})"
+    if "cost" in r:
+        per = "n/a" if r["cost_per_usable_pair"] is None else f"{r['cost_per_usable_pair']:.4g}"
+        line += f", cost {r['cost']:.4g}, {per} per usable pair"
+    return line
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     fb = groups["feedback"]
 
@@ -38,22 +62,43 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                    kind: str = typer.Option("pairwise", help="pairwise | ranking | rating | thumbs | aspects."),
                    overlap: int = typer.Option(1, "--overlap", "-k", help="Annotators per item."),
                    guidelines: Optional[Path] = typer.Option(None, help="Guidelines (Markdown file) shown beside each task."),
-                   responses_per_task: int = typer.Option(4, help="Responses per ranking task.")):
-        """Import completions as annotation tasks and assign them to the annotators."""
+                   responses_per_task: int = typer.Option(4, help="Responses per ranking task."),
+                   select: Optional[str] = typer.Option(None, "--select", help="Buy only --budget comparisons, "
+                                                        "chosen by: random | uncertainty (smallest reward margin "
+                                                        "first) | disagreement (largest spread of an ensemble's "
+                                                        "margins first). Pairwise campaigns; docs/feedback.md."),
+                   budget: Optional[int] = typer.Option(None, help="With --select: how many comparisons to import."),
+                   scorer: list[str] = typer.Option([], "--scorer", help="With --select uncertainty|disagreement: a "
+                                                    "reward model (rlhaif.scorers syntax); repeat it for an ensemble."),
+                   seed: int = typer.Option(0, help="With --select: the seed of the shuffle and of tie-breaking.")):
+        """Import completions as annotation tasks and assign them to the annotators; with --select and
+        --budget, only the comparisons a selection rule asks first."""
         from rlhaif.data.io import read_records
         from rlhaif.data.records import CompletionRecord
         from rlhaif.errors import RlhaifError
 
         records = read_records(completions, CompletionRecord)  # a bad file stops before anything is written
-        store = _store(db, migrate=True)
         text = ""
         if guidelines is not None:
             if not guidelines.exists():
                 raise RlhaifError(f"{guidelines}: guidelines file not found")
             text = guidelines.read_text(encoding="utf-8")
+        if select is not None or budget is not None or scorer:
+            from rlhaif.feedback.select import check_selection
+
+            check_selection(select or "random", budget, len(scorer))
+            if kind != "pairwise":
+                raise RlhaifError(f"--select chooses comparisons: use it with --kind pairwise, not {kind}")
+        store = _store(db, migrate=True)
+        chosen = None
+        if select is not None or budget is not None:  # chosen before the campaign changes: a failure leaves none
+            chosen = _select(store, campaign, records, select or "random", budget, scorer, seed)
         store.create_campaign(campaign, kind, overlap, text)
-        n = store.import_completions(campaign, records, path=str(completions),
-                                     responses_per_task=responses_per_task)
+        if chosen is None:
+            n = store.import_completions(campaign, records, path=str(completions),
+                                         responses_per_task=responses_per_task)
+        else:
+            n = store.import_selected(campaign, chosen, str(completions))
         typer.echo(f"campaign {campaign!r}: {n} new {kind} tasks, each for {overlap} annotator(s)")
         people = sum(not a.is_admin for a in store.annotators())
         if people < overlap:
@@ -99,13 +144,18 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def serve_cmd(db: str = typer.Option("feedback.db", help=DB_HELP),
                   host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
                   port: int = typer.Option(8000, help="TCP port."),
-                  secure_cookies: bool = typer.Option(False, help="Mark the sign-in cookie Secure (behind HTTPS).")):
+                  secure_cookies: bool = typer.Option(False, help="Mark the sign-in cookie Secure (behind HTTPS)."),
+                  cost_per_hour: Optional[float] = typer.Option(None, min=0, help="What an annotator's hour costs "
+                                                                "(the admin page shows cost per usable pair)."),
+                  cost_per_judgment: Optional[float] = typer.Option(None, min=0, help="Or what one judgment costs.")):
         """Serve the annotation app (migrates the store on startup)."""
         import uvicorn
 
         from rlhaif.feedback.human.app import Settings, create_app
 
-        uvicorn.run(create_app(Settings(db=db, secure_cookies=secure_cookies)), host=host, port=port, log_level="warning")
+        settings = Settings(db=db, secure_cookies=secure_cookies, cost_per_hour=cost_per_hour,
+                            cost_per_judgment=cost_per_judgment)
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
     @fb.command("suggestions")
     def suggestions_cmd(campaign: str = typer.Argument(..., help="The pairwise campaign."),
@@ -157,11 +207,18 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @fb.command("report")
     def report_cmd(db: str = typer.Option("feedback.db", help=DB_HELP),
                    campaign: Optional[str] = typer.Option(None, help="Only this campaign."),
-                   output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the report as JSON.")):
-        """Agreement, reliability and the Bradley–Terry / Elo leaderboard of models."""
+                   output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the report as JSON."),
+                   cost_per_hour: Optional[float] = typer.Option(None, min=0, help="What an annotator's hour costs: "
+                                                                 "adds the cost and the cost per usable pair."),
+                   cost_per_judgment: Optional[float] = typer.Option(None, min=0, help="Or what one judgment costs.")):
+        """Agreement, reliability, the Bradley–Terry / Elo leaderboard of models, and what the labels cost
+        (judgments, median seconds each, the share that became usable pairs, cost per usable pair)."""
+        from rlhaif.errors import RlhaifError
         from rlhaif.feedback.human.report import build_report
 
-        rep = build_report(_store(db), campaign)
+        if cost_per_hour is not None and cost_per_judgment is not None:
+            raise RlhaifError("give --cost-per-hour or --cost-per-judgment, not both")
+        rep = build_report(_store(db), campaign, cost_per_hour=cost_per_hour, cost_per_judgment=cost_per_judgment)
         if output:
             output.write_text(json.dumps(rep, indent=2, default=str))
         typer.echo(f"{rep['judgments']} labels; pairwise agreement {rep['agreement']}; Krippendorff alpha {rep['alpha']}")
@@ -172,3 +229,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             typer.echo(f"  #{m['rank']} {m['item']}: BT {m['rating']} [{m['lower']}, {m['upper']}], Elo {m['elo']}")
         for model, r in rep["ai_agreement"].items():
             typer.echo(f"  AI judge {model}: agrees with the human majority on {r['agree']}/{r['tasks']} tasks")
+        for name, costs in rep["costs"].items():
+            typer.echo(f"costs, campaign {name}:")
+            for who, r in [("all", costs["all"]), *costs["annotators"].items()]:
+                typer.echo(f"  {who}: {_cost_line(r)}")

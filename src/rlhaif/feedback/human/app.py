@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Optional
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from rlhaif.feedback.human.auth import NotSignedIn
 from rlhaif.feedback.human.schemas import MAX_BODY, InvalidValue
@@ -40,6 +41,10 @@ class Settings(BaseModel):
     """Failed sign-ins (form or bearer token) allowed per client address per minute; then 429 for the minute."""
     allowed_origins: list[str] = []
     """Origins accepted on writes besides the one the request was sent to (e.g. behind a Host-rewriting proxy)."""
+    cost_per_hour: Optional[float] = Field(None, ge=0)
+    """What an annotator's hour costs: the admin page then shows the cost and the cost per usable pair."""
+    cost_per_judgment: Optional[float] = Field(None, ge=0)
+    """Or what one judgment costs."""
 
 
 class BodyLimit:

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from pydantic import Field
+
 from rlhaif.config import StageConfig
 from rlhaif.errors import RlhaifError
 
@@ -35,6 +37,8 @@ class HumanFeedbackConfig(StageConfig):
     """Address the app listens on."""
     port: int = 8765
     """Port the app listens on."""
+    cost_per_hour: Optional[float] = Field(None, ge=0)
+    """What an annotator's hour costs: the manifest's ``costs`` then holds the cost per usable pair."""
 
 
 def run_human_feedback(cfg: HumanFeedbackConfig) -> dict[str, Any]:
@@ -42,7 +46,7 @@ def run_human_feedback(cfg: HumanFeedbackConfig) -> dict[str, Any]:
 
     from rlhaif.data.io import read_records
     from rlhaif.data.records import CompletionRecord
-    from rlhaif.feedback.human.report import export_pairs
+    from rlhaif.feedback.human.report import campaign_costs, export_pairs
     from rlhaif.feedback.human.store import Store, write_secret
     from rlhaif.manifest import write_stage_manifest
 
@@ -90,6 +94,7 @@ def run_human_feedback(cfg: HumanFeedbackConfig) -> dict[str, Any]:
     done, total = store.progress_of(me.id)
     counts = export_pairs(store, out / "pairs.jsonl", cfg.campaign)
     # the same keys as the simulated panel's result, so a recipe can swap one stage for the other
-    result = {"pairs": str(out / "pairs.jsonl"), "n_pairs": counts.get("pairs"), "labelled": done, "tasks": total}
+    result = {"pairs": str(out / "pairs.jsonl"), "n_pairs": counts.get("pairs"), "labelled": done, "tasks": total,
+              "costs": campaign_costs(store, cfg.campaign, cfg.cost_per_hour)[cfg.campaign]}
     write_stage_manifest("human", cfg, result, wall_time_s=round(time.time() - t0, 2))
     return result

@@ -82,6 +82,7 @@ class Task(Base):
     kind: Mapped[str] = mapped_column(String(20))
     response_ids: Mapped[str] = mapped_column(Text)  # JSON list of response ids
     gold: Mapped[str | None] = mapped_column(Text, nullable=True)  # revision 0002: the known answer (canonical value)
+    selection: Mapped[str | None] = mapped_column(Text, nullable=True)  # revision 0005: {rule, score, rank} or null
 
 
 class Assignment(Base):

@@ -38,10 +38,27 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
 
+def campaign_costs(store: Store, campaign: str | None = None, cost_per_hour: float | None = None,
+                   cost_per_judgment: float | None = None) -> dict[str, Any]:
+    """{campaign: rlhaif.feedback.costs.label_costs} for one campaign or every one in the store; reliability
+    (who is flagged) is computed within each campaign, as export does."""
+    from rlhaif.feedback.costs import label_costs
+
+    names = [campaign] if campaign is not None else [c.name for c in store.campaigns()]
+    out = {}
+    for name in names:
+        judgments, gold = store.latest_judgments(name), _gold_units(store, name)
+        rel = agg.annotator_reliability(judgments, gold)
+        out[name] = label_costs(judgments, [a for a, r in rel.items() if r["flagged"]], gold, cost_per_hour,
+                                cost_per_judgment)
+    return out
+
+
 def build_report(store: Store, campaign: str | None = None, bootstrap_rounds: int = 100, top: int = 20,
-                 max_bootstrap_items: int = 40) -> dict[str, Any]:
-    """Progress, agreement (pairwise rate, Krippendorff's α), reliability per annotator, and the BT / Elo
-    leaderboards of responses and of models with 95 % bootstrap intervals."""
+                 max_bootstrap_items: int = 40, cost_per_hour: float | None = None,
+                 cost_per_judgment: float | None = None) -> dict[str, Any]:
+    """Progress, agreement (pairwise rate, Krippendorff's α), reliability per annotator, the BT / Elo
+    leaderboards of responses and of models with 95 % bootstrap intervals, and what the labels cost."""
     judgments = store.latest_judgments(campaign)
     responses = store.responses(campaign)
     reliability = agg.annotator_reliability(judgments, _gold_units(store, campaign))
@@ -76,7 +93,8 @@ def build_report(store: Store, campaign: str | None = None, bootstrap_rounds: in
             "flagged": flagged,
             "ai_agreement": ai_agreement(judgments, store.ai_labels(campaign)),
             "models": board(model_comps, lambda k: k, bootstrap_rounds),
-            "responses": per_response}
+            "responses": per_response,
+            "costs": campaign_costs(store, campaign, cost_per_hour, cost_per_judgment)}
 
 
 def ai_agreement(judgments: Sequence[dict[str, Any]], labels: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -138,7 +156,8 @@ def export_pairs(store: Store, out: str | Path, campaign: str | None = None, exc
             else:
                 loser = ids[1] if v["winner"] == ids[0] else ids[0]
                 pairs.append(PairRecord(prompt=prompt, chosen=text[v["winner"]], rejected=text[loser], p=1.0,
-                                        weight=w_ann, source=src, strength=v.get("strength")))
+                                        weight=w_ann, source=src, strength=v.get("strength"),
+                                        **({"selection": jd["selection"]} if jd.get("selection") else {})))
         elif jd["kind"] == "ranking":
             ranks = [v["ranks"][str(i)] for i in ids]
             for p in ranking_to_pairs(prompt, [text[i] for i in ids], ranks, source=src, ties=ties):

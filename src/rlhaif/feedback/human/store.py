@@ -365,6 +365,60 @@ class Store:
         self.assign()
         return made
 
+    def asked_pairs(self, campaign: str) -> set[tuple[str, str, str]]:
+        """(prompt id, first text, second text) of every pairwise task the campaign already has, so a budgeted
+        import buys only comparisons not yet asked. A campaign not yet created has asked none."""
+        with self.read() as s:
+            if s.scalar(select(m.Campaign.id).where(m.Campaign.name == campaign)) is None:
+                return set()
+        c = self._pairwise_campaign(campaign, "a selection imports into")
+        with self.read() as s:
+            rows = s.execute(select(m.Task, m.Prompt.external_id).join(m.Prompt, m.Prompt.id == m.Task.prompt_id)
+                             .where(m.Task.campaign_id == c.id)).all()
+            text = _response_texts(s, c.id)
+        out = set()
+        for t, pid in rows:
+            a, b = json.loads(t.response_ids)
+            out.add((pid, text[a], text[b]))
+        return out
+
+    def import_selected(self, campaign: str, selected: Iterable[Any], path: str = "<input>") -> int:
+        """One pairwise task per selected comparison (``rlhaif.feedback.select.Selected``), with its selection
+        record (rule, score, rank) stored on the task; prompts and responses are added once. All in one
+        transaction: a failure leaves the campaign as it was."""
+        c = self._pairwise_campaign(campaign, "a selection imports into")
+        made = 0
+        with self.write() as s:
+            for n, sel in enumerate(selected, start=1):
+                cand = sel.candidate
+                for field, txt in (("response", cand.first_text), ("response", cand.second_text),
+                                   ("prompt", prompt_text(cand.prompt))):
+                    if len(txt) > MAX_TEXT:
+                        raise RlhaifError(f"{path}: prompt {cand.prompt_id!r}: field '{field}': longer than "
+                                          f"{MAX_TEXT} characters")
+                p = s.scalar(select(m.Prompt).where(m.Prompt.campaign_id == c.id,
+                                                    m.Prompt.external_id == cand.prompt_id))
+                if p is None:
+                    messages = isinstance(cand.prompt, list)  # chat messages (pydantic) or text
+                    value = [x.model_dump(mode="json") for x in cand.prompt] if messages else cand.prompt
+                    p = m.Prompt(campaign_id=c.id, external_id=cand.prompt_id, prompt=json.dumps(value))
+                    s.add(p)
+                    s.flush()
+                ids = []
+                for idx, txt in ((cand.first, cand.first_text), (cand.second, cand.second_text)):
+                    r = s.scalar(select(m.Response).where(m.Response.prompt_id == p.id, m.Response.idx == idx,
+                                                          m.Response.text == txt))
+                    if r is None:
+                        r = m.Response(prompt_id=p.id, text=txt, model="", idx=idx)
+                        s.add(r)
+                        s.flush()
+                    ids.append(r.id)
+                s.add(m.Task(campaign_id=c.id, prompt_id=p.id, kind=c.kind, response_ids=json.dumps(ids),
+                             selection=json.dumps(sel.record())))
+                made += 1
+        self.assign()
+        return made
+
     def set_gold(self, task_id: int, value: dict[str, Any]) -> None:
         """Mark a task as a gold item with its known answer (canonical value: response ids)."""
         with self.write() as s:
@@ -650,7 +704,8 @@ class Store:
         for j, name, t in rows:
             latest[j.assignment_id] = {"annotator": name, "task": t.id, "kind": t.kind, "value": json.loads(j.value),
                                        "responses": json.loads(t.response_ids), "version": j.version,
-                                       "duration_ms": j.duration_ms, "guideline_version": j.guideline_version}
+                                       "duration_ms": j.duration_ms, "guideline_version": j.guideline_version,
+                                       "selection": json.loads(t.selection) if t.selection else None}
         return list(latest.values())
 
     def responses(self, campaign: str | None = None) -> dict[int, dict[str, Any]]:

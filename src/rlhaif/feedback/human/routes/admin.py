@@ -29,7 +29,9 @@ def ci_chart(rows: list[dict], width: int = 560, row_h: int = 22) -> dict:
 
 @router.get("/admin")
 def admin_page(request: Request, who: CurrentAnnotator = Depends(current_admin), store: Store = Depends(get_store)):
-    rep = build_report(store, bootstrap_rounds=request.app.state.settings.bootstrap_rounds)
+    settings = request.app.state.settings
+    rep = build_report(store, bootstrap_rounds=settings.bootstrap_rounds, cost_per_hour=settings.cost_per_hour,
+                       cost_per_judgment=settings.cost_per_judgment)
     labels = store.latest_judgments()[-50:]
     return templates.TemplateResponse(request, "admin.html", {"who": who, "r": rep, "labels": labels,
                                                               "chart": ci_chart(rep["models"])})
