@@ -92,7 +92,41 @@ class PPOConfig(TrainConfig, LoRAConfig):
     kl_loss_coef: float = 0.04
     """Coefficient of the k3 KL loss term when kl_in_reward is false (GRPO's β, 0.04 in Shao et al.)."""
     clip_range: float = 0.2
-    """PPO ratio clip ε."""
+    """PPO ratio clip ε (ε_low: the ratio's lower bound is 1 − ε; also its upper bound 1 + ε unless
+    clip_range_high is set)."""
+    clip_range_high: Optional[float] = None
+    """Clip-higher (DAPO, Yu et al. 2025): the ratio's upper bound is 1 + clip_range_high (0.28 in the paper),
+    so a token with a positive advantage may gain more probability before its gradient stops and the entropy
+    does not collapse; None = clip_range (the symmetric clip)."""
+    importance_sampling_level: Literal["token", "sequence"] = "token"
+    """'token' = PPO's ratio per token; 'sequence' = GSPO (Zheng et al. 2025): one ratio per response, the
+    geometric mean of its token ratios exp(mean_t(log π_θ − log π_old)), clipped as a whole (the paper uses
+    clip ranges of about 3e-4 / 4e-4). With vLLM rollouts the truncated importance weights still apply per token."""
+    loss_aggregation: Optional[Literal["token_mean", "sequence_mean", "constant"]] = None
+    """How token losses add up: 'token_mean' = Σ over all tokens / number of tokens (DAPO; long responses weigh
+    in proportion to their length), 'sequence_mean' = mean over responses of each one's token mean (GRPO),
+    'constant' = token sums / (responses × max_new_tokens) (Dr. GRPO). None = the estimator's own: token_mean
+    for gae and rloo, sequence_mean for grpo, constant for dr_grpo."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling (Yu et al. 2025): drop the groups whose num_generations responses all score the
+    same (zero advantage, no gradient) and sample more prompts until the batch holds batch_size /
+    num_generations informative groups, at most dynamic_sampling_max_rounds extra rounds (then the batch is
+    filled with dropped groups). Group estimators only (rloo, grpo, dr_grpo)."""
+    dynamic_sampling_max_rounds: int = 3
+    """Cap on the extra sampling rounds per step with dynamic_sampling; each round samples batch_size / K more
+    prompts K times."""
+    overlong_buffer: Optional[int] = None
+    """DAPO's overlong shaping: the last L_c tokens before max_new_tokens in which the score is lowered by
+    clip((L − (max_new_tokens − L_c)) / L_c, 0, 1) × overlong_penalty; None = off."""
+    overlong_penalty: float = 1.0
+    """The full overlong penalty, reached at max_new_tokens (used with overlong_buffer)."""
+    mask_truncated_completions: bool = False
+    """Leave responses cut by max_new_tokens (no EOS) out of the loss (DAPO's overlong filtering; TRL's
+    mask_truncated_completions): their score says nothing about an answer that was never finished."""
+    kl_free: bool = False
+    """No KL to a reference (β = 0): no reference model is loaded (full fine-tuning makes no frozen copy) and
+    no reference forward pass is run (with LoRA, no adapter-disabled pass); kl_coef and kl_loss_coef are not
+    used and objective/kl is not logged."""
     clip_range_value: float = 0.2
     """Value clip ε_v around the rollout's values."""
     vf_coef: float = 0.1
@@ -163,9 +197,43 @@ def check_batch_sizes(cfg: PPOConfig, world_size: int = 1) -> None:
         raise ConfigError(f"tis_cap must be > 0 (the cap of the importance weight), got {cfg.tis_cap}")
     check_group_settings(cfg.advantage_estimator, cfg.num_generations, cfg.batch_size, kl_in_reward(cfg),
                          cfg.kl_target, cfg.value_model)
+    check_knob_settings(cfg)
     if cfg.reward_model is None and cfg.reward_fn is None:
         raise ConfigError("ppo needs a scorer: give reward_model (a folder from `rlhaif reward train`) or "
                           "reward_fn ('module:function' or 'file.py:function')")
+
+
+def check_knob_settings(cfg: PPOConfig) -> None:
+    """One ConfigError per impossible combination of the 2025–2026 knobs, naming the field to change."""
+    from rlhaif.policy.group_advantages import GROUP_ESTIMATORS
+
+    if cfg.clip_range_high is not None and cfg.clip_range_high < 0:
+        raise ConfigError(f"clip_range_high is the ratio's upper clip 1 + ε_high and must be ≥ 0, "
+                          f"got {cfg.clip_range_high}")
+    if cfg.dynamic_sampling:
+        if cfg.num_generations < 2:
+            raise ConfigError(f"dynamic_sampling drops groups whose responses to one prompt all score the same; "
+                              f"with num_generations {cfg.num_generations} there are no groups: set "
+                              f"num_generations to 2 or more, or dynamic_sampling false")
+        if cfg.advantage_estimator not in GROUP_ESTIMATORS:
+            raise ConfigError(f"dynamic_sampling drops groups whose group advantages are all 0; "
+                              f"advantage_estimator '{cfg.advantage_estimator}' has a critic that still gives "
+                              f"them a gradient: use rloo, grpo or dr_grpo, or dynamic_sampling false")
+        if cfg.dynamic_sampling_max_rounds < 0:
+            raise ConfigError(f"dynamic_sampling_max_rounds must be ≥ 0, got {cfg.dynamic_sampling_max_rounds}")
+    if cfg.overlong_buffer is not None and not 0 < cfg.overlong_buffer <= cfg.max_new_tokens:
+        raise ConfigError(f"overlong_buffer ({cfg.overlong_buffer}) counts the last tokens before "
+                          f"max_new_tokens ({cfg.max_new_tokens}) and must be in 1..{cfg.max_new_tokens}")
+    if cfg.overlong_penalty < 0:
+        raise ConfigError(f"overlong_penalty is subtracted from the score and must be ≥ 0, got {cfg.overlong_penalty}")
+    if cfg.kl_free:
+        if cfg.kl_target is not None:
+            raise ConfigError("kl_free runs without a reference, so there is no KL for kl_target to adapt β to: "
+                              "set kl_target to null or kl_free false")
+        coef = "kl_coef" if kl_in_reward(cfg) else "kl_loss_coef"
+        if coef in cfg.model_fields_set and getattr(cfg, coef):
+            raise ConfigError(f"kl_free means β = 0, but {coef} is set to {getattr(cfg, coef)}: drop {coef} "
+                              f"(or set it to 0), or kl_free false")
 
 
 def kl_in_reward(cfg: PPOConfig) -> bool:
