@@ -274,7 +274,8 @@ def check_scores(scores, n: int, name: str) -> torch.Tensor:
 
 
 def load_policy(cfg: PPOConfig):
-    """(ActorCritic, frozen reference model or None when LoRA's disabled adapter is the reference, tokenizer)."""
+    """(ActorCritic, frozen reference model or None when LoRA's disabled adapter is the reference or there is
+    none (``kl_free``), tokenizer)."""
     from rlhaif.models.loading import add_lora, load_causal_lm
     from rlhaif.policy.value_head import ActorCritic
 
@@ -282,7 +283,7 @@ def load_policy(cfg: PPOConfig):
     ref = None
     if cfg.lora_r > 0:
         policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_scale_alpha)
-    else:
+    elif not cfg.kl_free:  # KL-free: no frozen copy
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
     value_model = None
     if cfg.value_model:
