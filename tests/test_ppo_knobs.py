@@ -138,3 +138,45 @@ def test_dynamic_sampling_keeps_informative_groups_in_order_and_counts_the_flat_
     assert informative_rows(values, 2, 3) == ([2, 3, 6, 7, 8, 9], 2)
     assert informative_rows(values, 2, 5) == ([2, 3, 6, 7, 8, 9], 2)  # short: the caller samples more
     assert informative_rows(t([0.1, 0.1, 0.1, 0.3, 0.1, 0.1]), 3, 2) == ([3, 4, 5], 1)
+
+
+def knob_cfg(**kw):
+    from rlhaif.policy.ppo import PPOConfig
+
+    base = dict(model="m", prompts="p", reward_fn="r.py:f", batch_size=16, mini_batch_size=4, num_generations=4,
+                advantage_estimator="grpo")
+    return PPOConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(dynamic_sampling=True, num_generations=1, advantage_estimator="gae"), "num_generations 1 there are no groups"),
+    (dict(dynamic_sampling=True, advantage_estimator="gae"), "critic that still gives"),
+    (dict(dynamic_sampling=True, dynamic_sampling_max_rounds=-1), "dynamic_sampling_max_rounds must be"),
+    (dict(overlong_buffer=0), r"overlong_buffer \(0\).*1\.\.64"),
+    (dict(overlong_buffer=65), r"overlong_buffer \(65\)"),
+    (dict(overlong_buffer=8, overlong_penalty=-1.0), "overlong_penalty"),
+    (dict(clip_range_high=-0.1), "clip_range_high"),
+    (dict(kl_free=True, kl_loss_coef=0.04), "kl_free means β = 0, but kl_loss_coef is set to 0.04"),
+    (dict(kl_free=True, advantage_estimator="rloo", kl_coef=0.05), "but kl_coef is set to 0.05"),
+    (dict(kl_free=True, advantage_estimator="rloo", kl_target=6.0), "kl_free runs without a reference"),
+])
+def test_impossible_knob_combinations_are_refused_by_name(kw, message):
+    from rlhaif.errors import ConfigError
+    from rlhaif.policy.ppo import check_batch_sizes
+
+    with pytest.raises(ConfigError, match=message):
+        check_batch_sizes(knob_cfg(**kw))
+
+
+def test_knob_defaults_keep_todays_loop_and_the_possible_combinations_pass():
+    from rlhaif.policy.ppo import check_batch_sizes
+
+    cfg = knob_cfg()
+    assert (cfg.clip_range_high, cfg.loss_aggregation, cfg.importance_sampling_level, cfg.dynamic_sampling,
+            cfg.overlong_buffer, cfg.mask_truncated_completions, cfg.kl_free) == (None, None, "token", False, None,
+                                                                                 False, False)
+    for kw in (dict(dynamic_sampling=True), dict(kl_free=True), dict(kl_free=True, kl_loss_coef=0.0),
+               dict(kl_free=True, advantage_estimator="rloo"), dict(overlong_buffer=64),
+               dict(importance_sampling_level="sequence", advantage_estimator="gae", num_generations=1),
+               dict(clip_range_high=0.28, loss_aggregation="token_mean", mask_truncated_completions=True)):
+        check_batch_sizes(knob_cfg(**kw))
