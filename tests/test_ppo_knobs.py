@@ -134,10 +134,10 @@ def test_overlong_penalty_rises_linearly_over_the_last_buffer_tokens():
 
 def test_dynamic_sampling_keeps_informative_groups_in_order_and_counts_the_flat_ones():
     values = t([1, 1, 0, 1, 2, 2, 3, 4, 5, 6])  # groups of 2: flat, kept, flat, kept, kept
-    assert informative_rows(values, 2, 1) == ([2, 3], 1)  # stops once one group is kept
-    assert informative_rows(values, 2, 3) == ([2, 3, 6, 7, 8, 9], 2)
-    assert informative_rows(values, 2, 5) == ([2, 3, 6, 7, 8, 9], 2)  # short: the caller samples more
-    assert informative_rows(t([0.1, 0.1, 0.1, 0.3, 0.1, 0.1]), 3, 2) == ([3, 4, 5], 1)
+    assert informative_rows(values, 2, 1) == ([2, 3], [0, 1])  # stops once one group is kept
+    assert informative_rows(values, 2, 3) == ([2, 3, 6, 7, 8, 9], [0, 1, 4, 5])
+    assert informative_rows(values, 2, 5) == ([2, 3, 6, 7, 8, 9], [0, 1, 4, 5])  # short: the caller samples more
+    assert informative_rows(t([0.1, 0.1, 0.1, 0.3, 0.1, 0.1]), 3, 2) == ([3, 4, 5], [0, 1, 2])
 
 
 def knob_cfg(**kw):
@@ -180,3 +180,37 @@ def test_knob_defaults_keep_todays_loop_and_the_possible_combinations_pass():
                dict(importance_sampling_level="sequence", advantage_estimator="gae", num_generations=1),
                dict(clip_range_high=0.28, loss_aggregation="token_mean", mask_truncated_completions=True)):
         check_batch_sizes(knob_cfg(**kw))
+
+
+def sampled(idx, scores, lengths, eos=None):
+    """A Sampled of responses of the given lengths (token ids 1, 2, …) to one-token prompts idx."""
+    from rlhaif.policy.ppo import Sampled
+    from rlhaif.policy.rollout import rollout_from_ids
+
+    ro = rollout_from_ids([[100 + i] for i in idx], [list(range(1, n + 1)) for n in lengths], 0, eos)
+    return Sampled(list(idx), ro, None, [f"r{i}" for i in idx], t(scores), t(scores))
+
+
+def test_dynamic_sampling_refills_from_later_rounds_and_fills_when_the_rounds_run_out():
+    from rlhaif.policy.ppo import dynamic_sampling
+
+    # K 2, 3 groups: prompt 0 flat, 1 and 2 informative → one more group needed
+    first = sampled([0, 0, 1, 1, 2, 2], [1, 1, 0, 1, 0, 2], [1, 2, 3, 1, 1, 1])
+    more = {1: sampled([3, 3, 4, 4, 5, 5], [5, 5, 1, 3, 2, 4], [4, 4, 2, 2, 1, 1])}
+    batch, stats = dynamic_sampling(first, more.__getitem__, 2, 3, 0)
+    assert batch.idx == [1, 1, 2, 2, 4, 4]  # round 1's flat group 3 is discarded, group 4 kept, group 5 unused
+    assert batch.scores.tolist() == [0, 1, 0, 2, 1, 3]
+    assert batch.rollout.response_mask.sum(-1).tolist() == [3, 1, 1, 1, 2, 2]
+    assert batch.rollout.response_ids[0].tolist() == [1, 2, 3] and batch.rollout.query_ids[4].tolist() == [104]
+    assert stats == pytest.approx({"dynamic_sampling/informative_share": 2 / 3, "dynamic_sampling/discarded_groups": 2.0,
+                     "dynamic_sampling/resampled_groups": 3.0, "dynamic_sampling/rounds": 1.0,
+                     "dynamic_sampling/filled_groups": 0.0})
+    # all flat and no extra round allowed: the batch is the first round's, counted as filled
+    flat = sampled([0, 0, 1, 1], [1, 1, 2, 2], [1, 1, 1, 1])
+    batch, stats = dynamic_sampling(flat, more.__getitem__, 2, 0, 0)
+    assert batch.idx == [0, 0, 1, 1] and stats["dynamic_sampling/filled_groups"] == 2.0
+    assert stats["dynamic_sampling/discarded_groups"] == 0.0 and stats["dynamic_sampling/rounds"] == 0.0
+    # nothing flat: the first round as it is, no extra round
+    batch, stats = dynamic_sampling(sampled([1, 1, 2, 2], [0, 1, 0, 2], [3, 1, 1, 1]),
+                                    lambda r: pytest.fail("no extra round needed"), 2, 3, 0)
+    assert batch.idx == [1, 1, 2, 2] and stats["dynamic_sampling/rounds"] == 0.0

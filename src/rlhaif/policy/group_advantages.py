@@ -90,20 +90,18 @@ def flat_groups(values: torch.Tensor, num_generations: int) -> torch.Tensor:
     return v.max(-1).values == v.min(-1).values
 
 
-def informative_rows(values: torch.Tensor, num_generations: int, wanted_groups: int) -> tuple[list[int], int]:
+def informative_rows(values: torch.Tensor, num_generations: int, wanted_groups: int
+                     ) -> tuple[list[int], list[int]]:
     """DAPO's dynamic-sampling filter (Yu et al. 2025) on one sampling round: (the rows of the first
-    ``wanted_groups`` groups whose values are not all equal, in order, whole groups of ``num_generations``
-    rows; the number of groups discarded as flat). Groups past ``wanted_groups`` informative ones are left
-    out and not counted as discarded."""
-    K, rows, discarded = num_generations, [], 0
+    ``wanted_groups`` groups whose values are not all equal, the rows of the flat groups met before them),
+    each in order and in whole groups of ``num_generations`` rows. Groups past the ``wanted_groups``-th
+    informative one are in neither list."""
+    K, kept, flat_rows = num_generations, [], []
     for g, flat in enumerate(flat_groups(values, K).tolist()):
-        if len(rows) == wanted_groups * K:
+        if len(kept) == wanted_groups * K:
             break
-        if flat:
-            discarded += 1
-        else:
-            rows.extend(range(g * K, (g + 1) * K))
-    return rows, discarded
+        (flat_rows if flat else kept).extend(range(g * K, (g + 1) * K))
+    return kept, flat_rows
 
 
 LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "constant")

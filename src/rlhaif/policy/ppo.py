@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar, Literal, Optional
 
@@ -360,6 +361,75 @@ def reuses_update_logprobs(cfg: PPOConfig, critic: bool, kl_reward: bool, engine
     by the old log-probs before the update)."""
     return (not critic and not kl_reward and engine is None and cfg.ppo_epochs == 1
             and cfg.mini_batch_size == cfg.batch_size)
+
+
+@dataclass
+class Sampled:
+    """One sampling round: prompt indices (B,), the Rollout, the sampler's log-probs (B, R) (vLLM) or None,
+    the decoded responses, the scores (after ``score_clip``) and the scores the advantages start from
+    (``shaped``: minus the missing-EOS and overlong penalties)."""
+
+    idx: list[int]
+    rollout: object
+    sampler_logprobs: Optional[torch.Tensor]
+    responses: list[str]
+    scores: torch.Tensor
+    shaped: torch.Tensor
+
+
+def take_rows(parts: list[Sampled], rows: list[tuple[int, int]], pad_id: int) -> Sampled:
+    """The rows ``(part, row)`` of several rounds as one Sampled, re-padded to the longest prompt and response
+    among them (``rollout_from_ids``)."""
+    from rlhaif.policy.rollout import rollout_from_ids
+
+    def ids(tokens, mask, i):
+        return tokens[i][mask[i].bool()].tolist()
+
+    picked = [(parts[p], i) for p, i in rows]
+    device = parts[0].rollout.response_ids.device
+    rollout = rollout_from_ids([ids(s.rollout.query_ids, s.rollout.query_mask, i) for s, i in picked],
+                               [ids(s.rollout.response_ids, s.rollout.response_mask, i) for s, i in picked],
+                               pad_id, [bool(s.rollout.eos_reached[i]) for s, i in picked], device)
+    sampler_logprobs = None
+    if parts[0].sampler_logprobs is not None:
+        sampler_logprobs = torch.zeros(rollout.response_ids.shape, device=device)
+        for j, (s, i) in enumerate(picked):
+            n = int(s.rollout.response_mask[i].sum())
+            sampler_logprobs[j, :n] = s.sampler_logprobs[i, :n]
+    return Sampled([s.idx[i] for s, i in picked], rollout, sampler_logprobs, [s.responses[i] for s, i in picked],
+                   torch.stack([s.scores[i] for s, i in picked]), torch.stack([s.shaped[i] for s, i in picked]))
+
+
+def dynamic_sampling(first: Sampled, sample_round: Callable[[int], Sampled], num_generations: int,
+                     max_rounds: int, pad_id: int) -> tuple[Sampled, dict[str, float]]:
+    """DAPO's dynamic sampling (Yu et al. 2025): keep the groups of ``first`` whose shaped scores are not all
+    equal and call ``sample_round(r)`` (r = 1, 2, …, at most ``max_rounds``) for as many groups again until
+    as many informative groups as ``first`` has are kept; short after the last round, the batch is filled
+    with flat groups in the order met. Returns (the batch, stats: informative_share of ``first``,
+    discarded_groups, resampled_groups, rounds, filled_groups)."""
+    from rlhaif.policy.group_advantages import informative_rows
+
+    K = num_generations
+    groups = len(first.idx) // K
+    parts, kept, flat, informative_share = [first], [], [], 1.0
+    for r in range(max_rounds + 1):
+        part = first if r == 0 else sample_round(r)
+        if r:
+            parts.append(part)
+        rows, flat_rows = informative_rows(part.shaped, K, groups - len(kept) // K)
+        if r == 0:  # every group of the first round was looked at
+            informative_share = 1 - len(flat_rows) / len(part.idx)
+        kept += [(r, i) for i in rows]
+        flat += [(r, i) for i in flat_rows]
+        if len(kept) == groups * K:
+            break
+    filled = flat[:groups * K - len(kept)]
+    stats = {"dynamic_sampling/informative_share": informative_share,
+             "dynamic_sampling/discarded_groups": (len(flat) - len(filled)) / K,
+             "dynamic_sampling/resampled_groups": float((len(parts) - 1) * groups),
+             "dynamic_sampling/rounds": float(len(parts) - 1),
+             "dynamic_sampling/filled_groups": len(filled) / K}
+    return take_rows(parts, kept + filled, pad_id), stats
 
 
 def forward_response(model, batch: dict, temperature: float, with_values: bool = True):
