@@ -30,7 +30,7 @@ def check_rises(r, name):
 
 def test_rloo_learns_with_kl_in_the_reward_and_no_critic(setup):
     res = run_ppo(group_cfg(setup, "rloo", "rloo", steps=20, kl_coef=0.05))
-    r = rows(res["output_dir"])
+    r = rows(res.output_dir)
     assert len(r) == 20
     names = {"objective/score", "objective/kl", "objective/entropy", "objective/zero_std_share",
              "objective/group_score_std", "policy/clipfrac", "policy/approx_kl", "policy/loss", "response/length"}
@@ -39,15 +39,15 @@ def test_rloo_learns_with_kl_in_the_reward_and_no_critic(setup):
     assert "policy/kl_loss" not in r[0] and r[0]["objective/beta"] == 0.05
     assert all(0 <= x["objective/zero_std_share"] <= 1 for x in r)
     check_rises(r, "rloo")
-    assert not (Path(res["output_dir"]) / "value_head.safetensors").exists()
+    assert not (Path(res.output_dir) / "value_head.safetensors").exists()
     # each group of 4 samples shares its prompt
-    sample = json.loads((Path(res["output_dir"]) / "samples.jsonl").read_text().splitlines()[0])
+    sample = json.loads((Path(res.output_dir) / "samples.jsonl").read_text().splitlines()[0])
     assert {"prompt", "response", "score"} <= set(sample)
 
 
 def test_grpo_learns_and_its_kl_loss_term_holds_it_nearer_the_reference(setup):
-    guarded = rows(run_ppo(group_cfg(setup, "grpo", "grpo", steps=20, kl_loss_coef=0.5))["output_dir"])
-    free = rows(run_ppo(group_cfg(setup, "grpo0", "grpo", steps=20, kl_loss_coef=0.0))["output_dir"])
+    guarded = rows(run_ppo(group_cfg(setup, "grpo", "grpo", steps=20, kl_loss_coef=0.5)).output_dir)
+    free = rows(run_ppo(group_cfg(setup, "grpo0", "grpo", steps=20, kl_loss_coef=0.0)).output_dir)
     assert "policy/kl_loss" in guarded[0] and guarded[0]["objective/beta"] == 0.5
     check_rises(guarded, "grpo β=0.5")
     check_rises(free, "grpo β=0")
@@ -56,7 +56,7 @@ def test_grpo_learns_and_its_kl_loss_term_holds_it_nearer_the_reference(setup):
 
 
 def test_dr_grpo_runs_with_minibatches_and_two_epochs(setup):
-    r = rows(run_ppo(group_cfg(setup, "drgrpo", "dr_grpo", steps=2, mini_batch_size=4))["output_dir"])
+    r = rows(run_ppo(group_cfg(setup, "drgrpo", "dr_grpo", steps=2, mini_batch_size=4)).output_dir)
     assert len(r) == 2 and "policy/kl_loss" in r[0] and "objective/zero_std_share" in r[0]
 
 
@@ -97,13 +97,13 @@ def test_one_update_per_rollout_reuses_its_own_logprobs_as_the_old_ones(setup, m
     calls.clear()
     twice = run_ppo(group_cfg(setup, "twice", estimator, **kw))
     assert (n_reused, len(calls)) == (3, 6)  # one policy forward a step instead of two
-    a, b = rows(reused["output_dir"]), rows(twice["output_dir"])
+    a, b = rows(reused.output_dir), rows(twice.output_dir)
     for x, y in zip(a, b):
         for key in ("objective/score", "objective/kl", "objective/entropy", "policy/loss", "policy/kl_loss",
                     "policy/approx_kl", "objective/group_score_std"):
             assert x[key] == pytest.approx(y[key], abs=1e-5), key
     assert a[0]["policy/clipfrac"] == 0.0 and a[0]["policy/approx_kl"] == pytest.approx(0.0, abs=1e-7)
-    assert reused["param_checksum"] == pytest.approx(twice["param_checksum"], rel=1e-6)
+    assert reused.param_checksum == pytest.approx(twice.param_checksum, rel=1e-6)
 
 
 def test_rloo_and_minibatches_keep_the_separate_old_logprob_pass():

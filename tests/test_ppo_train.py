@@ -50,7 +50,7 @@ def rows(out):
 def test_score_rises_under_the_kl_guard_and_beta_zero_drifts_further(setup):
     guarded = run_ppo(tiny_cfg(setup, "guarded", steps=12, kl_coef=0.1))
     free = run_ppo(tiny_cfg(setup, "free", steps=12, kl_coef=0.0))
-    g, f = rows(guarded["output_dir"]), rows(free["output_dir"])
+    g, f = rows(guarded.output_dir), rows(free.output_dir)
     assert len(g) == len(f) == 12
     names = {"objective/score", "objective/kl", "objective/entropy", "policy/clipfrac", "policy/approx_kl",
              "value/loss", "value/explained_variance", "response/length", "objective/beta", "time/generate",
@@ -64,7 +64,7 @@ def test_score_rises_under_the_kl_guard_and_beta_zero_drifts_further(setup):
     assert max(kl_g) < 5.0  # and stays near the reference (nats per 4-token response)
     assert sum(kl_f[-3:]) / 3 > 2 * sum(kl_g[-3:]) / 3  # without the penalty it drifts much further
     assert all(r["objective/beta"] == 0.1 for r in g)
-    samples = (Path(guarded["output_dir"]) / "samples.jsonl").read_text().splitlines()
+    samples = (Path(guarded.output_dir) / "samples.jsonl").read_text().splitlines()
     assert {"step", "prompt", "response", "score", "eos"} <= set(json.loads(samples[0]))
 
 
@@ -96,8 +96,8 @@ def test_resume_after_a_crash_equals_the_uninterrupted_run(setup, monkeypatch):
     assert latest_checkpoint(setup / "crashed").name == "step-000002"
     assert not (setup / "crashed" / "checkpoints" / "step-000004").exists()
     resumed = run_ppo(tiny_cfg(setup, "crashed", **kw))
-    assert resumed["resumed_from"] == 2
-    a, b = rows(straight["output_dir"]), rows(resumed["output_dir"])
+    assert resumed.resumed_from == 2
+    a, b = rows(straight.output_dir), rows(resumed.output_dir)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     assert a[1]["objective/beta"] != a[0]["objective/beta"]  # the adaptive β moved, so its state matters
     for ra, rb in zip(a, b):
@@ -118,12 +118,12 @@ def test_separate_value_model_kl_ceiling_and_score_threshold(setup):
     # runs before any update, so its approx KL is 0); a score threshold every step reaches: stop after step 1.
     res = run_ppo(tiny_cfg(setup, "ceil", steps=5, value_model=str(setup / "tiny"), kl_ceiling=1e-12,
                            score_threshold=-1.0))
-    r = rows(res["output_dir"])
-    assert res["steps"] == 1 and len(r) == 1
+    r = rows(res.output_dir)
+    assert res.steps == 1 and len(r) == 1
     assert r[0]["policy/early_stop"] == 1.0
     assert (setup / "ceil" / "checkpoints" / "step-000001" / "trainer_state.json").exists()
     # without the ceiling every minibatch of every epoch runs
-    free = rows(run_ppo(tiny_cfg(setup, "noceil", steps=1, value_model=str(setup / "tiny")))["output_dir"])
+    free = rows(run_ppo(tiny_cfg(setup, "noceil", steps=1, value_model=str(setup / "tiny"))).output_dir)
     assert free[0]["policy/early_stop"] == 0.0
 
 
@@ -138,7 +138,7 @@ def test_separate_critic_is_a_trunk_without_lm_head_with_and_without_lora(setup)
         trained = [n for n, p in model.value_model.named_parameters() if p.requires_grad]
         assert trained and (all("lora_" in n for n in trained) if lora_r else len(trained) == len(names))
         res = run_ppo(cfg)
-        assert res["steps"] == 1 and rows(res["output_dir"])[0]["value/loss"] >= 0
+        assert res.steps == 1 and rows(res.output_dir)[0]["value/loss"] >= 0
 
 
 def test_cli_with_a_reward_model_whose_tokenizer_differs(setup):
@@ -165,10 +165,10 @@ def test_cli_with_a_reward_model_whose_tokenizer_differs(setup):
 
 
 DDP_SCRIPT = '''
-import json, sys
+import dataclasses, json, sys
 from rlhaif.policy.ppo import PPOConfig, run_ppo
 cfg = PPOConfig.model_validate_json(open(sys.argv[1]).read())
-res = run_ppo(cfg)
+res = dataclasses.asdict(run_ppo(cfg))
 from accelerate import PartialState
 res["distributed_type"] = str(PartialState().distributed_type)
 json.dump(res, open(f"{cfg.output_dir}/rank-{res['rank']}.json", "w"))
@@ -204,12 +204,12 @@ def test_ppo_resumed_run_logs_each_step_once_refuses_a_changed_learning_rate_and
     with pytest.raises(ConfigError, match=r"learning_rate: 0\.005 -> 0\.001"):
         run_ppo(tiny_cfg(setup, "dup", **{**kw, "learning_rate": 1e-3}))
     res = run_ppo(tiny_cfg(setup, "dup", **{**kw, "steps": 4}))  # more steps: allowed
-    assert res["resumed_from"] == 1 and res["steps"] == 4
-    assert [r["step"] for r in rows(res["output_dir"])] == [1, 2, 3, 4]
-    samples = [json.loads(l)["step"] for l in (Path(res["output_dir"]) / "samples.jsonl").read_text().splitlines()]
+    assert res.resumed_from == 1 and res.steps == 4
+    assert [r["step"] for r in rows(res.output_dir)] == [1, 2, 3, 4]
+    samples = [json.loads(l)["step"] for l in (Path(res.output_dir) / "samples.jsonl").read_text().splitlines()]
     assert sorted(set(samples)) == [1, 2, 3, 4] and len(samples) == 4 * 4
-    assert res["model"] == str(Path(res["output_dir"]) / "model") and "objective/score" in res["metrics"]
-    assert json.loads((Path(res["output_dir"]) / "manifest.json").read_text())["outputs"]["steps"] == 4
+    assert res.model == str(Path(res.output_dir) / "model") and "objective/score" in res.metrics
+    assert json.loads((Path(res.output_dir) / "manifest.json").read_text())["outputs"]["steps"] == 4
 
 
 def test_monitor_scorers_are_logged_every_step_and_never_enter_the_reward(setup):
@@ -219,7 +219,7 @@ def test_monitor_scorers_are_logged_every_step_and_never_enter_the_reward(setup)
     plain = run_ppo(tiny_cfg(setup, "plain", steps=3))
     res = run_ppo(tiny_cfg(setup, "watched", steps=3, monitor_scorers={"same": f"python:{watch}:score",
                                                                         "words": f"python:{watch}:words"}))
-    got, want = rows(res["output_dir"]), rows(plain["output_dir"])
+    got, want = rows(res.output_dir), rows(plain.output_dir)
     for g, w in zip(got, want):
         # the reward function itself as a monitor reads the step's mean score; another monitor is its own mean
         assert g["monitor/same"] == pytest.approx(g["objective/score"], abs=1e-6)
@@ -247,7 +247,7 @@ def test_a_classifier_label_logit_is_the_reward_of_an_rloo_run(setup):
     spec = f"classifier:{setup / 'clf'}:nothate"
     res = run_ppo(tiny_cfg(setup, "clf_run", steps=2, reward_fn=None, reward_model=spec, advantage_estimator="rloo",
                            num_generations=2, monitor_scorers={"clf": spec, "hate": f"classifier:{setup / 'clf'}:hate"}))
-    got = rows(res["output_dir"])
+    got = rows(res.output_dir)
     assert len(got) == 2
     for g in got:
         assert g["monitor/clf"] == pytest.approx(g["objective/score"], abs=1e-5)

@@ -146,7 +146,7 @@ def test_ppo_engine_follows_the_trainer_and_step_one_is_on_policy(root, tmp_path
     assert row["time/weight_sync"] > 0
     assert s["hf_greedy"] != b["hf_greedy"]  # the step changed the policy's greedy decoding (the check can fail)
     assert s["engine_greedy"] == s["hf_greedy"]  # ... and the engine went with it
-    trained, tok = load_causal_lm(res["model"], merge_adapter=True)  # the saved policy is the one synced
+    trained, tok = load_causal_lm(res.model, merge_adapter=True)  # the saved policy is the one synced
     assert hf_greedy(trained.eval(), tok, b["prompts"]) == s["hf_greedy"]
 
 

@@ -26,6 +26,7 @@ was interrupted runs again and resumes from its own last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -259,7 +260,7 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
     else:
         _prepare_dir(out_dir, fp, spec.name, scope.run_dir, log)
         t0, c0 = time.time(), time.process_time()
-        result = fn(cfg) or {}
+        result = stage_outputs(fn(cfg))
         outputs, wall = json.loads(json.dumps(result, default=str)), round(time.time() - t0, 2)
         cpu = round(time.process_time() - c0, 2)  # all threads of this process: wall ≈ cpu / threads when quiet
         if _is_main_process():
@@ -277,6 +278,14 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
     # wall_time_s: the stage's own run time (from its manifest when skipped: the run that made the outputs)
     return {"name": spec.name, "stage": spec.stage, "round": round_ if repeated else None, "status": status,
             "wall_time_s": wall, "cpu_time_s": cpu, "output_dir": str(out_dir), "outputs": outputs}
+
+
+def stage_outputs(result: Any) -> dict[str, Any]:
+    """A stage's result as the dict its manifest keeps and ``${stage.key}`` reads: a typed record's fields
+    (e.g. ``PPOResult``), or the dict the stage returned."""
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return dataclasses.asdict(result)
+    return result or {}
 
 
 def _record_wall_time(path: Path, wall: float) -> None:

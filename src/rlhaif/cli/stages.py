@@ -33,12 +33,12 @@ def _reward_score(out: dict, cfg: Any) -> str:
     return f"scored {out['n']} completions -> {out['output']} (mean score {out['mean_score']:.3f})"
 
 
-def _ppo(res: dict, cfg: Any) -> str | None:
-    m = res["metrics"]
-    if res["rank"] != 0:
+def _ppo(res: Any, cfg: Any) -> str | None:  # a rlhaif.policy.ppo.PPOResult
+    m = res.metrics
+    if res.rank != 0:
         return None
-    return (f"ppo: {res['steps']} steps, score {m.get('objective/score', float('nan')):.4f}, "
-            f"kl {m.get('objective/kl', float('nan')):.4f}; policy saved to {res['model']}")
+    return (f"ppo: {res.steps} steps, score {m.get('objective/score', float('nan')):.4f}, "
+            f"kl {m.get('objective/kl', float('nan')):.4f}; policy saved to {res.model}")
 
 
 def _dpo(res: dict, cfg: Any) -> str:

@@ -30,7 +30,11 @@ from rlhaif.config import LoRAConfig, TrainConfig
 from rlhaif.data.records import prompt_text
 from rlhaif.errors import ConfigError, RlhaifError
 from rlhaif.models.loading import DEFAULT_POLICY
+from rlhaif.policy.advantages import zero_pads
 from rlhaif.policy.group_advantages import check_group_settings
+from rlhaif.policy.importance import tis_weights
+from rlhaif.policy.losses import entropy_from_logprobs
+from rlhaif.policy.rollout import Rollout
 
 Scorer = Callable[[list, list], list]
 
@@ -444,25 +448,297 @@ def forward_response(model, batch: dict, temperature: float, with_values: bool =
     return logp.gather(-1, batch["response_ids"].unsqueeze(-1)).squeeze(-1), values, logp
 
 
+# ------------------------------------------------------------------------------------- scoring and experience
+
+
+class Scoring:
+    """The one place a step's responses are scored: ``(prompts, responses) -> (scores (B,), metrics)``, the
+    reward's scores clipped to ±``score_clip``, and per-response metrics (B,) each by name: the watching
+    scorers as ``monitor/<name>``, which never enter the reward."""
+
+    def __init__(self, scorer: Scorer, name: str, monitors: dict[str, Scorer], score_clip: float | None):
+        self.scorer, self.name, self.monitors, self.score_clip = scorer, name, monitors, score_clip
+
+    def __call__(self, prompts: list, responses: list[str]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        scores = check_scores(self.scorer(prompts, responses), len(responses), self.name)
+        if self.score_clip is not None:
+            scores = scores.clamp(-self.score_clip, self.score_clip)
+        metrics = {f"monitor/{name}": check_scores(fn(prompts, responses), len(responses), f"monitor '{name}'")
+                   for name, fn in self.monitors.items()}
+        return scores, metrics
+
+
+@dataclass
+class Experience:
+    """One rollout batch and everything the update reads (OpenRLHF's Experience): B rows, K consecutive rows
+    per prompt; tensors are (B,) or response-aligned (B, R) on the training device."""
+
+    prompt_index: list[int]  # each row's prompt (an index into the prompt file)
+    prompts: list  # each row's prompt as given (text or messages)
+    responses: list[str]
+    rollout: Rollout  # token ids and masks of prompt and response, eos_reached
+    mask: torch.Tensor  # (B, R) float, 1 on response tokens
+    scores: torch.Tensor  # (B,) the scorer's, clipped
+    score_metrics: dict[str, torch.Tensor]  # (B,) each: per-response metrics of the scoring (monitor/<name>)
+    penalized_scores: torch.Tensor  # (B,) scores less the missing-EOS penalty: the reward before the KL
+    kl: torch.Tensor  # (B,) summed per-token KL to the reference (filled in by the update when old is reused)
+    beta: float  # β of the KL in the reward; 0 when the KL is a loss term
+    ref_logprobs: torch.Tensor  # (B, R) the reference policy's
+    old_logprobs: Optional[torch.Tensor]  # (B, R) the sampling policy's; None: the update's own, detached
+    values: torch.Tensor  # (B, R) the critic's at sampling time, 0 without a critic
+    advantages: torch.Tensor  # (B, R)
+    returns: torch.Tensor  # (B, R) value targets
+    tis: Optional[torch.Tensor]  # (B, R) truncated importance weights when another sampler drew the tokens
+    entropy: Optional[torch.Tensor]  # mean token entropy of the rollout (set by the update when old is reused)
+    stats: dict[str, torch.Tensor]  # scalar statistics of the sampling (rollout/… with another sampler)
+    timings: dict[str, float]  # time/generate, time/score
+
+    @property
+    def size(self) -> int:
+        return len(self.responses)
+
+    def sequence_rewards(self) -> torch.Tensor:
+        """(B,) each response's reward R_i = score − β·KL: what the group estimators compare."""
+        return self.penalized_scores - self.beta * self.kl
+
+    def sequences(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The token tensors ``forward_response`` reads, of ``rows``."""
+        return {"input_ids": self.rollout.input_ids[rows], "attention_mask": self.rollout.attention_mask[rows],
+                "response_ids": self.rollout.response_ids[rows]}
+
+
+class ExperienceMaker:
+    """Makes the Experience of a list of prompt indices (each repeated K times in a row): sample → score →
+    old log-probs and values, reference log-probs → KL-penalized rewards → advantages (GAE and whitening, or
+    the group estimator). Each call stands alone, so a step may call it again for more prompts."""
+
+    def __init__(self, cfg: PPOConfig, acc, model, ref, tok, prompt_ids: list[list[int]], records, scoring: Scoring,
+                 engine, eos, precision, kl_ctl):
+        self.cfg, self.acc, self.model, self.ref, self.tok = cfg, acc, model, ref, tok
+        self.prompt_ids, self.records, self.scoring, self.engine, self.eos = prompt_ids, records, scoring, engine, eos
+        self.precision, self.kl_ctl, self.sampler = precision, kl_ctl, None
+        self.critic, self.kl_reward = cfg.advantage_estimator == "gae", kl_in_reward(cfg)
+        self.reuse = reuses_update_logprobs(cfg, self.critic, self.kl_reward, engine)
+
+    def make(self, step: int, idx: list[int]) -> Experience:
+        from rlhaif.policy.kl import kl_penalized_rewards
+        from rlhaif.policy.rollout import decode_responses
+
+        cfg, acc = self.cfg, self.acc
+        t0 = time.perf_counter()
+        rollout, sampler_logprobs = self.sample(step, [self.prompt_ids[i] for i in idx])
+        responses = decode_responses(self.tok, rollout)
+        t1 = time.perf_counter()
+        prompts = [self.records[i].prompt for i in idx]  # the reward model re-tokenizes with its own tokenizer
+        scores, score_metrics = self.scoring(prompts, responses)
+        scores = scores.to(acc.device)
+        t2 = time.perf_counter()
+        mask = rollout.response_mask.float()  # (B, R)
+        # Under the update's autocast (mixed_precision bf16: bf16 products), so that the first ratio is 1.
+        with torch.no_grad(), acc.autocast():
+            old_logprobs, values, entropy = self.sampling_policy_pass(rollout, mask)
+            ref_logprobs = self.reference_logprobs(rollout)
+            beta = self.kl_ctl.value if self.kl_reward else 0.0  # the KL as a loss term: scores alone are the reward
+            # reused old log-probs: β is 0 (the KL is a loss term), so the placeholder KL of 0 changes no reward
+            rewards, kl_stats = kl_penalized_rewards(scores, ref_logprobs if old_logprobs is None else old_logprobs,
+                                                     ref_logprobs, mask, beta, rollout.eos_reached,
+                                                     cfg.missing_eos_penalty, cfg.kl_estimator)
+            advantages, returns = self.advantages(rewards, kl_stats["scores"] - beta * kl_stats["kl"], values, mask)
+        tis, stats = None, {}
+        if sampler_logprobs is not None:  # another sampler drew the tokens: truncated IS per token
+            tis, stats = tis_weights(old_logprobs, sampler_logprobs, mask, cfg.tis_cap)
+        return Experience(prompt_index=idx, prompts=prompts, responses=responses, rollout=rollout, mask=mask,
+                          scores=scores, score_metrics=score_metrics, penalized_scores=kl_stats["scores"],
+                          kl=kl_stats["kl"], beta=beta, ref_logprobs=ref_logprobs, old_logprobs=old_logprobs,
+                          values=values, advantages=advantages, returns=returns, tis=tis, entropy=entropy,
+                          stats=stats, timings={"time/generate": t1 - t0, "time/score": t2 - t1})
+
+    def sample(self, step: int, prompt_ids: list[list[int]]) -> tuple[Rollout, Optional[torch.Tensor]]:
+        """(Rollout, the sampler's log-probs or None when the policy sampled) at the current weights, plain
+        softmax at T: a bf16 copy of the policy (refreshed here) or the policy itself, or the vLLM engine."""
+        from rlhaif.policy.rollout import sample_responses
+        from rlhaif.precision import sampling_copy
+
+        cfg, acc = self.cfg, self.acc
+        if self.engine is not None:
+            return engine_rollout(self.engine, cfg, prompt_ids, self.tok.pad_token_id, self.eos, step,
+                                  acc.process_index, acc.num_processes, acc.device)
+        self.sampler = sampling_copy(acc.unwrap_model(self.model).policy, self.precision, into=self.sampler)
+        return sample_responses(self.sampler, prompt_ids, self.tok.pad_token_id, self.eos, cfg.max_new_tokens,
+                                cfg.temperature), None
+
+    def sampling_policy_pass(self, rollout: Rollout, mask: torch.Tensor):
+        """(old log-probs (B, R), values (B, R), entropy): the policy's pass over its rollout; with reused
+        log-probs no pass at all: (None, zeros, None), the update filling them in."""
+        if self.reuse:
+            return None, torch.zeros_like(mask), None
+        batch = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask,
+                 "response_ids": rollout.response_ids}
+        old_logprobs, values, logp = forward_response(self.acc.unwrap_model(self.model), batch, self.cfg.temperature,
+                                                      self.critic)
+        entropy, _ = entropy_from_logprobs(logp, mask)
+        return old_logprobs, zero_pads(values, mask), entropy
+
+    def reference_logprobs(self, rollout: Rollout) -> torch.Tensor:
+        """(B, R) under the reference: LoRA's disabled adapter, or the frozen copy."""
+        from rlhaif.policy.rollout import response_logprobs
+
+        if self.ref is not None:
+            return response_logprobs(self.ref, rollout, self.cfg.temperature)
+        policy = self.acc.unwrap_model(self.model).policy
+        with policy.disable_adapter():
+            return response_logprobs(policy, rollout, self.cfg.temperature)
+
+    def advantages(self, rewards: torch.Tensor, sequence_rewards: torch.Tensor, values: torch.Tensor,
+                   mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(advantages, returns), (B, R): GAE over the per-token ``rewards`` and whitened, with a critic; else
+        each response's group advantage from ``sequence_rewards`` (B,) on every one of its tokens."""
+        from rlhaif.policy.advantages import gae, whiten
+        from rlhaif.policy.group_advantages import group_advantages
+
+        cfg = self.cfg
+        if self.critic:
+            advantages, returns = gae(rewards, values, mask, cfg.gamma, cfg.lam)
+            return whiten(advantages, mask), returns
+        seq_advantages, _ = group_advantages(sequence_rewards, cfg.num_generations, cfg.advantage_estimator)
+        return zero_pads(seq_advantages[:, None].expand_as(mask), mask), values
+
+
+# ------------------------------------------------------------------------------------------ loss and update
+
+
+def ppo_loss(cfg: PPOConfig, exp: Experience, rows: torch.Tensor, logprobs: torch.Tensor, values: torch.Tensor,
+             logp: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of the minibatch ``rows`` of ``exp``, from the update's forward pass (log-probs, values, full
+    log-softmax): clipped policy loss with the estimator's token weights (× truncated IS weights) − c₂·entropy,
+    + c₁·clipped value loss with a critic, + β·k3 to the reference when the KL is a loss term (GRPO's form).
+    Returns (loss, stats named as logged)."""
+    from rlhaif.policy.group_advantages import LOSS_AGGREGATION, kl_loss, loss_token_weights
+    from rlhaif.policy.losses import policy_loss, value_loss
+
+    mask = exp.mask[rows]
+    # token weights: the estimator's loss aggregation (token mean, per-response mean, constant)
+    weights = loss_token_weights(mask, LOSS_AGGREGATION[cfg.advantage_estimator], cfg.max_new_tokens)
+    if exp.tis is not None:  # w ≥ 0 scales max(−Â·r, −Â·clip(r)) exactly as it scales Â
+        weights = weights * exp.tis[rows]
+    old = logprobs.detach() if exp.old_logprobs is None else exp.old_logprobs[rows]  # reused: the ratio is 1
+    pg_loss, pg_stats = policy_loss(logprobs, old, exp.advantages[rows] * weights, mask, cfg.clip_range)
+    with torch.set_grad_enabled(cfg.entropy_coef > 0):  # off: a statistic, no (B, R, V) graph
+        entropy, _ = entropy_from_logprobs(logp, mask)
+    loss = pg_loss - cfg.entropy_coef * entropy
+    stats = {"policy/loss": pg_loss, "policy/entropy": entropy, **{"policy/" + n: s for n, s in pg_stats.items()}}
+    if cfg.advantage_estimator == "gae":
+        v_loss, v_stats = value_loss(values, exp.values[rows], exp.returns[rows], mask, cfg.clip_range_value)
+        loss = loss + cfg.vf_coef * v_loss
+        stats.update({"value/loss": v_loss, "value/clipfrac": v_stats["vf_clipfrac"]})
+    if not kl_in_reward(cfg):  # GRPO's form: β·k3 to the reference as a loss term
+        k_loss, _ = kl_loss(logprobs, exp.ref_logprobs[rows], mask, weights)
+        loss = loss + cfg.kl_loss_coef * k_loss
+        stats["policy/kl_loss"] = k_loss
+    return loss, stats
+
+
+def ppo_update(cfg: PPOConfig, acc, model, optimizer, exp: Experience) -> tuple[dict[str, float], bool]:
+    """``ppo_epochs`` passes over shuffled minibatches of ``exp``, one optimizer step each; the step stops
+    early once the approx KL to the rollout policy passes ``kl_ceiling``. With reused old log-probs (one
+    minibatch: the whole batch) the pass also fills in the rollout's KL and entropy. Returns (each loss
+    statistic's mean over minibatches, whether it stopped early)."""
+    from rlhaif.policy.kl import token_kl
+
+    stats: dict[str, list[float]] = {}
+    critic = cfg.advantage_estimator == "gae"
+    for _epoch in range(cfg.ppo_epochs):
+        order = torch.randperm(exp.size)
+        for k in range(exp.size // cfg.mini_batch_size):
+            rows = order[k * cfg.mini_batch_size:(k + 1) * cfg.mini_batch_size].to(acc.device)
+            with acc.autocast():
+                logprobs, values, logp = forward_response(model, exp.sequences(rows), cfg.temperature, critic)
+            loss, mb_stats = ppo_loss(cfg, exp, rows, logprobs, values, logp)
+            if exp.old_logprobs is None:  # the update's log-probs are the rollout's: its KL and entropy
+                exp.kl[rows] = token_kl(logprobs.detach(), exp.ref_logprobs[rows], exp.mask[rows],
+                                        cfg.kl_estimator).sum(-1)
+                exp.entropy = mb_stats["policy/entropy"].detach()
+            acc.backward(loss)
+            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            for name, v in mb_stats.items():
+                stats.setdefault(name, []).append(float(v.detach()))
+            approx_kl = acc.reduce(mb_stats["policy/approx_kl"].detach().reshape(1), "mean")  # same on all ranks
+            if cfg.kl_ceiling is not None and float(approx_kl) > cfg.kl_ceiling:
+                return {k: sum(v) / len(v) for k, v in stats.items()}, True
+    return {k: sum(v) / len(v) for k, v in stats.items()}, False
+
+
+# ------------------------------------------------------------------------------------------------- metrics
+
+
+def step_metrics(cfg: PPOConfig, acc, exp: Experience, update_stats: dict[str, float], early_stop: bool,
+                 kl_coef: float, learning_rate: float, timings: dict[str, float]) -> dict[str, float]:
+    """The step's row of metrics.jsonl: objective/, response/, the update's policy/ and value/ means,
+    rollout/ and monitor/, averaged over processes; then β (``kl_coef``, the one in force: in the reward or
+    of the loss term), the learning rate and this process's timings."""
+    from rlhaif.policy.group_advantages import group_stats
+    from rlhaif.policy.losses import explained_variance
+
+    local = {
+        "objective/score": exp.scores.mean(), "objective/kl": exp.kl.mean(),
+        "objective/non_score_reward": -kl_coef * exp.kl.mean(),
+        "objective/rlhf_reward": (exp.penalized_scores - kl_coef * exp.kl).mean(),
+        "objective/entropy": exp.entropy,
+        "response/length": exp.mask.sum(-1).mean(), "response/eos_share": exp.rollout.eos_reached.float().mean(),
+        **{k: torch.tensor(v) for k, v in update_stats.items()}, **exp.stats,
+        **{k: v.mean() for k, v in exp.score_metrics.items()},
+    }
+    if cfg.advantage_estimator == "gae":
+        local["value/explained_variance"] = explained_variance(exp.values, exp.returns, exp.mask)
+    K = cfg.num_generations
+    if K > 1:  # groups of K responses to one prompt: how often they all score alike, and their spread
+        local.update({"objective/zero_std_share": group_stats(exp.sequence_rewards(), K)["zero_std_share"],
+                      "objective/group_score_std": group_stats(exp.penalized_scores, K)["group_std"]})
+    keys = sorted(local)
+    reduced = acc.reduce(torch.stack([torch.as_tensor(local[k], dtype=torch.float32).to(acc.device)
+                                      for k in keys]), "mean")
+    row = {k: float(v) for k, v in zip(keys, reduced)}
+    row.update({"objective/beta": kl_coef, "policy/early_stop": float(early_stop), "train/learning_rate": learning_rate,
+                **timings, "samples_per_second": exp.size * acc.num_processes / sum(timings.values())})
+    return row
+
+
+def write_samples(path: Path, step: int, exp: Experience, n: int = 4) -> None:
+    from rlhaif.data.io import append_jsonl
+
+    for i in range(min(n, exp.size)):
+        append_jsonl(path, {"step": step, "prompt": prompt_text(exp.prompts[i]), "response": exp.responses[i],
+                            "score": float(exp.scores[i]), "eos": bool(exp.rollout.eos_reached[i])})
+
+
 # ---------------------------------------------------------------------------------------------- the loop
 
 
-def run_ppo(cfg: PPOConfig) -> dict:
-    from rlhaif.data.io import append_jsonl
+@dataclass(frozen=True)
+class PPOResult:
+    """What `run_ppo` returns (and its manifest.json's ``outputs``)."""
+
+    output_dir: str
+    model: str  # the saved policy's folder
+    metrics: dict[str, float]  # the last step's row
+    steps: int  # the last step run
+    resumed_from: int  # the checkpoint's step, 0 for a fresh start
+    precision: dict  # the rollout sampler's precision choice
+    rank: int
+    param_checksum: float  # Σ|θ| over the trained parameters (processes must agree)
+
+
+def run_ppo(cfg: PPOConfig) -> PPOResult:
     from rlhaif.generate import eos_ids, read_prompts
     from rlhaif.metrics import MetricsLogger
-    from rlhaif.policy.advantages import gae, masked_mean, whiten
-    from rlhaif.policy.group_advantages import (LOSS_AGGREGATION, group_advantages, group_prompt_indices,
-                                                group_stats, kl_loss, loss_token_weights)
-    from rlhaif.policy.kl import kl_penalized_rewards, token_kl
-    from rlhaif.policy.importance import tis_weights
+    from rlhaif.policy.group_advantages import group_prompt_indices
     from rlhaif.policy.kl_control import AdaptiveKLController, FixedKLController
-    from rlhaif.policy.losses import entropy_from_logprobs, explained_variance, policy_loss, value_loss
-    from rlhaif.policy.rollout import decode_responses, response_logprobs, sample_responses
-    from rlhaif.precision import choose_precision, sampling_copy
+    from rlhaif.precision import choose_precision
     from rlhaif.scorers import load_scorer as load_spec
     from rlhaif.training import (finish_run, load_checkpoint, make_accelerator, make_optimizer, save_checkpoint,
-                                 save_pretrained_atomic, seed_everything, start_run)
+                                 seed_everything, start_run)
 
     t_start = time.time()
     out = Path(cfg.output_dir)
@@ -494,161 +770,31 @@ def run_ppo(cfg: PPOConfig) -> dict:
     if cfg.log_with:
         acc.init_trackers("ppo", config=cfg.model_dump(mode="json"))
     engine = rollout_engine(cfg, acc.unwrap_model(model).policy, tok, prompt_ids, rank)  # resumed weights on resume
+    prec = choose_precision(cfg.precision, acc.device)
+    maker = ExperienceMaker(cfg, acc, model, ref, tok, prompt_ids, records,
+                            Scoring(scorer, scorer_name, monitors, cfg.score_clip), engine, eos, prec, kl_ctl)
 
-    mb_per_epoch = cfg.batch_size // cfg.mini_batch_size
-    K, critic = cfg.num_generations, cfg.advantage_estimator == "gae"  # K rollouts per prompt; GAE has a critic
-    kl_reward, aggregation = kl_in_reward(cfg), LOSS_AGGREGATION[cfg.advantage_estimator]
-    reuse = reuses_update_logprobs(cfg, critic, kl_reward, engine)
-    step, row = start, {}
-    prec, sampler = choose_precision(cfg.precision, acc.device), None
+    step, row, K = start, {}, cfg.num_generations
     show = ("objective/score", "objective/kl", "objective/beta", "policy/clipfrac")
     with MetricsLogger(out, total_steps=cfg.steps, description="ppo", accelerator=acc, show=show,
                        start_step=start) as log:
         for step in range(start + 1, cfg.steps + 1):
-            # 1. Rollout: sample from the current policy (LoRA on), plain softmax at T.
-            t0 = time.perf_counter()
             idx = group_prompt_indices(prompt_indices(step, len(records), cfg.batch_size // K, rank, world, cfg.seed), K)
-            core = acc.unwrap_model(model)
-            if engine is None:  # the current weights: a bf16 copy (refreshed here) or the policy itself
-                sampler = sampling_copy(core.policy, prec, into=sampler)
-                rollout, sampler_logprobs = sample_responses(sampler, [prompt_ids[i] for i in idx],
-                                                             tok.pad_token_id, eos, cfg.max_new_tokens,
-                                                             cfg.temperature), None
-            else:
-                rollout, sampler_logprobs = engine_rollout(engine, cfg, [prompt_ids[i] for i in idx],
-                                                           tok.pad_token_id, eos, step, rank, world, acc.device)
-            responses = decode_responses(tok, rollout)
-            t1 = time.perf_counter()
-
-            # 2. Score the text (the reward model re-tokenizes with its own tokenizer).
-            prompts = [records[i].prompt for i in idx]
-            scores = check_scores(scorer(prompts, responses), len(idx), scorer_name).to(acc.device)
-            if cfg.score_clip is not None:
-                scores = scores.clamp(-cfg.score_clip, cfg.score_clip)
-            t2 = time.perf_counter()
-            watched = {f"monitor/{name}": check_scores(fn(prompts, responses), len(idx), f"monitor '{name}'").mean()
-                       for name, fn in monitors.items()}  # watched, never rewarded
-
-            # 3. Old log-probs and values, reference log-probs, KL-penalized rewards, GAE.
-            batch = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask,
-                     "response_ids": rollout.response_ids}
-            mask = rollout.response_mask.float()  # (B, R)
-            # Under the update's autocast (mixed_precision bf16: bf16 products), so that the first ratio is 1.
-            with torch.no_grad(), acc.autocast():
-                if reuse:  # the update's own forward gives the old log-probs (step 4): one policy pass less
-                    old_logprobs, old_values, rollout_entropy = None, torch.zeros_like(mask), None
-                else:
-                    old_logprobs, old_values, logp = forward_response(core, batch, cfg.temperature, critic)
-                    rollout_entropy, _ = entropy_from_logprobs(logp, mask)
-                    del logp
-                if ref is None:
-                    with core.policy.disable_adapter():
-                        ref_logprobs = response_logprobs(core.policy, rollout, cfg.temperature)
-                else:
-                    ref_logprobs = response_logprobs(ref, rollout, cfg.temperature)
-                beta = kl_ctl.value if kl_reward else 0.0  # the KL as a loss term: scores alone are the reward
-                # (reused: β is 0 here, the KL being a loss term, so the placeholder KL of 0 changes no reward)
-                rewards, kl_stats = kl_penalized_rewards(scores, ref_logprobs if reuse else old_logprobs,
-                                                         ref_logprobs, mask, beta, rollout.eos_reached,
-                                                         cfg.missing_eos_penalty, cfg.kl_estimator)
-                old_values = old_values * mask
-                if critic:
-                    advantages, returns = gae(rewards, old_values, mask, cfg.gamma, cfg.lam)
-                    advantages = whiten(advantages, mask)
-                else:  # one sequence reward per response, its group's baseline, the same Â on every token
-                    seq_advantages, _ = group_advantages(kl_stats["scores"] - beta * kl_stats["kl"], K,
-                                                         cfg.advantage_estimator)
-                    advantages, returns = seq_advantages[:, None] * mask, old_values
-            batch.update(old_values=old_values, advantages=advantages, returns=returns, mask=mask,
-                         ref_logprobs=ref_logprobs, **({} if reuse else {"old_logprobs": old_logprobs}))
-            engine_stats = {}
-            if sampler_logprobs is not None:  # another sampler drew the tokens: truncated IS per token
-                batch["tis"], engine_stats = tis_weights(old_logprobs, sampler_logprobs, mask, cfg.tis_cap)
-
-            # 4. PPO epochs over minibatches; stop the step early if the update drifts past the KL ceiling.
-            stats: dict[str, list[float]] = {}
-            early_stop = False
-            for _epoch in range(cfg.ppo_epochs):
-                order = torch.randperm(cfg.batch_size)
-                for k in range(mb_per_epoch):
-                    mb_idx = order[k * cfg.mini_batch_size:(k + 1) * cfg.mini_batch_size].to(acc.device)
-                    mb = {key: v[mb_idx] for key, v in batch.items()}
-                    with acc.autocast():
-                        logprobs, values, logp = forward_response(model, mb, cfg.temperature, critic)
-                    # token weights: the estimator's loss aggregation (token mean, per-response mean, constant)
-                    weights = loss_token_weights(mb["mask"], aggregation, cfg.max_new_tokens)
-                    if "tis" in mb:  # w ≥ 0 scales max(−Â·r, −Â·clip(r)) exactly as it scales Â
-                        weights = weights * mb["tis"]
-                    old = logprobs.detach() if reuse else mb["old_logprobs"]  # reused: the ratio is 1
-                    pg_loss, pg_stats = policy_loss(logprobs, old, mb["advantages"] * weights, mb["mask"],
-                                                    cfg.clip_range)
-                    with torch.set_grad_enabled(cfg.entropy_coef > 0):  # off: a statistic, no (B, R, V) graph
-                        entropy, _ = entropy_from_logprobs(logp, mb["mask"])
-                    if reuse:  # this minibatch is the whole rollout batch (permuted): its KL and entropy
-                        kl_stats["kl"][mb_idx] = token_kl(logprobs.detach(), mb["ref_logprobs"], mb["mask"],
-                                                          cfg.kl_estimator).sum(-1)
-                        rollout_entropy = entropy.detach()
-                    loss = pg_loss - cfg.entropy_coef * entropy
-                    mb_stats = [("policy/loss", pg_loss), ("policy/entropy", entropy),
-                                *(("policy/" + n, s) for n, s in pg_stats.items())]
-                    if critic:
-                        v_loss, v_stats = value_loss(values, mb["old_values"], mb["returns"], mb["mask"],
-                                                     cfg.clip_range_value)
-                        loss = loss + cfg.vf_coef * v_loss
-                        mb_stats += [("value/loss", v_loss), ("value/clipfrac", v_stats["vf_clipfrac"])]
-                    if not kl_reward:  # GRPO's form: β·k3 to the reference as a loss term
-                        k_loss, _ = kl_loss(logprobs, mb["ref_logprobs"], mb["mask"], weights)
-                        loss = loss + cfg.kl_loss_coef * k_loss
-                        mb_stats.append(("policy/kl_loss", k_loss))
-                    acc.backward(loss)
-                    acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    for name, v in mb_stats:
-                        stats.setdefault(name, []).append(float(v.detach()))
-                    approx_kl = acc.reduce(pg_stats["approx_kl"].detach().reshape(1), "mean")  # same decision on all ranks
-                    if cfg.kl_ceiling is not None and float(approx_kl) > cfg.kl_ceiling:
-                        early_stop = True
-                        break
-                if early_stop:
-                    break
+            exp = maker.make(step, idx)
+            t_train = time.perf_counter()
+            update_stats, early_stop = ppo_update(cfg, acc, model, optimizer, exp)
             scheduler.step()
             if engine is not None:  # the engine samples the next step from the updated policy
                 t_sync = time.perf_counter()
                 engine.update_weights(acc.unwrap_model(model).policy)
-                engine_stats["time/weight_sync"] = torch.tensor(time.perf_counter() - t_sync)
-            t3 = time.perf_counter()
-
-            # 5. Metrics (averaged over processes), β update, samples, checkpoint.
-            kl_coef_now = kl_ctl.value if kl_reward else cfg.kl_loss_coef  # the β in force, reward or loss term
-            local = {
-                "objective/score": scores.mean(), "objective/kl": kl_stats["kl"].mean(),
-                "objective/non_score_reward": -kl_coef_now * kl_stats["kl"].mean(),
-                "objective/rlhf_reward": (kl_stats["scores"] - kl_coef_now * kl_stats["kl"]).mean(),
-                "objective/entropy": rollout_entropy,
-                "response/length": mask.sum(-1).mean(), "response/eos_share": rollout.eos_reached.float().mean(),
-                **{k: torch.tensor(sum(v) / len(v)) for k, v in stats.items()}, **engine_stats, **watched,
-            }
-            if critic:
-                local["value/explained_variance"] = explained_variance(old_values, returns, mask)
-            if K > 1:  # groups of K responses to one prompt: how often they all score alike, and their spread
-                g = group_stats(kl_stats["scores"] - beta * kl_stats["kl"], K)
-                local.update({"objective/zero_std_share": g["zero_std_share"],
-                              "objective/group_score_std": group_stats(kl_stats["scores"], K)["group_std"]})
-            keys = sorted(local)
-            reduced = acc.reduce(torch.stack([torch.as_tensor(local[k], dtype=torch.float32).to(acc.device)
-                                              for k in keys]), "mean")
-            row = {k: float(v) for k, v in zip(keys, reduced)}
-            row.update({"objective/beta": kl_coef_now, "policy/early_stop": float(early_stop),
-                        "train/learning_rate": scheduler.get_last_lr()[0], "time/generate": t1 - t0, "time/score": t2 - t1,
-                        "time/train": t3 - t2, "samples_per_second": cfg.batch_size * world / (t3 - t0)})
+                exp.stats["time/weight_sync"] = torch.tensor(time.perf_counter() - t_sync)
+            timings = {**exp.timings, "time/train": time.perf_counter() - t_train}
+            kl_coef = kl_ctl.value if maker.kl_reward else cfg.kl_loss_coef  # the β in force, reward or loss term
+            row = step_metrics(cfg, acc, exp, update_stats, early_stop, kl_coef, scheduler.get_last_lr()[0], timings)
             kl_ctl.update(row["objective/kl"], cfg.batch_size * world)
             log.log(step, row)
             if acc.is_main_process and cfg.sample_every and step % cfg.sample_every == 0:
-                for i in range(min(4, len(idx))):
-                    append_jsonl(out / "samples.jsonl", {"step": step, "prompt": prompt_text(prompts[i]),
-                                                         "response": responses[i], "score": float(scores[i]),
-                                                         "eos": bool(rollout.eos_reached[i])})
+                write_samples(out / "samples.jsonl", step, exp)
             done = cfg.score_threshold is not None and row["objective/score"] >= cfg.score_threshold
             if step % cfg.save_every == 0 or step == cfg.steps or done:
                 save_checkpoint(out, step, model, optimizer, scheduler, {"kl_ctl": kl_ctl.state_dict()}, acc)
@@ -658,19 +804,26 @@ def run_ppo(cfg: PPOConfig) -> dict:
 
     if engine is not None:
         engine.close()
-    core = acc.unwrap_model(model)
-    from rlhaif.models.loading import is_adapter_folder
+    model_dir, checksum = save_final(cfg, acc, model, tok)
+    result = finish_run("ppo", cfg, {"model": str(model_dir), "metrics": row, "steps": step, "resumed_from": start,
+                                     "precision": prec.as_manifest(), "rank": rank, "param_checksum": checksum},
+                        t_start, acc)
+    acc.end_training()
+    return PPOResult(**result)
 
+
+def save_final(cfg: PPOConfig, acc, model, tok) -> tuple[Path, float]:
+    """Save the policy to ``model/`` (the value head beside it with a critic); (its folder, Σ|θ| over the
+    trained parameters)."""
+    from rlhaif.models.loading import is_adapter_folder
+    from rlhaif.training import save_pretrained_atomic
+
+    out, core = Path(cfg.output_dir), acc.unwrap_model(model)
     merge = cfg.merge_lora or (cfg.lora_r > 0 and is_adapter_folder(cfg.model))  # SFT adapter merged at load
     model_dir = save_pretrained_atomic(core.policy, tok, out / "model", merge_lora=merge, accelerator=acc)
-    if acc.is_main_process and critic:
+    if acc.is_main_process and cfg.advantage_estimator == "gae":
         from safetensors.torch import save_file
 
         save_file({k: v.detach().cpu().contiguous() for k, v in core.value_head.state_dict().items()},
                   str(out / "value_head.safetensors"))
-    checksum = float(sum(p.detach().double().abs().sum() for p in core.parameters() if p.requires_grad))
-    result = finish_run("ppo", cfg, {"model": str(model_dir), "metrics": row, "steps": step, "resumed_from": start,
-                                     "precision": prec.as_manifest(),
-                                     "rank": rank, "param_checksum": checksum}, t_start, acc)
-    acc.end_training()
-    return result
+    return model_dir, float(sum(p.detach().double().abs().sum() for p in core.parameters() if p.requires_grad))
