@@ -188,7 +188,8 @@ def sampled(idx, scores, lengths, eos=None):
     from rlhaif.policy.rollout import rollout_from_ids
 
     ro = rollout_from_ids([[100 + i] for i in idx], [list(range(1, n + 1)) for n in lengths], 0, eos)
-    return Sampled(list(idx), ro, None, [f"r{i}" for i in idx], t(scores), t(scores))
+    return Sampled(list(idx), [f"p{i}" for i in idx], ro, None, [f"r{i}" for i in idx], t(scores),
+                   {"monitor/gold": -t(scores)}, torch.zeros(len(idx)), t(scores))
 
 
 def test_dynamic_sampling_refills_from_later_rounds_and_fills_when_the_rounds_run_out():
@@ -199,7 +200,8 @@ def test_dynamic_sampling_refills_from_later_rounds_and_fills_when_the_rounds_ru
     more = {1: sampled([3, 3, 4, 4, 5, 5], [5, 5, 1, 3, 2, 4], [4, 4, 2, 2, 1, 1])}
     batch, stats = dynamic_sampling(first, more.__getitem__, 2, 3, 0)
     assert batch.idx == [1, 1, 2, 2, 4, 4]  # round 1's flat group 3 is discarded, group 4 kept, group 5 unused
-    assert batch.scores.tolist() == [0, 1, 0, 2, 1, 3]
+    assert batch.scores.tolist() == [0, 1, 0, 2, 1, 3] and batch.prompts == ["p1", "p1", "p2", "p2", "p4", "p4"]
+    assert batch.score_metrics["monitor/gold"].tolist() == [0, -1, 0, -2, -1, -3] and batch.responses[5] == "r4"
     assert batch.rollout.response_mask.sum(-1).tolist() == [3, 1, 1, 1, 2, 2]
     assert batch.rollout.response_ids[0].tolist() == [1, 2, 3] and batch.rollout.query_ids[4].tolist() == [104]
     assert stats == pytest.approx({"dynamic_sampling/informative_share": 2 / 3, "dynamic_sampling/discarded_groups": 2.0,

@@ -28,7 +28,7 @@ def group_cfg(root, out, **kw):
 def test_dynamic_sampling_refills_the_batch_with_informative_groups(setup):
     (setup / "half_flat.py").write_text(HALF_FLAT)
     r = rows(run_ppo(group_cfg(setup, "dyn", steps=4, dynamic_sampling=True, dynamic_sampling_max_rounds=3))
-             ["output_dir"])
+             .output_dir)
     assert len(r) == 4
     for x in r:
         print({k: v for k, v in x.items() if k.startswith("dynamic") or k == "objective/zero_std_share"})
@@ -47,7 +47,7 @@ def test_dynamic_sampling_refills_the_batch_with_informative_groups(setup):
 def test_dynamic_sampling_stops_at_the_round_cap_and_fills_with_flat_groups(setup):
     (setup / "half_flat.py").write_text(HALF_FLAT)
     r = rows(run_ppo(group_cfg(setup, "flat", steps=2, dynamic_sampling=True, dynamic_sampling_max_rounds=2,
-                               reward_fn=f"{setup / 'half_flat.py'}:flat"))["output_dir"])
+                               reward_fn=f"{setup / 'half_flat.py'}:flat")).output_dir)
     for x in r:
         assert x["dynamic_sampling/rounds"] == 2 and x["dynamic_sampling/filled_groups"] == 4
         assert x["dynamic_sampling/discarded_groups"] == 8 and x["dynamic_sampling/informative_share"] == 0
@@ -61,10 +61,10 @@ def test_kl_free_with_lora_runs_no_adapter_disabled_reference_pass(setup, monkey
     real = peft.PeftModel.disable_adapter
     monkeypatch.setattr(peft.PeftModel, "disable_adapter", lambda self: calls.append(1) or real(self))
     kw = dict(lora_r=4, advantage_estimator="rloo", num_generations=2, steps=2, ppo_epochs=1)
-    with_ref = rows(run_ppo(tiny_cfg(setup, "lora-ref", **kw))["output_dir"])
+    with_ref = rows(run_ppo(tiny_cfg(setup, "lora-ref", **kw)).output_dir)
     assert len(calls) == 2 and "objective/kl" in with_ref[0]  # one reference pass a step
     calls.clear()
-    free = rows(run_ppo(tiny_cfg(setup, "lora-free", kl_free=True, **kw))["output_dir"])
+    free = rows(run_ppo(tiny_cfg(setup, "lora-free", kl_free=True, **kw)).output_dir)
     assert calls == [] and len(free) == 2
     assert "objective/kl" not in free[0] and "objective/non_score_reward" not in free[0]
     assert free[0]["objective/beta"] == 0.0
@@ -81,8 +81,8 @@ def test_kl_free_full_fine_tuning_makes_no_reference_copy_and_equals_beta_zero(s
     zero = run_ppo(tiny_cfg(setup, "beta0", kl_coef=0.0, kl_loss_coef=0.0, **kw))
     free = run_ppo(tiny_cfg(setup, "free", kl_free=True, **kw))
     # β = 0 either way: the same updates, without the reference
-    assert free["param_checksum"] == pytest.approx(zero["param_checksum"], rel=1e-9)
-    a, b = rows(zero["output_dir"]), rows(free["output_dir"])
+    assert free.param_checksum == pytest.approx(zero.param_checksum, rel=1e-9)
+    a, b = rows(zero.output_dir), rows(free.output_dir)
     for x, y in zip(a, b):
         assert x["objective/score"] == y["objective/score"] and x["policy/loss"] == pytest.approx(y["policy/loss"])
 
@@ -91,7 +91,7 @@ def test_loss_knobs_run_together_and_log_the_overlong_metrics(setup):
     r = rows(run_ppo(group_cfg(setup, "knobs", reward_fn=f"{setup / 'reward.py'}:score", steps=2, ppo_epochs=2,
                                importance_sampling_level="sequence", clip_range_high=0.28,
                                loss_aggregation="token_mean", overlong_buffer=2, overlong_penalty=0.5,
-                               mask_truncated_completions=True))["output_dir"])
+                               mask_truncated_completions=True)).output_dir)
     for x in r:
         assert 0 <= x["response/truncated_share"] <= 1
         assert x["response/truncated_share"] == pytest.approx(1 - x["response/eos_share"])

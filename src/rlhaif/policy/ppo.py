@@ -248,6 +248,13 @@ def kl_in_reward(cfg: PPOConfig) -> bool:
     return cfg.advantage_estimator in ("gae", "rloo")
 
 
+def loss_aggregation(cfg: PPOConfig) -> str:
+    """How token losses add up: ``loss_aggregation``, or the advantage estimator's own."""
+    from rlhaif.policy.group_advantages import LOSS_AGGREGATION
+
+    return cfg.loss_aggregation or LOSS_AGGREGATION[cfg.advantage_estimator]
+
+
 def load_scorer(cfg: PPOConfig, device=None) -> tuple[Scorer, str]:
     """(score(prompts, responses) -> list of floats, its name), through the one scorer syntax
     (``rlhaif.scorers``): ``reward_model`` is a reward-model folder or any scorer spec (e.g.
@@ -336,14 +343,15 @@ def rollout_engine(cfg: PPOConfig, policy, tok, prompt_ids: list[list[int]], ran
 
 
 def engine_rollout(engine, cfg: PPOConfig, prompts: list[list[int]], pad_id: int, eos, step: int, rank: int,
-                   world: int, device):
+                   world: int, device, sampling_round: int = 0):
     """(Rollout, the sampler's log-probs (B, R)) of one response per prompt sampled by ``engine`` with the
-    plain softmax at T, seeded by (seed, step, rank): a resumed run draws what the uninterrupted one would."""
+    plain softmax at T, seeded by (seed, step, rank, dynamic sampling's round): a resumed run draws what the
+    uninterrupted one would."""
     from rlhaif.engines.vllm_engine import rollout_from_samples
     from rlhaif.generate import SamplingConfig
 
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
-    seed = ((cfg.seed * 100_003 + step) * world + rank) % 2**31
+    seed = ((cfg.seed * 100_003 + step) * world + rank + sampling_round * 1_000_003) % 2**31
     samples = [r[0] for r in engine.sample(prompts, 1, sampling, eos, seed)]
     return rollout_from_samples(prompts, samples, pad_id, device)
 
@@ -369,16 +377,17 @@ def reuses_update_logprobs(cfg: PPOConfig, critic: bool, kl_reward: bool, engine
 
 @dataclass
 class Sampled:
-    """One sampling round: prompt indices (B,), the Rollout, the sampler's log-probs (B, R) (vLLM) or None,
-    the decoded responses, the scores (after ``score_clip``) and the scores the advantages start from
-    (``shaped``: minus the missing-EOS and overlong penalties)."""
+    """One sampling round, scored: B rows, K consecutive rows per prompt (tensors (B,) or (B, R))."""
 
-    idx: list[int]
-    rollout: object
-    sampler_logprobs: Optional[torch.Tensor]
+    idx: list[int]  # each row's prompt (an index into the prompt file)
+    prompts: list  # each row's prompt as given (text or messages)
+    rollout: Rollout
+    sampler_logprobs: Optional[torch.Tensor]  # (B, R) the sampler's (vLLM), None when the policy sampled
     responses: list[str]
-    scores: torch.Tensor
-    shaped: torch.Tensor
+    scores: torch.Tensor  # the scorer's, clipped
+    score_metrics: dict[str, torch.Tensor]  # per-response metrics of the scoring (monitor/<name>)
+    overlong: torch.Tensor  # DAPO's overlong penalty, 0 without overlong_buffer
+    shaped: torch.Tensor  # scores less the overlong and missing-EOS penalties: the reward before the KL
 
 
 def take_rows(parts: list[Sampled], rows: list[tuple[int, int]], pad_id: int) -> Sampled:
@@ -388,6 +397,9 @@ def take_rows(parts: list[Sampled], rows: list[tuple[int, int]], pad_id: int) ->
 
     def ids(tokens, mask, i):
         return tokens[i][mask[i].bool()].tolist()
+
+    def stack(get):
+        return torch.stack([get(s)[i] for s, i in picked])
 
     picked = [(parts[p], i) for p, i in rows]
     device = parts[0].rollout.response_ids.device
@@ -400,8 +412,10 @@ def take_rows(parts: list[Sampled], rows: list[tuple[int, int]], pad_id: int) ->
         for j, (s, i) in enumerate(picked):
             n = int(s.rollout.response_mask[i].sum())
             sampler_logprobs[j, :n] = s.sampler_logprobs[i, :n]
-    return Sampled([s.idx[i] for s, i in picked], rollout, sampler_logprobs, [s.responses[i] for s, i in picked],
-                   torch.stack([s.scores[i] for s, i in picked]), torch.stack([s.shaped[i] for s, i in picked]))
+    return Sampled([s.idx[i] for s, i in picked], [s.prompts[i] for s, i in picked], rollout, sampler_logprobs,
+                   [s.responses[i] for s, i in picked], stack(lambda s: s.scores),
+                   {k: stack(lambda s: s.score_metrics[k]) for k in parts[0].score_metrics},
+                   stack(lambda s: s.overlong), stack(lambda s: s.shaped))
 
 
 def dynamic_sampling(first: Sampled, sample_round: Callable[[int], Sampled], num_generations: int,
@@ -478,12 +492,14 @@ class Experience:
     responses: list[str]
     rollout: Rollout  # token ids and masks of prompt and response, eos_reached
     mask: torch.Tensor  # (B, R) float, 1 on response tokens
+    loss_mask: torch.Tensor  # (B, R) the tokens the loss sees: ``mask`` less truncated responses if masked out
     scores: torch.Tensor  # (B,) the scorer's, clipped
     score_metrics: dict[str, torch.Tensor]  # (B,) each: per-response metrics of the scoring (monitor/<name>)
-    penalized_scores: torch.Tensor  # (B,) scores less the missing-EOS penalty: the reward before the KL
+    overlong: torch.Tensor  # (B,) DAPO's overlong penalty, 0 without overlong_buffer
+    penalized_scores: torch.Tensor  # (B,) scores less the overlong and missing-EOS penalties: the reward before the KL
     kl: torch.Tensor  # (B,) summed per-token KL to the reference (filled in by the update when old is reused)
     beta: float  # β of the KL in the reward; 0 when the KL is a loss term
-    ref_logprobs: torch.Tensor  # (B, R) the reference policy's
+    ref_logprobs: Optional[torch.Tensor]  # (B, R) the reference policy's; None with kl_free (no reference)
     old_logprobs: Optional[torch.Tensor]  # (B, R) the sampling policy's; None: the update's own, detached
     values: torch.Tensor  # (B, R) the critic's at sampling time, 0 without a critic
     advantages: torch.Tensor  # (B, R)
@@ -522,38 +538,74 @@ class ExperienceMaker:
 
     def make(self, step: int, idx: list[int]) -> Experience:
         from rlhaif.policy.kl import kl_penalized_rewards
-        from rlhaif.policy.rollout import decode_responses
 
         cfg, acc = self.cfg, self.acc
-        t0 = time.perf_counter()
-        rollout, sampler_logprobs = self.sample(step, [self.prompt_ids[i] for i in idx])
-        responses = decode_responses(self.tok, rollout)
-        t1 = time.perf_counter()
-        prompts = [self.records[i].prompt for i in idx]  # the reward model re-tokenizes with its own tokenizer
-        scores, score_metrics = self.scoring(prompts, responses)
-        scores = scores.to(acc.device)
-        t2 = time.perf_counter()
+        self.timings = {"time/generate": 0.0, "time/score": 0.0}
+        batch, stats = self.sample_scored(step, idx), {}
+        if cfg.dynamic_sampling:  # flat groups dropped before any forward pass: more prompts sampled instead
+            batch, ds_stats = dynamic_sampling(
+                batch, lambda r: self.sample_scored(step, self.round_indices(step, r), r), cfg.num_generations,
+                cfg.dynamic_sampling_max_rounds, self.tok.pad_token_id)
+            stats = {k: torch.tensor(v) for k, v in ds_stats.items()}
+        rollout = batch.rollout
         mask = rollout.response_mask.float()  # (B, R)
         # Under the update's autocast (mixed_precision bf16: bf16 products), so that the first ratio is 1.
         with torch.no_grad(), acc.autocast():
             old_logprobs, values, entropy = self.sampling_policy_pass(rollout, mask)
             ref_logprobs = self.reference_logprobs(rollout)
             beta = self.kl_ctl.value if self.kl_reward else 0.0  # the KL as a loss term: scores alone are the reward
-            # reused old log-probs: β is 0 (the KL is a loss term), so the placeholder KL of 0 changes no reward
-            rewards, kl_stats = kl_penalized_rewards(scores, ref_logprobs if old_logprobs is None else old_logprobs,
-                                                     ref_logprobs, mask, beta, rollout.eos_reached,
-                                                     cfg.missing_eos_penalty, cfg.kl_estimator)
+            # reused old log-probs: β is 0 (the KL is a loss term), so the placeholder KL of 0 changes no reward;
+            # no reference (kl_free): a KL of exactly 0
+            lp, ref_lp = ((torch.zeros_like(mask),) * 2 if ref_logprobs is None else
+                          (ref_logprobs if old_logprobs is None else old_logprobs, ref_logprobs))
+            rewards, kl_stats = kl_penalized_rewards(batch.scores - batch.overlong, lp, ref_lp, mask, beta,
+                                                     rollout.eos_reached, cfg.missing_eos_penalty, cfg.kl_estimator)
             advantages, returns = self.advantages(rewards, kl_stats["scores"] - beta * kl_stats["kl"], values, mask)
-        tis, stats = None, {}
-        if sampler_logprobs is not None:  # another sampler drew the tokens: truncated IS per token
-            tis, stats = tis_weights(old_logprobs, sampler_logprobs, mask, cfg.tis_cap)
-        return Experience(prompt_index=idx, prompts=prompts, responses=responses, rollout=rollout, mask=mask,
-                          scores=scores, score_metrics=score_metrics, penalized_scores=kl_stats["scores"],
-                          kl=kl_stats["kl"], beta=beta, ref_logprobs=ref_logprobs, old_logprobs=old_logprobs,
-                          values=values, advantages=advantages, returns=returns, tis=tis, entropy=entropy,
-                          stats=stats, timings={"time/generate": t1 - t0, "time/score": t2 - t1})
+        loss_mask = mask * rollout.eos_reached[:, None].to(mask.dtype) if cfg.mask_truncated_completions else mask
+        tis = None
+        if batch.sampler_logprobs is not None:  # another sampler drew the tokens: truncated IS per token
+            tis, tis_stats = tis_weights(old_logprobs, batch.sampler_logprobs, mask, cfg.tis_cap)
+            stats.update(tis_stats)
+        return Experience(prompt_index=batch.idx, prompts=batch.prompts, responses=batch.responses, rollout=rollout,
+                          mask=mask, loss_mask=loss_mask, scores=batch.scores, score_metrics=batch.score_metrics,
+                          overlong=batch.overlong, penalized_scores=kl_stats["scores"], kl=kl_stats["kl"],
+                          beta=beta, ref_logprobs=ref_logprobs, old_logprobs=old_logprobs, values=values,
+                          advantages=advantages, returns=returns, tis=tis, entropy=entropy, stats=stats,
+                          timings=self.timings)
 
-    def sample(self, step: int, prompt_ids: list[list[int]]) -> tuple[Rollout, Optional[torch.Tensor]]:
+    def sample_scored(self, step: int, idx: list[int], sampling_round: int = 0) -> Sampled:
+        """Sample and score the prompts ``idx`` (each repeated K times in a row), with the overlong and
+        missing-EOS penalties; the seconds go to ``self.timings``."""
+        from rlhaif.policy.kl import missing_eos_scores, overlong_penalty
+        from rlhaif.policy.rollout import decode_responses
+
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        rollout, sampler_logprobs = self.sample(step, [self.prompt_ids[i] for i in idx], sampling_round)
+        responses = decode_responses(self.tok, rollout)
+        t1 = time.perf_counter()
+        prompts = [self.records[i].prompt for i in idx]  # the reward model re-tokenizes with its own tokenizer
+        scores, score_metrics = self.scoring(prompts, responses)
+        scores = scores.to(self.acc.device)
+        overlong = (torch.zeros_like(scores) if cfg.overlong_buffer is None else
+                    overlong_penalty(rollout.response_mask.sum(-1), cfg.max_new_tokens, cfg.overlong_buffer,
+                                     cfg.overlong_penalty).to(scores))
+        shaped = missing_eos_scores(scores - overlong, rollout.eos_reached, cfg.missing_eos_penalty)
+        self.timings["time/generate"] += t1 - t0
+        self.timings["time/score"] += time.perf_counter() - t1
+        return Sampled(idx, prompts, rollout, sampler_logprobs, responses, scores, score_metrics, overlong, shaped)
+
+    def round_indices(self, step: int, sampling_round: int) -> list[int]:
+        """The prompts of dynamic sampling's extra round ``sampling_round`` of ``step``: batch_size / K more,
+        from the prompt stream seeded by (seed, round), a fixed function of (step, round) as resume needs."""
+        from rlhaif.policy.group_advantages import group_prompt_indices
+
+        cfg, K = self.cfg, self.cfg.num_generations
+        return group_prompt_indices(prompt_indices(step, len(self.records), cfg.batch_size // K, self.acc.process_index,
+                                                   self.acc.num_processes, cfg.seed + sampling_round), K)
+
+    def sample(self, step: int, prompt_ids: list[list[int]], sampling_round: int = 0
+               ) -> tuple[Rollout, Optional[torch.Tensor]]:
         """(Rollout, the sampler's log-probs or None when the policy sampled) at the current weights, plain
         softmax at T: a bf16 copy of the policy (refreshed here) or the policy itself, or the vLLM engine."""
         from rlhaif.policy.rollout import sample_responses
@@ -562,7 +614,7 @@ class ExperienceMaker:
         cfg, acc = self.cfg, self.acc
         if self.engine is not None:
             return engine_rollout(self.engine, cfg, prompt_ids, self.tok.pad_token_id, self.eos, step,
-                                  acc.process_index, acc.num_processes, acc.device)
+                                  acc.process_index, acc.num_processes, acc.device, sampling_round)
         self.sampler = sampling_copy(acc.unwrap_model(self.model).policy, self.precision, into=self.sampler)
         return sample_responses(self.sampler, prompt_ids, self.tok.pad_token_id, self.eos, cfg.max_new_tokens,
                                 cfg.temperature), None
@@ -579,10 +631,12 @@ class ExperienceMaker:
         entropy, _ = entropy_from_logprobs(logp, mask)
         return old_logprobs, zero_pads(values, mask), entropy
 
-    def reference_logprobs(self, rollout: Rollout) -> torch.Tensor:
-        """(B, R) under the reference: LoRA's disabled adapter, or the frozen copy."""
+    def reference_logprobs(self, rollout: Rollout) -> Optional[torch.Tensor]:
+        """(B, R) under the reference: LoRA's disabled adapter, or the frozen copy; None with kl_free (no pass)."""
         from rlhaif.policy.rollout import response_logprobs
 
+        if self.cfg.kl_free:
+            return None
         if self.ref is not None:
             return response_logprobs(self.ref, rollout, self.cfg.temperature)
         policy = self.acc.unwrap_model(self.model).policy
@@ -610,19 +664,21 @@ class ExperienceMaker:
 def ppo_loss(cfg: PPOConfig, exp: Experience, rows: torch.Tensor, logprobs: torch.Tensor, values: torch.Tensor,
              logp: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of the minibatch ``rows`` of ``exp``, from the update's forward pass (log-probs, values, full
-    log-softmax): clipped policy loss with the estimator's token weights (× truncated IS weights) − c₂·entropy,
-    + c₁·clipped value loss with a critic, + β·k3 to the reference when the KL is a loss term (GRPO's form).
+    log-softmax): clipped policy loss (token or sequence ratio, clip ε_low / ε_high) with the loss
+    aggregation's token weights (× truncated IS weights) − c₂·entropy, + c₁·clipped value loss with a critic,
+    + β·k3 to the reference when the KL is a loss term (GRPO's form), all over ``exp.loss_mask``'s tokens.
     Returns (loss, stats named as logged)."""
-    from rlhaif.policy.group_advantages import LOSS_AGGREGATION, kl_loss, loss_token_weights
+    from rlhaif.policy.group_advantages import kl_loss, loss_token_weights
     from rlhaif.policy.losses import policy_loss, value_loss
 
-    mask = exp.mask[rows]
-    # token weights: the estimator's loss aggregation (token mean, per-response mean, constant)
-    weights = loss_token_weights(mask, LOSS_AGGREGATION[cfg.advantage_estimator], cfg.max_new_tokens)
+    mask = exp.loss_mask[rows]
+    # token weights: the loss aggregation (token mean, per-response mean, constant)
+    weights = loss_token_weights(mask, loss_aggregation(cfg), cfg.max_new_tokens)
     if exp.tis is not None:  # w ≥ 0 scales max(−Â·r, −Â·clip(r)) exactly as it scales Â
         weights = weights * exp.tis[rows]
     old = logprobs.detach() if exp.old_logprobs is None else exp.old_logprobs[rows]  # reused: the ratio is 1
-    pg_loss, pg_stats = policy_loss(logprobs, old, exp.advantages[rows] * weights, mask, cfg.clip_range)
+    pg_loss, pg_stats = policy_loss(logprobs, old, exp.advantages[rows] * weights, mask, cfg.clip_range,
+                                    cfg.clip_range_high, cfg.importance_sampling_level)
     with torch.set_grad_enabled(cfg.entropy_coef > 0):  # off: a statistic, no (B, R, V) graph
         entropy, _ = entropy_from_logprobs(logp, mask)
     loss = pg_loss - cfg.entropy_coef * entropy
@@ -631,7 +687,7 @@ def ppo_loss(cfg: PPOConfig, exp: Experience, rows: torch.Tensor, logprobs: torc
         v_loss, v_stats = value_loss(values, exp.values[rows], exp.returns[rows], mask, cfg.clip_range_value)
         loss = loss + cfg.vf_coef * v_loss
         stats.update({"value/loss": v_loss, "value/clipfrac": v_stats["vf_clipfrac"]})
-    if not kl_in_reward(cfg):  # GRPO's form: β·k3 to the reference as a loss term
+    if not kl_in_reward(cfg) and not cfg.kl_free:  # GRPO's form: β·k3 to the reference as a loss term
         k_loss, _ = kl_loss(logprobs, exp.ref_logprobs[rows], mask, weights)
         loss = loss + cfg.kl_loss_coef * k_loss
         stats["policy/kl_loss"] = k_loss
@@ -655,8 +711,9 @@ def ppo_update(cfg: PPOConfig, acc, model, optimizer, exp: Experience) -> tuple[
                 logprobs, values, logp = forward_response(model, exp.sequences(rows), cfg.temperature, critic)
             loss, mb_stats = ppo_loss(cfg, exp, rows, logprobs, values, logp)
             if exp.old_logprobs is None:  # the update's log-probs are the rollout's: its KL and entropy
-                exp.kl[rows] = token_kl(logprobs.detach(), exp.ref_logprobs[rows], exp.mask[rows],
-                                        cfg.kl_estimator).sum(-1)
+                if exp.ref_logprobs is not None:
+                    exp.kl[rows] = token_kl(logprobs.detach(), exp.ref_logprobs[rows], exp.mask[rows],
+                                            cfg.kl_estimator).sum(-1)
                 exp.entropy = mb_stats["policy/entropy"].detach()
             acc.backward(loss)
             acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -682,14 +739,17 @@ def step_metrics(cfg: PPOConfig, acc, exp: Experience, update_stats: dict[str, f
     from rlhaif.policy.losses import explained_variance
 
     local = {
-        "objective/score": exp.scores.mean(), "objective/kl": exp.kl.mean(),
-        "objective/non_score_reward": -kl_coef * exp.kl.mean(),
+        "objective/score": exp.scores.mean(),
+        **({} if cfg.kl_free else {"objective/kl": exp.kl.mean(), "objective/non_score_reward": -kl_coef * exp.kl.mean()}),
         "objective/rlhf_reward": (exp.penalized_scores - kl_coef * exp.kl).mean(),
         "objective/entropy": exp.entropy,
         "response/length": exp.mask.sum(-1).mean(), "response/eos_share": exp.rollout.eos_reached.float().mean(),
         **{k: torch.tensor(v) for k, v in update_stats.items()}, **exp.stats,
         **{k: v.mean() for k, v in exp.score_metrics.items()},
     }
+    if cfg.overlong_buffer is not None or cfg.mask_truncated_completions:
+        local.update({"response/truncated_share": (~exp.rollout.eos_reached.bool()).float().mean(),
+                      "objective/overlong_penalty": exp.overlong.mean()})
     if cfg.advantage_estimator == "gae":
         local["value/explained_variance"] = explained_variance(exp.values, exp.returns, exp.mask)
     K = cfg.num_generations
@@ -757,7 +817,7 @@ def run_ppo(cfg: PPOConfig) -> PPOResult:
     if ref is not None:
         ref.to(acc.device)
     kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target
-              else FixedKLController(cfg.kl_coef))
+              else FixedKLController(0.0 if cfg.kl_free else cfg.kl_coef))
 
     start = 0
     ckpt = start_run(cfg, "ppo", acc)  # resume (refused on other settings, logs cut back) or a fresh start
@@ -789,9 +849,10 @@ def run_ppo(cfg: PPOConfig) -> PPOResult:
                 engine.update_weights(acc.unwrap_model(model).policy)
                 exp.stats["time/weight_sync"] = torch.tensor(time.perf_counter() - t_sync)
             timings = {**exp.timings, "time/train": time.perf_counter() - t_train}
-            kl_coef = kl_ctl.value if maker.kl_reward else cfg.kl_loss_coef  # the β in force, reward or loss term
+            kl_coef = kl_ctl.value if maker.kl_reward or cfg.kl_free else cfg.kl_loss_coef  # the β in force
             row = step_metrics(cfg, acc, exp, update_stats, early_stop, kl_coef, scheduler.get_last_lr()[0], timings)
-            kl_ctl.update(row["objective/kl"], cfg.batch_size * world)
+            if not cfg.kl_free:
+                kl_ctl.update(row["objective/kl"], cfg.batch_size * world)
             log.log(step, row)
             if acc.is_main_process and cfg.sample_every and step % cfg.sample_every == 0:
                 write_samples(out / "samples.jsonl", step, exp)
