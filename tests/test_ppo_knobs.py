@@ -156,8 +156,8 @@ def knob_cfg(**kw):
     (dict(overlong_buffer=65), r"overlong_buffer \(65\)"),
     (dict(overlong_buffer=8, overlong_penalty=-1.0), "overlong_penalty"),
     (dict(clip_range_high=-0.1), "clip_range_high"),
-    (dict(kl_free=True, kl_loss_coef=0.04), "kl_free means β = 0, but kl_loss_coef is set to 0.04"),
-    (dict(kl_free=True, advantage_estimator="rloo", kl_coef=0.05), "but kl_coef is set to 0.05"),
+    (dict(kl_free=True, kl_loss_coef=0.1), "kl_free means β = 0, but kl_loss_coef is set to 0.1"),
+    (dict(kl_free=True, advantage_estimator="rloo", kl_coef=0.02), "but kl_coef is set to 0.02"),
     (dict(kl_free=True, advantage_estimator="rloo", kl_target=6.0), "kl_free runs without a reference"),
 ])
 def test_impossible_knob_combinations_are_refused_by_name(kw, message):
@@ -176,6 +176,7 @@ def test_knob_defaults_keep_todays_loop_and_the_possible_combinations_pass():
             cfg.overlong_buffer, cfg.mask_truncated_completions, cfg.kl_free) == (None, None, "token", False, None,
                                                                                  False, False)
     for kw in (dict(dynamic_sampling=True), dict(kl_free=True), dict(kl_free=True, kl_loss_coef=0.0),
+               dict(kl_free=True, kl_loss_coef=0.04),  # the default, as a saved config round-trips it
                dict(kl_free=True, advantage_estimator="rloo"), dict(overlong_buffer=64),
                dict(importance_sampling_level="sequence", advantage_estimator="gae", num_generations=1),
                dict(clip_range_high=0.28, loss_aggregation="token_mean", mask_truncated_completions=True)):
@@ -216,3 +217,24 @@ def test_dynamic_sampling_refills_from_later_rounds_and_fills_when_the_rounds_ru
     batch, stats = dynamic_sampling(sampled([1, 1, 2, 2], [0, 1, 0, 2], [3, 1, 1, 1]),
                                     lambda r: pytest.fail("no extra round needed"), 2, 3, 0)
     assert batch.idx == [1, 1, 2, 2] and stats["dynamic_sampling/rounds"] == 0.0
+
+
+def test_the_knobs_study_recipe_checks_and_turns_on_one_knob_per_arm():
+    from pathlib import Path
+
+    import yaml
+
+    from rlhaif.pipeline import check_recipe, load_recipe
+
+    path = Path(__file__).parent.parent / "recipes" / "study-knobs.yaml"
+    assert len(check_recipe(load_recipe(path))) == 15  # every stage importable, every key a config field
+    arms = {s["name"]: s for s in yaml.safe_load(path.read_text())["stages"] if s["stage"] == "ppo"}
+    base = arms.pop("baseline")
+    knobs = {name: {k: v for k, v in s.items() if k != "name" and base.get(k) != v} for name, s in arms.items()}
+    assert knobs == {"clip_higher": {"clip_range_high": 0.28}, "sequence_mean": {"loss_aggregation": "sequence_mean"},
+                     "dynamic": {"dynamic_sampling": True, "dynamic_sampling_max_rounds": 3},
+                     "overlong": {"overlong_buffer": 10, "overlong_penalty": 1.0},
+                     "mask_truncated": {"mask_truncated_completions": True},
+                     "gspo": {"importance_sampling_level": "sequence", "clip_range": 3e-4, "clip_range_high": 4e-4},
+                     "kl_free": {"kl_free": True}}
+    assert "kl_coef" not in arms["kl_free"]  # kl_free refuses a KL coefficient beside it

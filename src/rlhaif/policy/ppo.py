@@ -12,7 +12,11 @@ sampling: importance.py, docs/ppo.md).
 
 Reference policy: with LoRA, the same weights with the adapter disabled (one copy of the base in memory);
 a LoRA SFT adapter given as ``model`` is merged into the base first, so the reference is the SFT policy,
-not the raw base (TRL issues 495, 536). With full fine-tuning, a frozen copy.
+not the raw base (TRL issues 495, 536). With full fine-tuning, a frozen copy. With ``kl_free``, none at all.
+
+The online-RL options of 2025–2026 (docs/ppo.md, "Knobs"): clip-higher and GSPO's sequence ratio in the
+policy loss, the loss aggregation, DAPO's dynamic sampling (``dynamic_sampling``: flat groups dropped before
+any forward pass, more prompts sampled), overlong shaping and truncated-completion masking, KL-free runs.
 """
 
 from __future__ import annotations
@@ -131,7 +135,7 @@ class PPOConfig(TrainConfig, LoRAConfig):
     kl_free: bool = False
     """No KL to a reference (β = 0): no reference model is loaded (full fine-tuning makes no frozen copy) and
     no reference forward pass is run (with LoRA, no adapter-disabled pass); kl_coef and kl_loss_coef are not
-    used and objective/kl is not logged."""
+    used (a value other than 0 or their default is refused) and objective/kl is not logged."""
     clip_range_value: float = 0.2
     """Value clip ε_v around the rollout's values."""
     vf_coef: float = 0.1
@@ -236,8 +240,9 @@ def check_knob_settings(cfg: PPOConfig) -> None:
             raise ConfigError("kl_free runs without a reference, so there is no KL for kl_target to adapt β to: "
                               "set kl_target to null or kl_free false")
         coef = "kl_coef" if kl_in_reward(cfg) else "kl_loss_coef"
-        if coef in cfg.model_fields_set and getattr(cfg, coef):
-            raise ConfigError(f"kl_free means β = 0, but {coef} is set to {getattr(cfg, coef)}: drop {coef} "
+        value = getattr(cfg, coef)  # its default is not used (β = 0); another value is a contradiction
+        if value not in (0, type(cfg).model_fields[coef].default):
+            raise ConfigError(f"kl_free means β = 0, but {coef} is set to {value}: drop {coef} "
                               f"(or set it to 0), or kl_free false")
 
 
