@@ -109,6 +109,18 @@ def test_gspo_with_the_per_response_mean_is_the_papers_objective():
         policy_loss(GSPO_NEW, torch.zeros(2, 3), GSPO_ADV, GSPO_MASK, importance_sampling_level="tokens")
 
 
+def test_gspo_with_truncated_importance_weights_scales_each_tokens_term():
+    # vLLM rollouts: w = min(π_old/π_vLLM, C) per token multiplies the token's term (as it scales Â, w ≥ 0).
+    # Row 0 (clipped, −1.2 a token) with w = 2 and 0.5: −2.4 − 0.6 = −3.0; row 1 with w = 1: 3·s₁
+    w = t([[2.0, 0.5, 7.0], [1.0, 1.0, 1.0]])  # 7.0 on a pad never counts
+    new = GSPO_NEW.clone().requires_grad_(True)
+    loss, stats = policy_loss(new, torch.zeros(2, 3), GSPO_ADV * w, GSPO_MASK, 0.2, importance_sampling_level="sequence")
+    assert loss.item() == pytest.approx((-3.0 + 3 * S1) / 5, abs=1e-6)
+    assert stats["clipfrac"].item() == pytest.approx(2 / 5)  # the weights change no clip decision
+    loss.backward()
+    close(new.grad, [[0.0, 0.0, 0.0], [S1 / 5] * 3])
+
+
 def test_a_response_masked_out_of_the_loss_counts_as_absent_in_every_aggregation():
     # rows 0 and 2 are the two rows of test_group_advantages' MASK; row 1 is masked out (a truncated response)
     mask = t([[1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 0, 0]])
