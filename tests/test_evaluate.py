@@ -11,6 +11,7 @@ import torch
 
 from rlhaif.evaluate import metrics as M
 from rlhaif.evaluate.report import model_battles
+from rlhaif.policy.kl import sequence_kl
 
 
 def test_distinct_n_by_hand():
@@ -37,7 +38,15 @@ def test_sequence_kl_by_hand():
     ref = torch.tensor([[-1.5, -1.0, -9.0], [-1.0, -2.0, -0.5]])
     mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
     # row 0: (-1 + 1.5) + (-2 + 1) = -0.5 (third token masked); row 1: 0.5 + 1.5 + 0 = 2.0
-    assert M.sequence_kl(lp, ref, mask).tolist() == pytest.approx([-0.5, 2.0])
+    assert sequence_kl(lp, ref, mask).tolist() == pytest.approx([-0.5, 2.0])
+
+
+def test_sequence_kl_drops_a_nan_or_inf_on_a_pad():
+    # a pad's log-prob may be anything (NaN, −inf): it is dropped by selection, not multiplied by 0 (NaN·0 = NaN)
+    lp = torch.tensor([[-1.0, float("nan")], [-0.5, float("-inf")]])
+    ref = torch.tensor([[-1.5, -1.0], [-1.0, -2.0]])
+    mask = torch.tensor([[1, 0], [1, 0]])
+    assert sequence_kl(lp, ref, mask).tolist() == pytest.approx([0.5, 0.5])
 
 
 def test_win_rate_both_orders_by_hand():

@@ -7,8 +7,8 @@ import torch
 
 from rlhaif.errors import ConfigError
 from rlhaif.policy.advantages import masked_mean
-from rlhaif.policy.group_advantages import (group_advantages, group_prompt_indices, group_stats, kl_loss,
-                                            loss_token_weights)
+from rlhaif.policy.group_advantages import group_advantages, group_prompt_indices, group_stats, loss_token_weights
+from rlhaif.policy.kl import LOG_RATIO_CLAMP, kl_loss
 from rlhaif.policy.losses import policy_loss
 from rlhaif.policy.ppo import PPOConfig, check_batch_sizes, kl_in_reward, prompt_indices
 
@@ -113,6 +113,20 @@ def test_k3_kl_loss_value_and_gradient():
     m2 = t([[1, 0], [1, 1]])
     loss2, _ = kl_loss(lp2, ref2, m2, loss_token_weights(m2, "sequence_mean", 2))
     assert loss2.item() == pytest.approx((0.1931472 + 0.25) / 2, abs=1e-6)
+
+
+def test_k3_kl_loss_and_its_gradient_stay_finite_for_a_huge_log_ratio():
+    # a token the policy gives e^-100 and the reference 1: log r = 100, and float32's exp overflows past 88.
+    # The loss term uses kl.kl_k3, which clamps log r to LOG_RATIO_CLAMP: k3 = (e^20 − 1) − 20, no inf or NaN.
+    logprobs = t([[-100.0, math.log(0.5)]]).requires_grad_(True)
+    ref = t([[0.0, math.log(0.25)]])
+    mask = t([[1, 1]])
+    loss, stats = kl_loss(logprobs, ref, mask, loss_token_weights(mask, "sequence_mean", 2))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logprobs.grad).all()
+    assert stats["kl_loss"].item() == pytest.approx((math.expm1(LOG_RATIO_CLAMP) - LOG_RATIO_CLAMP + 0.1931472) / 2,
+                                                    rel=1e-5)
+    assert logprobs.grad[0, 1].item() == pytest.approx(0.25, abs=1e-6)  # the other token's gradient is intact
 
 
 def test_groups_stay_whole_and_disjoint_when_two_processes_split_the_batch():

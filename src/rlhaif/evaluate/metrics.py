@@ -1,6 +1,7 @@
-"""Evaluation metrics as pure functions: diversity, length, refusal rate, KL to a reference, win rate.
+"""Evaluation metrics as pure functions: diversity, length, refusal rate, win rate, paired gains (the KL to
+the reference is ``rlhaif.policy.kl.sequence_kl``, the one PPO penalises).
 
-Each takes plain lists (or tensors for KL) and returns numbers; the evaluate stage composes them.
+Each takes plain lists and returns numbers; the evaluate stage composes them.
 """
 
 from __future__ import annotations
@@ -73,13 +74,6 @@ def is_refusal(text: str, phrases: Sequence[str] = REFUSAL_PHRASES) -> bool:
 def refusal_rate(texts: Sequence[str], phrases: Sequence[str] = REFUSAL_PHRASES) -> float:
     """Share of responses that contain a refusal phrase (see REFUSAL_PHRASES)."""
     return sum(is_refusal(t, phrases) for t in texts) / len(texts) if texts else 0.0
-
-
-def sequence_kl(logprobs, ref_logprobs, mask):
-    """Per-sequence KL estimate Σ_t (log π(a_t) − log π_ref(a_t)) over response tokens (the k1 estimator on
-    samples from π, the quantity PPO penalises). All (B, T) tensors; returns (B,)."""
-    m = mask.to(logprobs.dtype)
-    return ((logprobs - ref_logprobs) * m).sum(-1)
 
 
 def mean_and_ci(values: Sequence[float], z: float = 1.96) -> dict[str, float]:

@@ -136,6 +136,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from rlhaif.generate import SamplingConfig, encode_prompts, engine_for, read_prompts, sample, use_vllm
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import load_causal_lm
+    from rlhaif.policy.kl import sequence_kl
 
     if not cfg.models:
         raise ConfigError("evaluate: 'models' is empty; give at least one name: path")
@@ -191,7 +192,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                 lp = response_logprobs(model, p_ids, r_ids, tok.pad_token_id, cfg.temperature, cfg.batch_size)
                 ref_lp = response_logprobs(ref_model, p_ids, r_ids, tok.pad_token_id, cfg.temperature,
                                            cfg.batch_size)
-                kls = [float(M.sequence_kl(a, b, torch.ones_like(a))) for a, b in zip(lp, ref_lp)]
+                kls = [float(sequence_kl(a, b, torch.ones_like(a))) for a, b in zip(lp, ref_lp)]
             else:
                 kls = None
                 notes.append(f"{name}: no KL, its tokenizer differs from the reference's")

@@ -1,5 +1,5 @@
-"""Critic-free advantages from K responses per prompt (RLOO, GRPO, Dr. GRPO), the per-response loss
-weighting they use, and GRPO's k3 KL loss term. Pure functions of tensors; run_ppo chooses by
+"""Critic-free advantages from K responses per prompt (RLOO, GRPO, Dr. GRPO) and the per-response loss
+weighting they use (GRPO's k3 KL loss term is ``kl.kl_loss``). Pure functions of tensors; run_ppo chooses by
 ``advantage_estimator``.
 
 Layout: a rollout batch of B = G·K rows holds G groups of K consecutive rows (prompt g at rows g·K … g·K+K−1);
@@ -139,18 +139,3 @@ def loss_token_weights(mask: torch.Tensor, aggregation: str, max_new_tokens: int
 
 LOSS_AGGREGATION = {"gae": "token_mean", "rloo": "token_mean", "grpo": "sequence_mean", "dr_grpo": "constant"}
 """The loss aggregation each advantage estimator's paper uses: the default of ``loss_aggregation``."""
-
-
-def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
-            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """GRPO's KL term (Shao et al. 2024, eq. 4), to add as kl_loss_coef·loss: the k3 estimator per token
-
-        k3_t = π_ref/π_θ − log(π_ref/π_θ) − 1,   ∂k3_t/∂log π_θ = 1 − π_ref/π_θ
-
-    aggregated as Σ c·k3·mask / Σ mask with ``weights`` c from ``loss_token_weights`` (the same aggregation as
-    the policy loss). stats: ``kl_loss`` (the plain token mean of k3)."""
-    log_r = ref_logprobs - logprobs
-    k3 = torch.where(mask.bool(), torch.expm1(log_r) - log_r, torch.zeros_like(log_r))
-    n = mask.sum().clamp(min=1)
-    loss = (weights * k3).sum() / n
-    return loss, {"kl_loss": k3.detach().sum() / n}

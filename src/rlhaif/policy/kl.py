@@ -1,4 +1,5 @@
-"""The KL penalty: per-token estimators of KL(π_θ‖π_ref) and the reward they fold into.
+"""The KL to a reference: per-token estimators of KL(π_θ‖π_ref), the sequence KL, the reward they fold into
+and GRPO's loss term. Every KL of the package (penalty, loss term, PPO's approx_kl, evaluation) is computed here.
 
 Estimators (Schulman, "Approximating KL divergence", 2020), with ``log r = ref_logprobs − logprobs`` on
 tokens sampled from π_θ:  k1 = −log r (unbiased, can be negative per token);  k3 = (r − 1) − log r
@@ -11,7 +12,10 @@ from __future__ import annotations
 import torch
 
 from rlhaif.policy.advantages import zero_pads
-from rlhaif.policy.losses import LOG_RATIO_CLAMP
+
+LOG_RATIO_CLAMP = 20.0
+"""A log-ratio is clamped to at most this before ``exp`` (e^20 ≈ 4.9e8; float32's exp overflows past 88): a
+token that far off policy carries no useful gradient, and an inf ratio would make a loss NaN."""
 
 
 def kl_k1(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
@@ -42,6 +46,13 @@ def token_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Ten
     return zero_pads(KL_ESTIMATORS[estimator](logprobs, ref_logprobs), mask)
 
 
+def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, estimator: str = "k1"
+                ) -> torch.Tensor:
+    """(B,) per-sequence KL estimate: ``token_kl`` summed over each response's tokens (pads dropped by
+    selection). Any shape (..., R) works; the sum is over the last dimension."""
+    return token_kl(logprobs, ref_logprobs, mask, estimator).sum(-1)
+
+
 @torch.no_grad()
 def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logprobs: torch.Tensor,
                          mask: torch.Tensor, beta: float, eos_reached: torch.Tensor | None = None,
@@ -59,6 +70,21 @@ def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logpr
     last = last_token_index(mask)
     rewards[torch.arange(len(scores), device=rewards.device), last] += scores
     return rewards, {"kl": kl.sum(-1), "scores": scores}
+
+
+def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
+            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """GRPO's KL term (Shao et al. 2024, eq. 4), to add as kl_loss_coef·loss: the k3 estimator per token
+
+        k3_t = π_ref/π_θ − log(π_ref/π_θ) − 1,   ∂k3_t/∂log π_θ = 1 − π_ref/π_θ
+
+    (``kl_k3``, log-ratio clamped), aggregated as Σ c·k3·mask / Σ mask with ``weights`` c from
+    ``group_advantages.loss_token_weights`` (the same aggregation as the policy loss). stats: ``kl_loss`` (the
+    plain token mean of k3)."""
+    k3 = token_kl(logprobs, ref_logprobs, mask, "k3")
+    n = mask.sum().clamp(min=1)
+    loss = (weights * k3).sum() / n
+    return loss, {"kl_loss": k3.detach().sum() / n}
 
 
 def missing_eos_scores(scores: torch.Tensor, eos_reached: torch.Tensor | None, penalty: float | None

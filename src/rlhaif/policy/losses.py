@@ -10,10 +10,7 @@ from __future__ import annotations
 import torch
 
 from rlhaif.policy.advantages import masked_mean, masked_var, zero_pads
-
-LOG_RATIO_CLAMP = 20.0
-"""|log π_θ − log π_old| is clamped to this before ``exp`` (e^20 ≈ 4.9e8; float32's exp overflows past 88):
-a token that far off policy carries no useful gradient, and an inf ratio would make the loss NaN."""
+from rlhaif.policy.kl import LOG_RATIO_CLAMP, kl_k3
 
 
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
@@ -37,8 +34,8 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     ``advantages`` still decide how its tokens are summed).
 
     stats: ``clipfrac`` (share of tokens where the clipped term is the one used), ``approx_kl``
-    (k3 estimate of KL(π_old‖π_θ) per token: E[(ratio − 1) − log ratio], token ratios at either level),
-    ``ratio`` (mean of the ratio used, token or sequence, over tokens).
+    (k3 estimate of KL(π_old‖π_θ) per token: E[(ratio − 1) − log ratio], ``kl.kl_k3``, token ratios at either
+    level), ``ratio`` (mean of the ratio used, token or sequence, over tokens).
     The log-ratio is clamped to ±``LOG_RATIO_CLAMP`` before ``exp`` (no overflow)."""
     eps_high = clip_range if clip_range_high is None else clip_range_high
     log_ratio = zero_pads(logprobs - old_logprobs, mask).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
@@ -55,9 +52,8 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + eps_high)
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     with torch.no_grad():
-        token_ratio = torch.exp(log_ratio)
         stats = {"clipfrac": masked_mean((clipped > unclipped).float(), mask),
-                 "approx_kl": masked_mean((token_ratio - 1) - log_ratio, mask),
+                 "approx_kl": masked_mean(kl_k3(old_logprobs, logprobs), mask),
                  "ratio": masked_mean(ratio, mask)}
     return loss, stats
 

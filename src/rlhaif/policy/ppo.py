@@ -673,7 +673,8 @@ def ppo_loss(cfg: PPOConfig, exp: Experience, rows: torch.Tensor, logprobs: torc
     aggregation's token weights (× truncated IS weights) − c₂·entropy, + c₁·clipped value loss with a critic,
     + β·k3 to the reference when the KL is a loss term (GRPO's form), all over ``exp.loss_mask``'s tokens.
     Returns (loss, stats named as logged)."""
-    from rlhaif.policy.group_advantages import kl_loss, loss_token_weights
+    from rlhaif.policy.group_advantages import loss_token_weights
+    from rlhaif.policy.kl import kl_loss
     from rlhaif.policy.losses import policy_loss, value_loss
 
     mask = exp.loss_mask[rows]
@@ -704,32 +705,39 @@ def ppo_update(cfg: PPOConfig, acc, model, optimizer, exp: Experience) -> tuple[
     early once the approx KL to the rollout policy passes ``kl_ceiling``. With reused old log-probs (one
     minibatch: the whole batch) the pass also fills in the rollout's KL and entropy. Returns (each loss
     statistic's mean over minibatches, whether it stopped early)."""
-    from rlhaif.policy.kl import token_kl
+    from rlhaif.policy.kl import sequence_kl
 
     stats: dict[str, list[float]] = {}
-    critic = cfg.advantage_estimator == "gae"
-    for _epoch in range(cfg.ppo_epochs):
-        order = torch.randperm(exp.size)
-        for k in range(exp.size // cfg.mini_batch_size):
-            rows = order[k * cfg.mini_batch_size:(k + 1) * cfg.mini_batch_size].to(acc.device)
-            with acc.autocast():
-                logprobs, values, logp = forward_response(model, exp.sequences(rows), cfg.temperature, critic)
-            loss, mb_stats = ppo_loss(cfg, exp, rows, logprobs, values, logp)
-            if exp.old_logprobs is None:  # the update's log-probs are the rollout's: its KL and entropy
-                if exp.ref_logprobs is not None:
-                    exp.kl[rows] = token_kl(logprobs.detach(), exp.ref_logprobs[rows], exp.mask[rows],
-                                            cfg.kl_estimator).sum(-1)
-                exp.entropy = mb_stats["policy/entropy"].detach()
-            acc.backward(loss)
-            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            for name, v in mb_stats.items():
-                stats.setdefault(name, []).append(float(v.detach()))
-            approx_kl = acc.reduce(mb_stats["policy/approx_kl"].detach().reshape(1), "mean")  # same on all ranks
-            if cfg.kl_ceiling is not None and float(approx_kl) > cfg.kl_ceiling:
-                return {k: sum(v) / len(v) for k, v in stats.items()}, True
-    return {k: sum(v) / len(v) for k, v in stats.items()}, False
+    critic, early_stop = cfg.advantage_estimator == "gae", False
+    for rows in minibatches(exp.size, cfg.mini_batch_size, cfg.ppo_epochs, acc.device):
+        with acc.autocast():
+            logprobs, values, logp = forward_response(model, exp.sequences(rows), cfg.temperature, critic)
+        loss, mb_stats = ppo_loss(cfg, exp, rows, logprobs, values, logp)
+        if exp.old_logprobs is None:  # the update's log-probs are the rollout's: its KL and entropy
+            if exp.ref_logprobs is not None:
+                exp.kl[rows] = sequence_kl(logprobs.detach(), exp.ref_logprobs[rows], exp.mask[rows],
+                                           cfg.kl_estimator)
+            exp.entropy = mb_stats["policy/entropy"].detach()
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        for name, v in mb_stats.items():
+            stats.setdefault(name, []).append(float(v.detach()))
+        approx_kl = acc.reduce(mb_stats["policy/approx_kl"].detach().reshape(1), "mean")  # same on all ranks
+        early_stop = cfg.kl_ceiling is not None and float(approx_kl) > cfg.kl_ceiling
+        if early_stop:
+            break
+    return {k: sum(v) / len(v) for k, v in stats.items()}, early_stop
+
+
+def minibatches(n: int, size: int, epochs: int, device):
+    """Row indices of each minibatch: ``epochs`` passes, each a fresh permutation of the ``n`` rows cut into
+    ``n // size`` minibatches (a permutation is drawn when its pass begins)."""
+    for _epoch in range(epochs):
+        order = torch.randperm(n)
+        for k in range(n // size):
+            yield order[k * size:(k + 1) * size].to(device)
 
 
 # ------------------------------------------------------------------------------------------------- metrics
