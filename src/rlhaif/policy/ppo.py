@@ -5,6 +5,9 @@ model or a Python function) → old log-probs, values and reference log-probs �
 penalty (kl.py) → GAE and whitening (advantages.py), or without a critic RLOO / GRPO / Dr. GRPO over each
 prompt's group (group_advantages.py, ``advantage_estimator``) → ``ppo_epochs`` passes over minibatches of the
 clipped losses (losses.py; GRPO's k3 KL loss term) → β update (kl_control.py) → metrics, samples, checkpoint.
+In code (as OpenRLHF): ``ExperienceMaker.make`` turns prompts into an ``Experience`` (rollout, ``Scoring``,
+old / reference log-probs, values, rewards, advantages), ``ppo_update`` runs the epochs over it with the loss
+of ``ppo_loss``, ``step_metrics`` makes the step's row; ``run_ppo`` sets up and loops.
 
 Rollouts come from the policy itself, or with ``rollout_backend: vllm`` from a vLLM engine colocated in the
 process (weights synced after every step, each token's policy-gradient term weighted by truncated importance
@@ -467,6 +470,13 @@ def forward_response(model, batch: dict, temperature: float, with_values: bool =
     return logp.gather(-1, batch["response_ids"].unsqueeze(-1)).squeeze(-1), values, logp
 
 
+def response_batch(rollout: Rollout, rows: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """The token tensors ``forward_response`` reads, of ``rows`` (default: every row)."""
+    batch = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask,
+             "response_ids": rollout.response_ids}
+    return batch if rows is None else {k: v[rows] for k, v in batch.items()}
+
+
 # ------------------------------------------------------------------------------------- scoring and experience
 
 
@@ -521,11 +531,6 @@ class Experience:
     def sequence_rewards(self) -> torch.Tensor:
         """(B,) each response's reward R_i = score − β·KL: what the group estimators compare."""
         return self.penalized_scores - self.beta * self.kl
-
-    def sequences(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The token tensors ``forward_response`` reads, of ``rows``."""
-        return {"input_ids": self.rollout.input_ids[rows], "attention_mask": self.rollout.attention_mask[rows],
-                "response_ids": self.rollout.response_ids[rows]}
 
 
 class ExperienceMaker:
@@ -629,10 +634,8 @@ class ExperienceMaker:
         log-probs no pass at all: (None, zeros, None), the update filling them in."""
         if self.reuse:
             return None, torch.zeros_like(mask), None
-        batch = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask,
-                 "response_ids": rollout.response_ids}
-        old_logprobs, values, logp = forward_response(self.acc.unwrap_model(self.model), batch, self.cfg.temperature,
-                                                      self.critic)
+        old_logprobs, values, logp = forward_response(self.acc.unwrap_model(self.model), response_batch(rollout),
+                                                      self.cfg.temperature, self.critic)
         entropy, _ = entropy_from_logprobs(logp, mask)
         return old_logprobs, zero_pads(values, mask), entropy
 
@@ -711,7 +714,7 @@ def ppo_update(cfg: PPOConfig, acc, model, optimizer, exp: Experience) -> tuple[
     critic, early_stop = cfg.advantage_estimator == "gae", False
     for rows in minibatches(exp.size, cfg.mini_batch_size, cfg.ppo_epochs, acc.device):
         with acc.autocast():
-            logprobs, values, logp = forward_response(model, exp.sequences(rows), cfg.temperature, critic)
+            logprobs, values, logp = forward_response(model, response_batch(exp.rollout, rows), cfg.temperature, critic)
         loss, mb_stats = ppo_loss(cfg, exp, rows, logprobs, values, logp)
         if exp.old_logprobs is None:  # the update's log-probs are the rollout's: its KL and entropy
             if exp.ref_logprobs is not None:
