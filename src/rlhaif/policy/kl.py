@@ -1,5 +1,7 @@
 """The KL to a reference: per-token estimators of KL(π_θ‖π_ref), the sequence KL, the reward they fold into
 and GRPO's loss term. Every KL of the package (penalty, loss term, PPO's approx_kl, evaluation) is computed here.
+The sequence score the KL-penalized reward starts from is shaped here too: the missing-EOS penalty and DAPO's
+overlong penalty.
 
 Estimators (Schulman, "Approximating KL divergence", 2020), with ``log r = ref_logprobs − logprobs`` on
 tokens sampled from π_θ:  k1 = −log r (unbiased, can be negative per token);  k3 = (r − 1) − log r
