@@ -32,6 +32,8 @@ def curve_table(run_dir: Path, arms: list[str], window: int) -> str:
              + " |", "|---" * (3 + n) + "|"]
     for arm, rows in by_arm.items():
         for key, name in (("objective/score", "proxy"), ("monitor/gold", "gold"), ("objective/kl", "KL")):
+            if not all(key in r for r in rows):  # e.g. no KL in a kl_free run
+                continue
             means = [y for _, y in window_means([(r["step"], r[key]) for r in rows], window)[:n]]
             lines.append(f"| {arm} {name} | {len(rows)} | {rows[-1]['time']:.0f} | "
                          + " | ".join(f"{m:.2f}" if name == "KL" else f"{m:+.3f}" for m in means) + " |")

@@ -64,9 +64,9 @@ LOSSES = [[1.0, 2.0, 3.0, 4.0], [5.0, 7.0, 99.0, 99.0]]  # 99 on pads never coun
 def test_loss_token_weights_give_the_three_aggregations():
     mask, per_token = t(MASK), t(LOSSES)
     # token mean: (1+2+3+4+5+7)/6 = 22/6
-    assert masked_mean(loss_token_weights(mask, "token", 4) * per_token, mask).item() == pytest.approx(22 / 6)
+    assert masked_mean(loss_token_weights(mask, "token_mean", 4) * per_token, mask).item() == pytest.approx(22 / 6)
     # GRPO, mean over responses of each one's token mean: (2.5 + 6)/2 = 4.25; weights N/(B·L_i) = 0.75, 1.5
-    w = loss_token_weights(mask, "sequence", 4)
+    w = loss_token_weights(mask, "sequence_mean", 4)
     close(w, [[0.75, 0.75, 0.75, 0.75], [1.5, 1.5, 0.0, 0.0]])
     assert masked_mean(w * per_token, mask).item() == pytest.approx(4.25)
     # Dr. GRPO, token sums over B·max_new_tokens: (10 + 12)/(2·4) = 2.75; with a cap of 8: 22/16
@@ -79,7 +79,7 @@ def test_weighted_advantages_in_the_clipped_loss_weight_its_tokens():
     mask = t(MASK)
     adv = t([[2.0] * 4, [1.0, 1.0, 0.0, 0.0]])
     old = torch.full((2, 4), -1.0)
-    expected = {"token": -(8 + 2) / 6, "sequence": -(2 + 1) / 2, "constant": -(8 + 2) / 8}
+    expected = {"token_mean": -(8 + 2) / 6, "sequence_mean": -(2 + 1) / 2, "constant": -(8 + 2) / 8}
     for aggregation, value in expected.items():
         loss, _ = policy_loss(old.clone(), old, adv * loss_token_weights(mask, aggregation, 4), mask, 0.2)
         assert loss.item() == pytest.approx(value), aggregation
@@ -87,7 +87,7 @@ def test_weighted_advantages_in_the_clipped_loss_weight_its_tokens():
     new = old + torch.log(t([[1.5, 1.1, 0.5, 1.0], [1.5, 0.7, 1.0, 1.0]]))
     fracs = {a: policy_loss(new, old, adv * loss_token_weights(mask, a, 4), mask, 0.2)[1]["clipfrac"].item()
              for a in expected}
-    assert fracs["token"] == fracs["sequence"] == fracs["constant"] == pytest.approx(2 / 6)
+    assert fracs["token_mean"] == fracs["sequence_mean"] == fracs["constant"] == pytest.approx(2 / 6)
 
 
 def test_k3_kl_loss_value_and_gradient():
@@ -97,7 +97,7 @@ def test_k3_kl_loss_value_and_gradient():
     logprobs = torch.log(t([[0.5, 0.2, 0.9]])).requires_grad_(True)
     ref = torch.log(t([[0.25, 0.4, 0.001]]))
     mask = t([[1, 1, 0]])
-    loss, stats = kl_loss(logprobs, ref, mask, loss_token_weights(mask, "token", 3))
+    loss, stats = kl_loss(logprobs, ref, mask, loss_token_weights(mask, "token_mean", 3))
     assert loss.item() == pytest.approx(0.25, abs=1e-6)
     assert stats["kl_loss"].item() == pytest.approx(0.25, abs=1e-6)
     loss.backward()
@@ -111,7 +111,7 @@ def test_k3_kl_loss_value_and_gradient():
     lp2 = torch.log(t([[0.5, 0.9], [0.5, 0.2]]))
     ref2 = torch.log(t([[0.25, 0.9], [0.25, 0.4]]))
     m2 = t([[1, 0], [1, 1]])
-    loss2, _ = kl_loss(lp2, ref2, m2, loss_token_weights(m2, "sequence", 2))
+    loss2, _ = kl_loss(lp2, ref2, m2, loss_token_weights(m2, "sequence_mean", 2))
     assert loss2.item() == pytest.approx((0.1931472 + 0.25) / 2, abs=1e-6)
 
 
@@ -121,7 +121,7 @@ def test_k3_kl_loss_and_its_gradient_stay_finite_for_a_huge_log_ratio():
     logprobs = t([[-100.0, math.log(0.5)]]).requires_grad_(True)
     ref = t([[0.0, math.log(0.25)]])
     mask = t([[1, 1]])
-    loss, stats = kl_loss(logprobs, ref, mask, loss_token_weights(mask, "sequence", 2))
+    loss, stats = kl_loss(logprobs, ref, mask, loss_token_weights(mask, "sequence_mean", 2))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logprobs.grad).all()
     assert stats["kl_loss"].item() == pytest.approx((math.expm1(LOG_RATIO_CLAMP) - LOG_RATIO_CLAMP + 0.1931472) / 2,

@@ -487,3 +487,15 @@ def test_report_paths_inside_the_run_are_relative(tmp_path):
                              "training_metrics": {"ppo": "ppo.jsonl"}, "output_dir": "evaluate"}
     assert got["training"]["ppo"] == {"path": "ppo.jsonl", "steps": 2} and got["samples"] == report["samples"]
     assert got["models"]["sft"] == {"path": "sft/model", "length": 3.0}
+
+
+def test_a_typed_stage_result_becomes_the_outputs_a_recipe_reads():
+    from rlhaif.pipeline import stage_outputs
+    from rlhaif.policy.ppo import PPOResult
+
+    res = PPOResult(output_dir="runs/ppo", model="runs/ppo/model", metrics={"objective/score": 0.5}, steps=3,
+                    resumed_from=0, precision={"dtype": "float32"}, rank=0, param_checksum=1.25)
+    out = stage_outputs(res)
+    assert out == {"output_dir": "runs/ppo", "model": "runs/ppo/model", "metrics": {"objective/score": 0.5},
+                   "steps": 3, "resumed_from": 0, "precision": {"dtype": "float32"}, "rank": 0, "param_checksum": 1.25}
+    assert stage_outputs({"pairs": "p.jsonl"}) == {"pairs": "p.jsonl"} and stage_outputs(None) == {}

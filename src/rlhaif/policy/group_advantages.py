@@ -68,7 +68,7 @@ def group_advantages(rewards: torch.Tensor, num_generations: int, estimator: str
         adv = r - mean
     else:
         raise ValueError(f"unknown group estimator '{estimator}'; known: {', '.join(GROUP_ESTIMATORS)}")
-    flat = r.max(-1, keepdim=True).values == r.min(-1, keepdim=True).values  # (G, 1): no signal
+    flat = flat_groups(rewards, K)[:, None]  # (G, 1): no signal
     adv = torch.where(flat, torch.zeros_like(adv), adv)
     return adv.reshape(-1).to(rewards.dtype), group_stats(rewards, K)
 
@@ -78,35 +78,64 @@ def group_stats(values: torch.Tensor, num_generations: int) -> dict[str, torch.T
     """``zero_std_share``: share of groups of ``num_generations`` consecutive rows whose values are all equal;
     ``group_std``: mean over groups of the within-group std (K − 1 in the denominator)."""
     v = values.reshape(-1, num_generations).double()
-    flat = v.max(-1).values == v.min(-1).values
+    flat = flat_groups(values, num_generations)
     return {"zero_std_share": flat.double().mean().to(values.dtype), "group_std": v.std(-1).mean().to(values.dtype)}
+
+
+@torch.no_grad()
+def flat_groups(values: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """(G,) bool: whether each group of ``num_generations`` consecutive rows has all its values equal (std 0:
+    its group advantages are 0, it carries no gradient)."""
+    v = values.reshape(-1, num_generations)
+    return v.max(-1).values == v.min(-1).values
+
+
+def informative_rows(values: torch.Tensor, num_generations: int, wanted_groups: int
+                     ) -> tuple[list[int], list[int]]:
+    """DAPO's dynamic-sampling filter (Yu et al. 2025) on one sampling round: (the rows of the first
+    ``wanted_groups`` groups whose values are not all equal, the rows of the flat groups met before them),
+    each in order and in whole groups of ``num_generations`` rows. Groups past the ``wanted_groups``-th
+    informative one are in neither list."""
+    K, kept, flat_rows = num_generations, [], []
+    for g, flat in enumerate(flat_groups(values, K).tolist()):
+        if len(kept) == wanted_groups * K:
+            break
+        (flat_rows if flat else kept).extend(range(g * K, (g + 1) * K))
+    return kept, flat_rows
+
+
+LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
 
 
 def loss_token_weights(mask: torch.Tensor, aggregation: str, max_new_tokens: int) -> torch.Tensor:
     """(B, R) positive weights c with  masked_mean(c·ℓ, mask) = the loss aggregation named:
 
-        "token"      (PPO, RLOO):  Σ_{i,t} ℓ_it / Σ_i L_i                      (c = 1)
-        "sequence"   (GRPO):       (1/B)·Σ_i (1/L_i)·Σ_t ℓ_it                  (c = N/(B·L_i))
-        "constant"   (Dr. GRPO):   (1/B)·Σ_i Σ_t ℓ_it / max_new_tokens         (c = N/(B·max_new_tokens))
+        "token_mean"     (PPO, RLOO; DAPO):  Σ_{i,t} ℓ_it / Σ_i L_i                 (c = 1)
+        "sequence_mean"  (GRPO):             (1/B)·Σ_i (1/L_i)·Σ_t ℓ_it             (c = N/(B·L_i))
+        "constant"       (Dr. GRPO):         (1/B)·Σ_i Σ_t ℓ_it / max_new_tokens    (c = N/(B·max_new_tokens))
 
-    with L_i the length of response i and N = Σ_i L_i. The clipped surrogate is positively homogeneous in Â
-    (max(−cÂr, −cÂ·clip(r)) = c·max(−Âr, −Â·clip(r)) for c > 0), so scaling the advantages by c weights its
-    tokens the same way, and the clip decisions (clipfrac) do not change.
+    with L_i the length of response i, N = Σ_i L_i and B the number of responses with at least one token in
+    ``mask`` (a response masked out of the loss, e.g. a truncated one, is not counted). The clipped surrogate
+    is positively homogeneous in Â (max(−cÂr, −cÂ·clip(r)) = c·max(−Âr, −Â·clip(r)) for c > 0), so scaling the
+    advantages by c weights its tokens the same way, and the clip decisions (clipfrac) do not change.
 
     GRPO's per-response mean gives each token of a short response more weight than a token of a long one:
     a positive Â pushes short answers harder and a negative Â punishes long ones less, which lengthens wrong
-    answers (Liu et al. 2025, "length bias"). Dr. GRPO divides by a constant instead."""
+    answers (Liu et al. 2025, "length bias"). Dr. GRPO divides by a constant instead; DAPO's token mean gives
+    every token the same weight (Yu et al. 2025), so long responses count in proportion to their length."""
     m = mask.to(torch.float32)
-    if aggregation == "token":
+    if aggregation == "token_mean":
         return m.clone()
-    B, n = m.shape[0], m.sum()
-    if aggregation == "sequence":
-        per_row = n / (B * m.sum(-1).clamp(min=1))
+    lengths = m.sum(-1)
+    B, n = max(1, int((lengths > 0).sum())), m.sum()
+    if aggregation == "sequence_mean":
+        per_row = n / (B * lengths.clamp(min=1))
     elif aggregation == "constant":
-        per_row = (n / (B * max_new_tokens)).expand(B)
+        per_row = (n / (B * max_new_tokens)).expand(m.shape[0])
     else:
-        raise ValueError(f"unknown loss aggregation '{aggregation}'")
+        raise ValueError(f"unknown loss aggregation '{aggregation}'; known: {', '.join(LOSS_AGGREGATIONS)}")
     return per_row[:, None] * m
 
 
-LOSS_AGGREGATION = {"gae": "token", "rloo": "token", "grpo": "sequence", "dr_grpo": "constant"}
+LOSS_AGGREGATION = {"gae": "token_mean", "rloo": "token_mean", "grpo": "sequence_mean", "dr_grpo": "constant"}
+"""The loss aggregation each advantage estimator's paper uses: the default of ``loss_aggregation``."""

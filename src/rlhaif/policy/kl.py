@@ -1,5 +1,7 @@
 """The KL to a reference: per-token estimators of KL(π_θ‖π_ref), the sequence KL, the reward they fold into
 and GRPO's loss term. Every KL of the package (penalty, loss term, PPO's approx_kl, evaluation) is computed here.
+The sequence score the KL-penalized reward starts from is shaped here too: the missing-EOS penalty and DAPO's
+overlong penalty.
 
 Estimators (Schulman, "Approximating KL divergence", 2020), with ``log r = ref_logprobs − logprobs`` on
 tokens sampled from π_θ:  k1 = −log r (unbiased, can be negative per token);  k3 = (r − 1) − log r
@@ -65,9 +67,7 @@ def kl_penalized_rewards(scores: torch.Tensor, logprobs: torch.Tensor, ref_logpr
     token, never on a pad (TRL issue 3750). Returns (rewards (B, R), stats) with stats ``kl`` (B,) the
     per-sequence KL sum and ``scores`` (B,) after the penalty."""
     kl = token_kl(logprobs, ref_logprobs, mask, estimator)  # (B, R)
-    scores = scores.to(logprobs.dtype).clone()
-    if missing_eos_penalty is not None and eos_reached is not None:
-        scores = scores - missing_eos_penalty * (~eos_reached.bool()).to(scores.dtype)
+    scores = missing_eos_scores(scores.to(logprobs.dtype).clone(), eos_reached, missing_eos_penalty)
     rewards = -beta * kl
     last = last_token_index(mask)
     rewards[torch.arange(len(scores), device=rewards.device), last] += scores
@@ -87,3 +87,26 @@ def kl_loss(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tens
     n = mask.sum().clamp(min=1)
     loss = (weights * k3).sum() / n
     return loss, {"kl_loss": k3.detach().sum() / n}
+
+
+def missing_eos_scores(scores: torch.Tensor, eos_reached: torch.Tensor | None, penalty: float | None
+                       ) -> torch.Tensor:
+    """``scores`` (B,) minus ``penalty`` where the response did not end with EOS (None: unchanged)."""
+    if penalty is None or eos_reached is None:
+        return scores
+    return scores - penalty * (~eos_reached.bool()).to(scores.dtype)
+
+
+@torch.no_grad()
+def overlong_penalty(lengths: torch.Tensor, max_new_tokens: int, buffer: int, penalty: float) -> torch.Tensor:
+    """DAPO's soft overlong punishment (Yu et al. 2025, eq. 13), to subtract from each sequence score:
+
+        clip((L_i − (L_max − L_c)) / L_c, 0, 1)·penalty
+
+    with L_i = ``lengths`` (B,) in tokens, L_max = ``max_new_tokens`` (the cap) and L_c = ``buffer``: 0 up to
+    L_max − L_c tokens, then rising linearly to the full ``penalty`` at the cap, so the policy learns to stop
+    before the cap instead of being cut there (a cut response's score says nothing about its length)."""
+    if not 0 < buffer <= max_new_tokens:
+        raise ValueError(f"overlong buffer must be in 1..max_new_tokens ({max_new_tokens}), got {buffer}")
+    excess = (lengths.to(torch.float32) - (max_new_tokens - buffer)) / buffer
+    return excess.clamp(0.0, 1.0) * penalty

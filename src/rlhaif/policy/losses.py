@@ -14,19 +14,42 @@ from rlhaif.policy.kl import LOG_RATIO_CLAMP, kl_k3
 
 
 def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
-                mask: torch.Tensor, clip_range: float = 0.2) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                mask: torch.Tensor, clip_range: float = 0.2, clip_range_high: float | None = None,
+                importance_sampling_level: str = "token") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate (Schulman et al. 2017, eq. 7), to minimise:
 
-        ratio = exp(log π_θ − log π_old);  L_clip = −E[min(ratio·Â, clip(ratio, 1−ε, 1+ε)·Â)]
+        ratio = exp(log π_θ − log π_old);  L_clip = −E[min(ratio·Â, clip(ratio, 1 − ε_low, 1 + ε_high)·Â)]
+
+    ε_low = ``clip_range``; ε_high = ``clip_range_high``, None = ε_low (the symmetric clip). A larger ε_high
+    is DAPO's clip-higher (Yu et al. 2025): a token with Â > 0 may gain more probability before its gradient
+    stops, so unlikely tokens can still grow and the entropy does not collapse; Â < 0 is clipped at 1 − ε_low
+    as before.
+
+    ``importance_sampling_level`` "token" uses each token's ratio; "sequence" is GSPO (Zheng et al. 2025):
+    one ratio per response, the geometric mean of its token ratios,
+
+        s_i = exp((1/L_i)·Σ_t (log π_θ − log π_old)),   clipped as a whole: clip(s_i, 1 − ε_low, 1 + ε_high)
+
+    put on every token of response i (so a response is clipped or kept as one; the aggregation weights in
+    ``advantages`` still decide how its tokens are summed).
 
     stats: ``clipfrac`` (share of tokens where the clipped term is the one used), ``approx_kl``
-    (k3 estimate of KL(π_old‖π_θ): E[(ratio − 1) − log ratio], ``kl.kl_k3``), ``ratio`` (mean).
+    (k3 estimate of KL(π_old‖π_θ) per token: E[(ratio − 1) − log ratio], ``kl.kl_k3``, token ratios at either
+    level), ``ratio`` (mean of the ratio used, token or sequence, over tokens).
     The log-ratio is clamped to ±``LOG_RATIO_CLAMP`` before ``exp`` (no overflow)."""
+    eps_high = clip_range if clip_range_high is None else clip_range_high
     log_ratio = zero_pads(logprobs - old_logprobs, mask).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     advantages = zero_pads(advantages, mask)
-    ratio = torch.exp(log_ratio)
+    if importance_sampling_level == "token":
+        ratio = torch.exp(log_ratio)
+    elif importance_sampling_level == "sequence":
+        m = mask.to(log_ratio.dtype)
+        seq_log_ratio = log_ratio.sum(-1, keepdim=True) / m.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
+        ratio = torch.exp(seq_log_ratio).expand_as(log_ratio)
+    else:
+        raise ValueError(f"unknown importance_sampling_level '{importance_sampling_level}'; known: token, sequence")
     unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + eps_high)
     loss = masked_mean(torch.maximum(unclipped, clipped), mask)
     with torch.no_grad():
         stats = {"clipfrac": masked_mean((clipped > unclipped).float(), mask),

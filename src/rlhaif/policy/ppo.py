@@ -5,6 +5,9 @@ model or a Python function) → old log-probs, values and reference log-probs �
 penalty (kl.py) → GAE and whitening (advantages.py), or without a critic RLOO / GRPO / Dr. GRPO over each
 prompt's group (group_advantages.py, ``advantage_estimator``) → ``ppo_epochs`` passes over minibatches of the
 clipped losses (losses.py; GRPO's k3 KL loss term) → β update (kl_control.py) → metrics, samples, checkpoint.
+In code (as OpenRLHF): ``ExperienceMaker.make`` turns prompts into an ``Experience`` (rollout, ``Scoring``,
+old / reference log-probs, values, rewards, advantages), ``ppo_update`` runs the epochs over it with the loss
+of ``ppo_loss``, ``step_metrics`` makes the step's row; ``run_ppo`` sets up and loops.
 
 Rollouts come from the policy itself, or with ``rollout_backend: vllm`` from a vLLM engine colocated in the
 process (weights synced after every step, each token's policy-gradient term weighted by truncated importance
@@ -12,7 +15,11 @@ sampling: importance.py, docs/ppo.md).
 
 Reference policy: with LoRA, the same weights with the adapter disabled (one copy of the base in memory);
 a LoRA SFT adapter given as ``model`` is merged into the base first, so the reference is the SFT policy,
-not the raw base (TRL issues 495, 536). With full fine-tuning, a frozen copy.
+not the raw base (TRL issues 495, 536). With full fine-tuning, a frozen copy. With ``kl_free``, none at all.
+
+The online-RL options of 2025–2026 (docs/ppo.md, "Knobs"): clip-higher and GSPO's sequence ratio in the
+policy loss, the loss aggregation, DAPO's dynamic sampling (``dynamic_sampling``: flat groups dropped before
+any forward pass, more prompts sampled), overlong shaping and truncated-completion masking, KL-free runs.
 """
 
 from __future__ import annotations
@@ -99,7 +106,41 @@ class PPOConfig(TrainConfig, LoRAConfig, ObjectivesConfig):
     kl_loss_coef: float = 0.04
     """Coefficient of the k3 KL loss term when kl_in_reward is false (GRPO's β, 0.04 in Shao et al.)."""
     clip_range: float = 0.2
-    """PPO ratio clip ε."""
+    """PPO ratio clip ε (ε_low: the ratio's lower bound is 1 − ε; also its upper bound 1 + ε unless
+    clip_range_high is set)."""
+    clip_range_high: Optional[float] = None
+    """Clip-higher (DAPO, Yu et al. 2025): the ratio's upper bound is 1 + clip_range_high (0.28 in the paper),
+    so a token with a positive advantage may gain more probability before its gradient stops and the entropy
+    does not collapse; None = clip_range (the symmetric clip)."""
+    importance_sampling_level: Literal["token", "sequence"] = "token"
+    """'token' = PPO's ratio per token; 'sequence' = GSPO (Zheng et al. 2025): one ratio per response, the
+    geometric mean of its token ratios exp(mean_t(log π_θ − log π_old)), clipped as a whole (the paper uses
+    clip ranges of about 3e-4 / 4e-4). With vLLM rollouts the truncated importance weights still apply per token."""
+    loss_aggregation: Optional[Literal["token_mean", "sequence_mean", "constant"]] = None
+    """How token losses add up: 'token_mean' = Σ over all tokens / number of tokens (DAPO; long responses weigh
+    in proportion to their length), 'sequence_mean' = mean over responses of each one's token mean (GRPO),
+    'constant' = token sums / (responses × max_new_tokens) (Dr. GRPO). None = the estimator's own: token_mean
+    for gae and rloo, sequence_mean for grpo, constant for dr_grpo."""
+    dynamic_sampling: bool = False
+    """DAPO's dynamic sampling (Yu et al. 2025): drop the groups whose num_generations responses all score the
+    same (zero advantage, no gradient) and sample more prompts until the batch holds batch_size /
+    num_generations informative groups, at most dynamic_sampling_max_rounds extra rounds (then the batch is
+    filled with dropped groups). Group estimators only (rloo, grpo, dr_grpo)."""
+    dynamic_sampling_max_rounds: int = 3
+    """Cap on the extra sampling rounds per step with dynamic_sampling; each round samples batch_size / K more
+    prompts K times."""
+    overlong_buffer: Optional[int] = None
+    """DAPO's overlong shaping: the last L_c tokens before max_new_tokens in which the score is lowered by
+    clip((L − (max_new_tokens − L_c)) / L_c, 0, 1) × overlong_penalty; None = off."""
+    overlong_penalty: float = 1.0
+    """The full overlong penalty, reached at max_new_tokens (used with overlong_buffer)."""
+    mask_truncated_completions: bool = False
+    """Leave responses cut by max_new_tokens (no EOS) out of the loss (DAPO's overlong filtering; TRL's
+    mask_truncated_completions): their score says nothing about an answer that was never finished."""
+    kl_free: bool = False
+    """No KL to a reference (β = 0): no reference model is loaded (full fine-tuning makes no frozen copy) and
+    no reference forward pass is run (with LoRA, no adapter-disabled pass); kl_coef and kl_loss_coef are not
+    used (a value other than 0 or their default is refused) and objective/kl is not logged."""
     clip_range_value: float = 0.2
     """Value clip ε_v around the rollout's values."""
     vf_coef: float = 0.1
@@ -170,6 +211,7 @@ def check_batch_sizes(cfg: PPOConfig, world_size: int = 1) -> None:
         raise ConfigError(f"tis_cap must be > 0 (the cap of the importance weight), got {cfg.tis_cap}")
     check_group_settings(cfg.advantage_estimator, cfg.num_generations, cfg.batch_size, kl_in_reward(cfg),
                          cfg.kl_target, cfg.value_model)
+    check_knob_settings(cfg)
     if cfg.objectives:
         if cfg.reward_model is not None or cfg.reward_fn is not None:
             raise ConfigError("give either one scorer (reward_model or reward_fn) or several (objectives), not both")
@@ -183,11 +225,52 @@ def check_batch_sizes(cfg: PPOConfig, world_size: int = 1) -> None:
                           "reward_fn ('module:function' or 'file.py:function') or objectives (name: scorer)")
 
 
+def check_knob_settings(cfg: PPOConfig) -> None:
+    """One ConfigError per impossible combination of the 2025–2026 knobs, naming the field to change."""
+    from rlhaif.policy.group_advantages import GROUP_ESTIMATORS
+
+    if cfg.clip_range_high is not None and cfg.clip_range_high < 0:
+        raise ConfigError(f"clip_range_high is the ratio's upper clip 1 + ε_high and must be ≥ 0, "
+                          f"got {cfg.clip_range_high}")
+    if cfg.dynamic_sampling:
+        if cfg.num_generations < 2:
+            raise ConfigError(f"dynamic_sampling drops groups whose responses to one prompt all score the same; "
+                              f"with num_generations {cfg.num_generations} there are no groups: set "
+                              f"num_generations to 2 or more, or dynamic_sampling false")
+        if cfg.advantage_estimator not in GROUP_ESTIMATORS:
+            raise ConfigError(f"dynamic_sampling drops groups whose group advantages are all 0; "
+                              f"advantage_estimator '{cfg.advantage_estimator}' has a critic that still gives "
+                              f"them a gradient: use rloo, grpo or dr_grpo, or dynamic_sampling false")
+        if cfg.dynamic_sampling_max_rounds < 0:
+            raise ConfigError(f"dynamic_sampling_max_rounds must be ≥ 0, got {cfg.dynamic_sampling_max_rounds}")
+    if cfg.overlong_buffer is not None and not 0 < cfg.overlong_buffer <= cfg.max_new_tokens:
+        raise ConfigError(f"overlong_buffer ({cfg.overlong_buffer}) counts the last tokens before "
+                          f"max_new_tokens ({cfg.max_new_tokens}) and must be in 1..{cfg.max_new_tokens}")
+    if cfg.overlong_penalty < 0:
+        raise ConfigError(f"overlong_penalty is subtracted from the score and must be ≥ 0, got {cfg.overlong_penalty}")
+    if cfg.kl_free:
+        if cfg.kl_target is not None:
+            raise ConfigError("kl_free runs without a reference, so there is no KL for kl_target to adapt β to: "
+                              "set kl_target to null or kl_free false")
+        coef = "kl_coef" if kl_in_reward(cfg) else "kl_loss_coef"
+        value = getattr(cfg, coef)  # its default is not used (β = 0); another value is a contradiction
+        if value not in (0, type(cfg).model_fields[coef].default):
+            raise ConfigError(f"kl_free means β = 0, but {coef} is set to {value}: drop {coef} "
+                              f"(or set it to 0), or kl_free false")
+
+
 def kl_in_reward(cfg: PPOConfig) -> bool:
     """Where the KL to the reference goes: the reward (β = kl_coef) or a k3 loss term (kl_loss_coef)."""
     if cfg.kl_in_reward is not None:
         return cfg.kl_in_reward
     return cfg.advantage_estimator in ("gae", "rloo")
+
+
+def loss_aggregation(cfg: PPOConfig) -> str:
+    """How token losses add up: ``loss_aggregation``, or the advantage estimator's own."""
+    from rlhaif.policy.group_advantages import LOSS_AGGREGATION
+
+    return cfg.loss_aggregation or LOSS_AGGREGATION[cfg.advantage_estimator]
 
 
 def load_scorer(cfg: PPOConfig, device=None) -> tuple[Scorer, str]:
@@ -221,7 +304,8 @@ def check_scores(scores, n: int, name: str) -> torch.Tensor:
 
 
 def load_policy(cfg: PPOConfig):
-    """(ActorCritic, frozen reference model or None when LoRA's disabled adapter is the reference, tokenizer)."""
+    """(ActorCritic, frozen reference model or None when LoRA's disabled adapter is the reference or there is
+    none (``kl_free``), tokenizer)."""
     from rlhaif.models.loading import add_lora, load_causal_lm
     from rlhaif.policy.value_head import ActorCritic
 
@@ -229,7 +313,7 @@ def load_policy(cfg: PPOConfig):
     ref = None
     if cfg.lora_r > 0:
         policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_scale_alpha)
-    else:
+    elif not cfg.kl_free:  # KL-free: no frozen copy
         ref = copy.deepcopy(policy).eval().requires_grad_(False)
     value_model = None
     if cfg.value_model:
@@ -277,14 +361,15 @@ def rollout_engine(cfg: PPOConfig, policy, tok, prompt_ids: list[list[int]], ran
 
 
 def engine_rollout(engine, cfg: PPOConfig, prompts: list[list[int]], pad_id: int, eos, step: int, rank: int,
-                   world: int, device):
+                   world: int, device, sampling_round: int = 0):
     """(Rollout, the sampler's log-probs (B, R)) of one response per prompt sampled by ``engine`` with the
-    plain softmax at T, seeded by (seed, step, rank): a resumed run draws what the uninterrupted one would."""
+    plain softmax at T, seeded by (seed, step, rank, dynamic sampling's round): a resumed run draws what the
+    uninterrupted one would."""
     from rlhaif.engines.vllm_engine import rollout_from_samples
     from rlhaif.generate import SamplingConfig
 
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
-    seed = ((cfg.seed * 100_003 + step) * world + rank) % 2**31
+    seed = ((cfg.seed * 100_003 + step) * world + rank + sampling_round * 1_000_003) % 2**31
     samples = [r[0] for r in engine.sample(prompts, 1, sampling, eos, seed)]
     return rollout_from_samples(prompts, samples, pad_id, device)
 
@@ -308,6 +393,81 @@ def reuses_update_logprobs(cfg: PPOConfig, critic: bool, kl_reward: bool, engine
             and cfg.mini_batch_size == cfg.batch_size)
 
 
+@dataclass
+class Sampled:
+    """One sampling round, scored: B rows, K consecutive rows per prompt (tensors (B,) or (B, R))."""
+
+    idx: list[int]  # each row's prompt (an index into the prompt file)
+    prompts: list  # each row's prompt as given (text or messages)
+    rollout: Rollout
+    sampler_logprobs: Optional[torch.Tensor]  # (B, R) the sampler's (vLLM), None when the policy sampled
+    responses: list[str]
+    scores: torch.Tensor  # the scorer's, clipped
+    score_metrics: dict[str, torch.Tensor]  # per-response metrics of the scoring (monitor/<name>)
+    overlong: torch.Tensor  # DAPO's overlong penalty, 0 without overlong_buffer
+    shaped: torch.Tensor  # scores less the overlong and missing-EOS penalties: the reward before the KL
+
+
+def take_rows(parts: list[Sampled], rows: list[tuple[int, int]], pad_id: int) -> Sampled:
+    """The rows ``(part, row)`` of several rounds as one Sampled, re-padded to the longest prompt and response
+    among them (``rollout_from_ids``)."""
+    from rlhaif.policy.rollout import rollout_from_ids
+
+    def ids(tokens, mask, i):
+        return tokens[i][mask[i].bool()].tolist()
+
+    def stack(get):
+        return torch.stack([get(s)[i] for s, i in picked])
+
+    picked = [(parts[p], i) for p, i in rows]
+    device = parts[0].rollout.response_ids.device
+    rollout = rollout_from_ids([ids(s.rollout.query_ids, s.rollout.query_mask, i) for s, i in picked],
+                               [ids(s.rollout.response_ids, s.rollout.response_mask, i) for s, i in picked],
+                               pad_id, [bool(s.rollout.eos_reached[i]) for s, i in picked], device)
+    sampler_logprobs = None
+    if parts[0].sampler_logprobs is not None:
+        sampler_logprobs = torch.zeros(rollout.response_ids.shape, device=device)
+        for j, (s, i) in enumerate(picked):
+            n = int(s.rollout.response_mask[i].sum())
+            sampler_logprobs[j, :n] = s.sampler_logprobs[i, :n]
+    return Sampled([s.idx[i] for s, i in picked], [s.prompts[i] for s, i in picked], rollout, sampler_logprobs,
+                   [s.responses[i] for s, i in picked], stack(lambda s: s.scores),
+                   {k: stack(lambda s: s.score_metrics[k]) for k in parts[0].score_metrics},
+                   stack(lambda s: s.overlong), stack(lambda s: s.shaped))
+
+
+def dynamic_sampling(first: Sampled, sample_round: Callable[[int], Sampled], num_generations: int,
+                     max_rounds: int, pad_id: int) -> tuple[Sampled, dict[str, float]]:
+    """DAPO's dynamic sampling (Yu et al. 2025): keep the groups of ``first`` whose shaped scores are not all
+    equal and call ``sample_round(r)`` (r = 1, 2, …, at most ``max_rounds``) for as many groups again until
+    as many informative groups as ``first`` has are kept; short after the last round, the batch is filled
+    with flat groups in the order met. Returns (the batch, stats: informative_share of ``first``,
+    discarded_groups, resampled_groups, rounds, filled_groups)."""
+    from rlhaif.policy.group_advantages import informative_rows
+
+    K = num_generations
+    groups = len(first.idx) // K
+    parts, kept, flat, informative_share = [first], [], [], 1.0
+    for r in range(max_rounds + 1):
+        part = first if r == 0 else sample_round(r)
+        if r:
+            parts.append(part)
+        rows, flat_rows = informative_rows(part.shaped, K, groups - len(kept) // K)
+        if r == 0:  # every group of the first round was looked at
+            informative_share = 1 - len(flat_rows) / len(part.idx)
+        kept += [(r, i) for i in rows]
+        flat += [(r, i) for i in flat_rows]
+        if len(kept) == groups * K:
+            break
+    filled = flat[:groups * K - len(kept)]
+    stats = {"dynamic_sampling/informative_share": informative_share,
+             "dynamic_sampling/discarded_groups": (len(flat) - len(filled)) / K,
+             "dynamic_sampling/resampled_groups": float((len(parts) - 1) * groups),
+             "dynamic_sampling/rounds": float(len(parts) - 1),
+             "dynamic_sampling/filled_groups": len(filled) / K}
+    return take_rows(parts, kept + filled, pad_id), stats
+
+
 def forward_response(model, batch: dict, temperature: float, with_values: bool = True):
     """(logprobs (B, R), values (B, R), log-softmax of logits/T (B, R, V)) of the response tokens; position
     P−1+t predicts response token t and its hidden state is the state V(s_t) is read from. The full
@@ -318,6 +478,13 @@ def forward_response(model, batch: dict, temperature: float, with_values: bool =
     logp = torch.log_softmax(logits[:, :-1].float() / temperature, dim=-1)
     values = values[:, :-1].float() if with_values else torch.zeros_like(logp[..., 0])
     return logp.gather(-1, batch["response_ids"].unsqueeze(-1)).squeeze(-1), values, logp
+
+
+def response_batch(rollout: Rollout, rows: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+    """The token tensors ``forward_response`` reads, of ``rows`` (default: every row)."""
+    batch = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask,
+             "response_ids": rollout.response_ids}
+    return batch if rows is None else {k: v[rows] for k, v in batch.items()}
 
 
 # ------------------------------------------------------------------------------------- scoring and experience
@@ -358,12 +525,14 @@ class Experience:
     responses: list[str]
     rollout: Rollout  # token ids and masks of prompt and response, eos_reached
     mask: torch.Tensor  # (B, R) float, 1 on response tokens
+    loss_mask: torch.Tensor  # (B, R) the tokens the loss sees: ``mask`` less truncated responses if masked out
     scores: torch.Tensor  # (B,) the scorer's, clipped
     score_metrics: dict[str, torch.Tensor]  # (B,) each: per-response metrics of the scoring (objective/, monitor/)
-    penalized_scores: torch.Tensor  # (B,) scores less the missing-EOS penalty: the reward before the KL
+    overlong: torch.Tensor  # (B,) DAPO's overlong penalty, 0 without overlong_buffer
+    penalized_scores: torch.Tensor  # (B,) scores less the overlong and missing-EOS penalties: the reward before the KL
     kl: torch.Tensor  # (B,) summed per-token KL to the reference (filled in by the update when old is reused)
     beta: float  # β of the KL in the reward; 0 when the KL is a loss term
-    ref_logprobs: torch.Tensor  # (B, R) the reference policy's
+    ref_logprobs: Optional[torch.Tensor]  # (B, R) the reference policy's; None with kl_free (no reference)
     old_logprobs: Optional[torch.Tensor]  # (B, R) the sampling policy's; None: the update's own, detached
     values: torch.Tensor  # (B, R) the critic's at sampling time, 0 without a critic
     advantages: torch.Tensor  # (B, R)
@@ -381,11 +550,6 @@ class Experience:
         """(B,) each response's reward R_i = score − β·KL: what the group estimators compare."""
         return self.penalized_scores - self.beta * self.kl
 
-    def sequences(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The token tensors ``forward_response`` reads, of ``rows``."""
-        return {"input_ids": self.rollout.input_ids[rows], "attention_mask": self.rollout.attention_mask[rows],
-                "response_ids": self.rollout.response_ids[rows]}
-
 
 class ExperienceMaker:
     """Makes the Experience of a list of prompt indices (each repeated K times in a row): sample → score →
@@ -402,38 +566,74 @@ class ExperienceMaker:
 
     def make(self, step: int, idx: list[int]) -> Experience:
         from rlhaif.policy.kl import kl_penalized_rewards
-        from rlhaif.policy.rollout import decode_responses
 
         cfg, acc = self.cfg, self.acc
-        t0 = time.perf_counter()
-        rollout, sampler_logprobs = self.sample(step, [self.prompt_ids[i] for i in idx])
-        responses = decode_responses(self.tok, rollout)
-        t1 = time.perf_counter()
-        prompts = [self.records[i].prompt for i in idx]  # the reward model re-tokenizes with its own tokenizer
-        scores, score_metrics = self.scoring([self.records[i] for i in idx], responses)
-        scores = scores.to(acc.device)
-        t2 = time.perf_counter()
+        self.timings = {"time/generate": 0.0, "time/score": 0.0}
+        batch, stats = self.sample_scored(step, idx), {}
+        if cfg.dynamic_sampling:  # flat groups dropped before any forward pass: more prompts sampled instead
+            batch, ds_stats = dynamic_sampling(
+                batch, lambda r: self.sample_scored(step, self.round_indices(step, r), r), cfg.num_generations,
+                cfg.dynamic_sampling_max_rounds, self.tok.pad_token_id)
+            stats = {k: torch.tensor(v) for k, v in ds_stats.items()}
+        rollout = batch.rollout
         mask = rollout.response_mask.float()  # (B, R)
         # Under the update's autocast (mixed_precision bf16: bf16 products), so that the first ratio is 1.
         with torch.no_grad(), acc.autocast():
             old_logprobs, values, entropy = self.sampling_policy_pass(rollout, mask)
             ref_logprobs = self.reference_logprobs(rollout)
             beta = self.kl_ctl.value if self.kl_reward else 0.0  # the KL as a loss term: scores alone are the reward
-            # reused old log-probs: β is 0 (the KL is a loss term), so the placeholder KL of 0 changes no reward
-            rewards, kl_stats = kl_penalized_rewards(scores, ref_logprobs if old_logprobs is None else old_logprobs,
-                                                     ref_logprobs, mask, beta, rollout.eos_reached,
-                                                     cfg.missing_eos_penalty, cfg.kl_estimator)
+            # reused old log-probs: β is 0 (the KL is a loss term), so the placeholder KL of 0 changes no reward;
+            # no reference (kl_free): a KL of exactly 0
+            lp, ref_lp = ((torch.zeros_like(mask),) * 2 if ref_logprobs is None else
+                          (ref_logprobs if old_logprobs is None else old_logprobs, ref_logprobs))
+            rewards, kl_stats = kl_penalized_rewards(batch.scores - batch.overlong, lp, ref_lp, mask, beta,
+                                                     rollout.eos_reached, cfg.missing_eos_penalty, cfg.kl_estimator)
             advantages, returns = self.advantages(rewards, kl_stats["scores"] - beta * kl_stats["kl"], values, mask)
-        tis, stats = None, {}
-        if sampler_logprobs is not None:  # another sampler drew the tokens: truncated IS per token
-            tis, stats = tis_weights(old_logprobs, sampler_logprobs, mask, cfg.tis_cap)
-        return Experience(prompt_index=idx, prompts=prompts, responses=responses, rollout=rollout, mask=mask,
-                          scores=scores, score_metrics=score_metrics, penalized_scores=kl_stats["scores"],
-                          kl=kl_stats["kl"], beta=beta, ref_logprobs=ref_logprobs, old_logprobs=old_logprobs,
-                          values=values, advantages=advantages, returns=returns, tis=tis, entropy=entropy,
-                          stats=stats, timings={"time/generate": t1 - t0, "time/score": t2 - t1})
+        loss_mask = mask * rollout.eos_reached[:, None].to(mask.dtype) if cfg.mask_truncated_completions else mask
+        tis = None
+        if batch.sampler_logprobs is not None:  # another sampler drew the tokens: truncated IS per token
+            tis, tis_stats = tis_weights(old_logprobs, batch.sampler_logprobs, mask, cfg.tis_cap)
+            stats.update(tis_stats)
+        return Experience(prompt_index=batch.idx, prompts=batch.prompts, responses=batch.responses, rollout=rollout,
+                          mask=mask, loss_mask=loss_mask, scores=batch.scores, score_metrics=batch.score_metrics,
+                          overlong=batch.overlong, penalized_scores=kl_stats["scores"], kl=kl_stats["kl"],
+                          beta=beta, ref_logprobs=ref_logprobs, old_logprobs=old_logprobs, values=values,
+                          advantages=advantages, returns=returns, tis=tis, entropy=entropy, stats=stats,
+                          timings=self.timings)
 
-    def sample(self, step: int, prompt_ids: list[list[int]]) -> tuple[Rollout, Optional[torch.Tensor]]:
+    def sample_scored(self, step: int, idx: list[int], sampling_round: int = 0) -> Sampled:
+        """Sample and score the prompts ``idx`` (each repeated K times in a row), with the overlong and
+        missing-EOS penalties; the seconds go to ``self.timings``."""
+        from rlhaif.policy.kl import missing_eos_scores, overlong_penalty
+        from rlhaif.policy.rollout import decode_responses
+
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        rollout, sampler_logprobs = self.sample(step, [self.prompt_ids[i] for i in idx], sampling_round)
+        responses = decode_responses(self.tok, rollout)
+        t1 = time.perf_counter()
+        prompts = [self.records[i].prompt for i in idx]  # the reward model re-tokenizes with its own tokenizer
+        scores, score_metrics = self.scoring([self.records[i] for i in idx], responses)
+        scores = scores.to(self.acc.device)
+        overlong = (torch.zeros_like(scores) if cfg.overlong_buffer is None else
+                    overlong_penalty(rollout.response_mask.sum(-1), cfg.max_new_tokens, cfg.overlong_buffer,
+                                     cfg.overlong_penalty).to(scores))
+        shaped = missing_eos_scores(scores - overlong, rollout.eos_reached, cfg.missing_eos_penalty)
+        self.timings["time/generate"] += t1 - t0
+        self.timings["time/score"] += time.perf_counter() - t1
+        return Sampled(idx, prompts, rollout, sampler_logprobs, responses, scores, score_metrics, overlong, shaped)
+
+    def round_indices(self, step: int, sampling_round: int) -> list[int]:
+        """The prompts of dynamic sampling's extra round ``sampling_round`` of ``step``: batch_size / K more,
+        from the prompt stream seeded by (seed, round), a fixed function of (step, round) as resume needs."""
+        from rlhaif.policy.group_advantages import group_prompt_indices
+
+        cfg, K = self.cfg, self.cfg.num_generations
+        return group_prompt_indices(prompt_indices(step, len(self.records), cfg.batch_size // K, self.acc.process_index,
+                                                   self.acc.num_processes, cfg.seed + sampling_round), K)
+
+    def sample(self, step: int, prompt_ids: list[list[int]], sampling_round: int = 0
+               ) -> tuple[Rollout, Optional[torch.Tensor]]:
         """(Rollout, the sampler's log-probs or None when the policy sampled) at the current weights, plain
         softmax at T: a bf16 copy of the policy (refreshed here) or the policy itself, or the vLLM engine."""
         from rlhaif.policy.rollout import sample_responses
@@ -442,7 +642,7 @@ class ExperienceMaker:
         cfg, acc = self.cfg, self.acc
         if self.engine is not None:
             return engine_rollout(self.engine, cfg, prompt_ids, self.tok.pad_token_id, self.eos, step,
-                                  acc.process_index, acc.num_processes, acc.device)
+                                  acc.process_index, acc.num_processes, acc.device, sampling_round)
         self.sampler = sampling_copy(acc.unwrap_model(self.model).policy, self.precision, into=self.sampler)
         return sample_responses(self.sampler, prompt_ids, self.tok.pad_token_id, self.eos, cfg.max_new_tokens,
                                 cfg.temperature), None
@@ -452,17 +652,17 @@ class ExperienceMaker:
         log-probs no pass at all: (None, zeros, None), the update filling them in."""
         if self.reuse:
             return None, torch.zeros_like(mask), None
-        batch = {"input_ids": rollout.input_ids, "attention_mask": rollout.attention_mask,
-                 "response_ids": rollout.response_ids}
-        old_logprobs, values, logp = forward_response(self.acc.unwrap_model(self.model), batch, self.cfg.temperature,
-                                                      self.critic)
+        old_logprobs, values, logp = forward_response(self.acc.unwrap_model(self.model), response_batch(rollout),
+                                                      self.cfg.temperature, self.critic)
         entropy, _ = entropy_from_logprobs(logp, mask)
         return old_logprobs, zero_pads(values, mask), entropy
 
-    def reference_logprobs(self, rollout: Rollout) -> torch.Tensor:
-        """(B, R) under the reference: LoRA's disabled adapter, or the frozen copy."""
+    def reference_logprobs(self, rollout: Rollout) -> Optional[torch.Tensor]:
+        """(B, R) under the reference: LoRA's disabled adapter, or the frozen copy; None with kl_free (no pass)."""
         from rlhaif.policy.rollout import response_logprobs
 
+        if self.cfg.kl_free:
+            return None
         if self.ref is not None:
             return response_logprobs(self.ref, rollout, self.cfg.temperature)
         policy = self.acc.unwrap_model(self.model).policy
@@ -490,20 +690,22 @@ class ExperienceMaker:
 def ppo_loss(cfg: PPOConfig, exp: Experience, rows: torch.Tensor, logprobs: torch.Tensor, values: torch.Tensor,
              logp: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of the minibatch ``rows`` of ``exp``, from the update's forward pass (log-probs, values, full
-    log-softmax): clipped policy loss with the estimator's token weights (× truncated IS weights) − c₂·entropy,
-    + c₁·clipped value loss with a critic, + β·k3 to the reference when the KL is a loss term (GRPO's form).
+    log-softmax): clipped policy loss (token or sequence ratio, clip ε_low / ε_high) with the loss
+    aggregation's token weights (× truncated IS weights) − c₂·entropy, + c₁·clipped value loss with a critic,
+    + β·k3 to the reference when the KL is a loss term (GRPO's form), all over ``exp.loss_mask``'s tokens.
     Returns (loss, stats named as logged)."""
-    from rlhaif.policy.group_advantages import LOSS_AGGREGATION, loss_token_weights
+    from rlhaif.policy.group_advantages import loss_token_weights
     from rlhaif.policy.kl import kl_loss
     from rlhaif.policy.losses import policy_loss, value_loss
 
-    mask = exp.mask[rows]
-    # token weights: the estimator's loss aggregation (token mean, per-response mean, constant)
-    weights = loss_token_weights(mask, LOSS_AGGREGATION[cfg.advantage_estimator], cfg.max_new_tokens)
+    mask = exp.loss_mask[rows]
+    # token weights: the loss aggregation (token mean, per-response mean, constant)
+    weights = loss_token_weights(mask, loss_aggregation(cfg), cfg.max_new_tokens)
     if exp.tis is not None:  # w ≥ 0 scales max(−Â·r, −Â·clip(r)) exactly as it scales Â
         weights = weights * exp.tis[rows]
     old = logprobs.detach() if exp.old_logprobs is None else exp.old_logprobs[rows]  # reused: the ratio is 1
-    pg_loss, pg_stats = policy_loss(logprobs, old, exp.advantages[rows] * weights, mask, cfg.clip_range)
+    pg_loss, pg_stats = policy_loss(logprobs, old, exp.advantages[rows] * weights, mask, cfg.clip_range,
+                                    cfg.clip_range_high, cfg.importance_sampling_level)
     with torch.set_grad_enabled(cfg.entropy_coef > 0):  # off: a statistic, no (B, R, V) graph
         entropy, _ = entropy_from_logprobs(logp, mask)
     loss = pg_loss - cfg.entropy_coef * entropy
@@ -512,7 +714,7 @@ def ppo_loss(cfg: PPOConfig, exp: Experience, rows: torch.Tensor, logprobs: torc
         v_loss, v_stats = value_loss(values, exp.values[rows], exp.returns[rows], mask, cfg.clip_range_value)
         loss = loss + cfg.vf_coef * v_loss
         stats.update({"value/loss": v_loss, "value/clipfrac": v_stats["vf_clipfrac"]})
-    if not kl_in_reward(cfg):  # GRPO's form: β·k3 to the reference as a loss term
+    if not kl_in_reward(cfg) and not cfg.kl_free:  # GRPO's form: β·k3 to the reference as a loss term
         k_loss, _ = kl_loss(logprobs, exp.ref_logprobs[rows], mask, weights)
         loss = loss + cfg.kl_loss_coef * k_loss
         stats["policy/kl_loss"] = k_loss
@@ -527,28 +729,36 @@ def ppo_update(cfg: PPOConfig, acc, model, optimizer, exp: Experience) -> tuple[
     from rlhaif.policy.kl import sequence_kl
 
     stats: dict[str, list[float]] = {}
-    critic = cfg.advantage_estimator == "gae"
-    for _epoch in range(cfg.ppo_epochs):
-        order = torch.randperm(exp.size)
-        for k in range(exp.size // cfg.mini_batch_size):
-            rows = order[k * cfg.mini_batch_size:(k + 1) * cfg.mini_batch_size].to(acc.device)
-            with acc.autocast():
-                logprobs, values, logp = forward_response(model, exp.sequences(rows), cfg.temperature, critic)
-            loss, mb_stats = ppo_loss(cfg, exp, rows, logprobs, values, logp)
-            if exp.old_logprobs is None:  # the update's log-probs are the rollout's: its KL and entropy
+    critic, early_stop = cfg.advantage_estimator == "gae", False
+    for rows in minibatches(exp.size, cfg.mini_batch_size, cfg.ppo_epochs, acc.device):
+        with acc.autocast():
+            logprobs, values, logp = forward_response(model, response_batch(exp.rollout, rows), cfg.temperature, critic)
+        loss, mb_stats = ppo_loss(cfg, exp, rows, logprobs, values, logp)
+        if exp.old_logprobs is None:  # the update's log-probs are the rollout's: its KL and entropy
+            if exp.ref_logprobs is not None:
                 exp.kl[rows] = sequence_kl(logprobs.detach(), exp.ref_logprobs[rows], exp.mask[rows],
                                            cfg.kl_estimator)
-                exp.entropy = mb_stats["policy/entropy"].detach()
-            acc.backward(loss)
-            acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            for name, v in mb_stats.items():
-                stats.setdefault(name, []).append(float(v.detach()))
-            approx_kl = acc.reduce(mb_stats["policy/approx_kl"].detach().reshape(1), "mean")  # same on all ranks
-            if cfg.kl_ceiling is not None and float(approx_kl) > cfg.kl_ceiling:
-                return {k: sum(v) / len(v) for k, v in stats.items()}, True
-    return {k: sum(v) / len(v) for k, v in stats.items()}, False
+            exp.entropy = mb_stats["policy/entropy"].detach()
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        for name, v in mb_stats.items():
+            stats.setdefault(name, []).append(float(v.detach()))
+        approx_kl = acc.reduce(mb_stats["policy/approx_kl"].detach().reshape(1), "mean")  # same on all ranks
+        early_stop = cfg.kl_ceiling is not None and float(approx_kl) > cfg.kl_ceiling
+        if early_stop:
+            break
+    return {k: sum(v) / len(v) for k, v in stats.items()}, early_stop
+
+
+def minibatches(n: int, size: int, epochs: int, device):
+    """Row indices of each minibatch: ``epochs`` passes, each a fresh permutation of the ``n`` rows cut into
+    ``n // size`` minibatches (a permutation is drawn when its pass begins)."""
+    for _epoch in range(epochs):
+        order = torch.randperm(n)
+        for k in range(n // size):
+            yield order[k * size:(k + 1) * size].to(device)
 
 
 # ------------------------------------------------------------------------------------------------- metrics
@@ -563,14 +773,17 @@ def step_metrics(cfg: PPOConfig, acc, exp: Experience, update_stats: dict[str, f
     from rlhaif.policy.losses import explained_variance
 
     local = {
-        "objective/score": exp.scores.mean(), "objective/kl": exp.kl.mean(),
-        "objective/non_score_reward": -kl_coef * exp.kl.mean(),
+        "objective/score": exp.scores.mean(),
+        **({} if cfg.kl_free else {"objective/kl": exp.kl.mean(), "objective/non_score_reward": -kl_coef * exp.kl.mean()}),
         "objective/rlhf_reward": (exp.penalized_scores - kl_coef * exp.kl).mean(),
         "objective/entropy": exp.entropy,
         "response/length": exp.mask.sum(-1).mean(), "response/eos_share": exp.rollout.eos_reached.float().mean(),
         **{k: torch.tensor(v) for k, v in update_stats.items()}, **exp.stats,
         **{k: v.mean() for k, v in exp.score_metrics.items()},
     }
+    if cfg.overlong_buffer is not None or cfg.mask_truncated_completions:
+        local.update({"response/truncated_share": (~exp.rollout.eos_reached.bool()).float().mean(),
+                      "objective/overlong_penalty": exp.overlong.mean()})
     if cfg.advantage_estimator == "gae":
         local["value/explained_variance"] = explained_variance(exp.values, exp.returns, exp.mask)
     K = cfg.num_generations
@@ -641,7 +854,7 @@ def run_ppo(cfg: PPOConfig) -> PPOResult:
     if ref is not None:
         ref.to(acc.device)
     kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon) if cfg.kl_target
-              else FixedKLController(cfg.kl_coef))
+              else FixedKLController(0.0 if cfg.kl_free else cfg.kl_coef))
 
     start = 0
     ckpt = start_run(cfg, "ppo", acc)  # resume (refused on other settings, logs cut back) or a fresh start
@@ -675,9 +888,10 @@ def run_ppo(cfg: PPOConfig) -> PPOResult:
                 engine.update_weights(acc.unwrap_model(model).policy)
                 exp.stats["time/weight_sync"] = torch.tensor(time.perf_counter() - t_sync)
             timings = {**exp.timings, "time/train": time.perf_counter() - t_train}
-            kl_coef = kl_ctl.value if maker.kl_reward else cfg.kl_loss_coef  # the β in force, reward or loss term
+            kl_coef = kl_ctl.value if maker.kl_reward or cfg.kl_free else cfg.kl_loss_coef  # the β in force
             row = step_metrics(cfg, acc, exp, update_stats, early_stop, kl_coef, scheduler.get_last_lr()[0], timings)
-            kl_ctl.update(row["objective/kl"], cfg.batch_size * world)
+            if not cfg.kl_free:
+                kl_ctl.update(row["objective/kl"], cfg.batch_size * world)
             if isinstance(scorer, ObjectiveScorers):
                 row.update(scorer.after_step(row))  # λ ← max(0, λ + η_λ·(mean cost − d)); logs the λ used
             log.log(step, row)
