@@ -3,8 +3,13 @@
 import pytest
 import torch
 
+from rlhaif.data.records import PromptRecord
 from rlhaif.errors import RlhaifError
 from rlhaif.policy.ppo import Scoring, minibatches
+
+
+def records(*prompts):
+    return [PromptRecord(id=str(i), prompt=p) for i, p in enumerate(prompts)]
 
 
 def test_scoring_clips_the_reward_and_returns_each_watcher_per_response():
@@ -15,17 +20,17 @@ def test_scoring_clips_the_reward_and_returns_each_watcher_per_response():
         return [len(r) for r in responses]
 
     scoring = Scoring(reward, "reward.py:score", {"len": length}, score_clip=10.0)
-    scores, metrics = scoring(["p"] * 3, ["a", "bb", "ccc"])
+    scores, metrics = scoring(records("p", "p", "p"), ["a", "bb", "ccc"])
     assert scores.tolist() == [10.0, -10.0, 1.5]
     assert set(metrics) == {"monitor/len"} and metrics["monitor/len"].tolist() == [1.0, 2.0, 3.0]
-    unclipped, none = Scoring(reward, "r", {}, score_clip=None)(["p"] * 3, ["a", "b", "c"])
+    unclipped, none = Scoring(reward, "r", {}, score_clip=None)(records("p", "p", "p"), ["a", "b", "c"])
     assert unclipped.tolist() == [20.0, -20.0, 1.5] and none == {}
 
 
 def test_scoring_names_the_watcher_that_returned_a_bad_score():
     scoring = Scoring(lambda p, r: [0.0, 1.0], "r", {"gold": lambda p, r: [0.0, float("nan")]}, score_clip=None)
     with pytest.raises(RlhaifError, match=r"monitor 'gold' returned nan for response 1"):
-        scoring(["p", "q"], ["a", "b"])
+        scoring(records("p", "q"), ["a", "b"])
 
 
 def test_minibatches_cover_every_row_once_per_epoch_and_draw_a_permutation_per_epoch():
