@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import queue
+import random
 import secrets
 import threading
 import unicodedata
@@ -169,10 +170,14 @@ class GroupCommit:
 
 
 class Store:
-    """The feedback store at ``url`` (a SQLite file path or a database URL)."""
+    """The feedback store at ``url`` (a SQLite file path or a database URL). Display orders are drawn from a
+    secure source; ``display_order_seed`` draws them from a PRNG seeded by it, the annotator and the task
+    instead, for a store that only simulated annotators label (their labels then follow the seed alone):
+    such orders can be worked out from ids, so never for a store people label."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, display_order_seed: int | None = None):
         self.url = normalize_url(url)
+        self.display_order_seed = display_order_seed
         self.engine = make_engine(self.url)
         self.write_engine = make_engine(self.url, immediate=True) if self.url.startswith("sqlite") else self.engine
         self._read = sessionmaker(self.engine, expire_on_commit=False)
@@ -434,7 +439,7 @@ class Store:
 
     def assign(self) -> int:
         """Give every task to ``overlap`` distinct annotators (admins excluded), least-loaded first, each with
-        its own display order, shuffled by a secure random source and stored. Returns the number of new assignments."""
+        its own display order (shuffled, see the class) and stored. Returns the number of new assignments."""
         made = 0
         with self.write() as s:
             people = list(s.scalars(select(m.Annotator.id).where(m.Annotator.is_admin.is_(False),
@@ -453,7 +458,8 @@ class Store:
                 got = have.get(t.id, set())
                 for a in sorted((p for p in people if p not in got), key=lambda p: (load[p], p))[:max(0, overlap - len(got))]:
                     order = json.loads(t.response_ids)
-                    SHUFFLE.shuffle(order)
+                    (SHUFFLE if self.display_order_seed is None
+                     else random.Random(f"{self.display_order_seed}:{a}:{t.id}")).shuffle(order)
                     s.add(m.Assignment(task_id=t.id, annotator_id=a, display_order=json.dumps(order), status="pending"))
                     load[a] += 1
                     made += 1
