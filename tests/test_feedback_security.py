@@ -486,7 +486,7 @@ def test_lookalike_annotator_names_are_refused(tmp_path):
     store = Store(str(tmp_path / "n.db"))
     store.migrate()
     store.add_annotator("alice")
-    for name in ("Alice", "ALICE", "\u0430lice", "\u0391lice", "al\u0456ce", "\uff21lice"):  # Cyrillic, Greek, fullwidth
+    for name in ("Alice", "ALICE", "\u0430lice", "\u0391lice", "al\u0456ce", "\uff21lice"):  # Cyrillic, Greek, wide
         with pytest.raises(RlhaifError, match="looks like"):
             store.add_annotator(name)
     with pytest.raises(RlhaifError, match="'alice' already exists"):

@@ -66,21 +66,22 @@ def _response_texts(s: Session, campaign_id: int) -> dict[int, str]:
 
 
 def annotator_name(name: str) -> str:
-    """A new annotator's name as stored: NFKC-normalised (fullwidth "ａｌｉｃｅ" is "alice"), 1-100 letters, digits,
-    '-', '_' or '.', with letters of one alphabet among Latin, Cyrillic and Greek ("аlice" with a Cyrillic "а"
-    is refused: it looks like "alice")."""
+    """A new annotator's name as stored: NFKC-normalised (fullwidth "ａｌｉｃｅ" is "alice"), 1-100 letters,
+    digits, '-', '_' or '.', with letters of one alphabet among Latin, Cyrillic and Greek ("аlice" with a
+    Cyrillic "а" is refused: it looks like "alice")."""
     name = unicodedata.normalize("NFKC", name or "")
     if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
         raise RlhaifError(f"annotator name {name!r}: use 1-100 letters, digits, '-', '_' or '.'")
     scripts = {unicodedata.name(c, "").split(" ")[0] for c in name if c.isalpha()} & LOOKALIKE_SCRIPTS
     if len(scripts) > 1:
-        raise RlhaifError(f"annotator name {name!r} mixes {' and '.join(x.title() for x in sorted(scripts))} letters, so it "
-                          "looks like a name written in one of them: use one alphabet")
+        mixed = " and ".join(x.title() for x in sorted(scripts))
+        raise RlhaifError(f"annotator name {name!r} mixes {mixed} letters, so it looks like a name written in one "
+                          "of them: use one alphabet")
     return name
 
 
 def name_key(name: str) -> str:
-    """What two lookalike names share: NFKC-normalised and case-folded ("Alice", "ALICE", "ａｌｉｃｅ": "alice")."""
+    """What lookalike names share: NFKC-normalised and case-folded ("Alice", "ALICE", "ａｌｉｃｅ": "alice")."""
     return unicodedata.normalize("NFKC", name).casefold()
 
 
