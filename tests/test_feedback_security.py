@@ -4,14 +4,18 @@ ids, sign-in throttling, the edit-history cap, the Origin check, fixed sign-in m
 
 import json
 import os
+import random
 import re
 import stat
 import uuid
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from rlhaif.data.records import CompletionRecord
+from rlhaif.errors import RlhaifError
+from rlhaif.feedback.human import models as m
 from rlhaif.feedback.human.app import Settings, create_app
 from rlhaif.feedback.human.auth import COOKIE
 from rlhaif.feedback.human.routes.common import guidelines_html
@@ -342,3 +346,155 @@ def test_store_and_token_files_are_owner_only(tmp_path):
         assert {stat.S_IMODE(p.stat().st_mode) for p in (tok, tmp_path / "fresh.txt")} == {0o600}
     finally:
         os.umask(old)
+
+
+# ------------------------------------------------------------------ the last holes found by attack (issue 24)
+
+def _assert_headers(r):
+    assert r.headers["x-content-type-options"] == "nosniff", (r.status_code, dict(r.headers))
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert r.headers["referrer-policy"] == "no-referrer" and r.headers["cache-control"] == "no-store"
+
+
+def _one_line_detail(r):
+    detail = r.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and len(detail) < 300, detail
+    return detail
+
+
+def _multipart(fields, charset):
+    """A multipart body (and its content type) whose parts are decoded with ``charset`` by the server."""
+    b = "rlhaifBoundary7"
+    body = "".join(f'--{b}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items())
+    return {"content": (body + f"--{b}--\r\n").encode("ascii"),
+            "headers": {"content-type": f"multipart/form-data; boundary={b}; charset={charset}"}}
+
+
+def test_nan_infinity_and_lone_surrogates_in_json_are_a_422_that_echoes_nothing(env):
+    app, store, tokens = env
+    c = _client(app)
+    aid = _pending(store, tokens["ann"], "pairwise")[0]["assignment_id"]
+    h = {**_bearer(tokens["ann"]), "content-type": "application/json"}
+    ok = f'"client_id": "abcdefgh12", "assignment_id": {aid}, "value": {{"choice": "A"}}'
+    bodies = ['{"client_id": "abcdefgh12", "assignment_id": NaN, "value": {"choice": "A"}}',
+              '{"client_id": "abcdefgh12", "assignment_id": Infinity, "value": {"choice": "A"}}',
+              '{"client_id": "abcdefgh12", "assignment_id": -Infinity, "value": {"choice": "A"}}',
+              '{' + ok + ', "duration_ms": NaN}',
+              f'{{"client_id": "\\ud800abcdefgh", "assignment_id": {aid}, "value": {{"choice": "A"}}}}',
+              '{' + ok + ', "\\udfffkey": 1}',  # an unknown field named by a lone surrogate
+              '{"client_id": "abcdefgh12", "assignment_id": 1e400, "value": {"choice": "A"}}']
+    for body in bodies:
+        r = c.post("/api/judgments", content=body, headers=h)
+        assert r.status_code == 422, (body, r.status_code, r.text[:300])
+        _assert_headers(r)
+        detail = _one_line_detail(r)
+        assert "ud800" not in detail and "udfff" not in detail and "nan" not in detail.lower().split(), detail
+    assert store.count_judgments() == 0
+
+
+def test_utf7_form_posts_are_a_4xx_signed_in_or_not(env):
+    app, store, tokens = env
+    # "+2AA-" is a lone surrogate (U+D800) in UTF-7, which the multipart parser decodes as the part's charset
+    anon = _client(app)
+    anon.get("/login")
+    for fields in ({"csrf": "+2AA-", "token": "x"}, {"csrf": "x", "token": "+2AA-"}):
+        r = anon.post("/login", **_multipart(fields, "utf-7"), follow_redirects=False)
+        assert 400 <= r.status_code < 500, (fields, r.status_code, r.text[:300])
+        _assert_headers(r)
+    latin1_cookie = {"Cookie": "rlhaif_login_csrf=\u00e9".encode("latin-1")}  # not ASCII either: refused, no error
+    assert _client(app).post("/login", data={"csrf": "x", "token": "x"}, headers=latin1_cookie).status_code == 403
+    c = _client(app)
+    _sign_in(c, tokens["ann"])
+    aid = _pending(store, tokens["ann"], "pairwise")[0]["assignment_id"]
+    for url, fields in ((f"/task/{aid}", {"csrf": "+2AA-", "choice": "A", "client_id": uuid.uuid4().hex}),
+                        ("/logout", {"csrf": "+2AA-"})):
+        r = c.post(url, **_multipart(fields, "utf-7"), follow_redirects=False)
+        assert r.status_code == 403, (url, r.status_code, r.text[:300])
+        _assert_headers(r)
+    assert store.count_judgments() == 0 and c.get("/api/next").status_code == 200  # still signed in
+
+
+def test_security_headers_are_on_server_errors_too(env):
+    app, _, _ = env
+
+    @app.get("/api/boom")
+    def boom():
+        raise RuntimeError("a bug")
+
+    r = _client(app).get("/api/boom")
+    assert r.status_code == 500 and "a bug" not in r.text
+    _assert_headers(r)
+
+
+@pytest.mark.parametrize("field,n", [("assignment_id", None), ("duration_ms", 5)])
+@pytest.mark.parametrize("sent", ["true", "false", '"{n}"', "{n}.0"])
+def test_ids_and_durations_must_be_json_integers(env, field, n, sent):
+    app, store, tokens = env
+    aid = _pending(store, tokens["ann"], "pairwise")[0]["assignment_id"]
+    fields = {"client_id": f'"{uuid.uuid4().hex}"', "assignment_id": str(aid), "value": '{"choice": "A"}',
+              "duration_ms": "5", field: sent.format(n=aid if n is None else n)}
+    content = "{" + ", ".join(f'"{k}": {v}' for k, v in fields.items()) + "}"
+    r = _client(app).post("/api/judgments", content=content,
+                          headers={**_bearer(tokens["ann"]), "content-type": "application/json"})
+    assert r.status_code == 422, (content, r.status_code, r.text[:300])
+    assert field in _one_line_detail(r)
+    assert store.count_judgments() == 0
+
+
+def test_redirects_are_relative_whatever_the_host(env):
+    app, _, tokens = env
+    c = _client(app)
+    evil = {"Host": "evil.example"}
+    answers = [c.get(p, headers=evil, follow_redirects=False)
+               for p in ("/", "/next", "/next/", "/login/", "/admin/", "/my/", "/static", "/api/next/", "/task/1/",
+                         "/healthz/")]
+    page = c.get("/login").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    for token in ("wrong", tokens["ann"]):
+        answers.append(c.post("/login", data={"token": token, "csrf": csrf}, headers=evil, follow_redirects=False))
+    located = [a.headers["location"] for a in answers if "location" in a.headers]
+    assert len(located) >= 4  # /, /next and both sign-ins redirect
+    for loc in located:
+        assert loc.startswith("/") and not loc.startswith("//") and "evil" not in loc, loc
+
+
+def test_display_order_is_not_predictable(tmp_path):
+    """The order each annotator sees is secret: not derived from ids the API shows (it was a PRNG seeded by
+    annotator and task id, so an annotator could tell which letter holds which stored response)."""
+    orders, predicted = [], []
+    for run in range(2):  # two stores built identically must not give the same orders
+        store = Store(str(tmp_path / f"s{run}.db"))
+        store.migrate()
+        me = store.annotator_by_token(store.add_annotator("ann"))
+        store.create_campaign("s", "pairwise")
+        store.import_completions("s", [CompletionRecord(prompt_id=f"q{i}", prompt=f"p{i}", response=f"r{j} of {i}",
+                                                        model=f"m{j}", index=j) for i in range(40) for j in range(2)])
+        with store.read() as s:
+            rows = s.execute(select(m.Assignment.task_id, m.Assignment.display_order, m.Task.response_ids)
+                             .join(m.Task).where(m.Assignment.annotator_id == me.id).order_by(m.Assignment.id)).all()
+        orders.append([json.loads(d) for _, d, _ in rows])
+        for t, _, ids in rows:  # the old, predictable draw
+            ids = json.loads(ids)
+            random.Random(f"0:{me.id}:{t}").shuffle(ids)
+            predicted.append(ids)
+        store.close()
+    assert len(orders[0]) == 40 and orders[0] != orders[1]
+    assert sum(p == o for p, o in zip(predicted, orders[0] + orders[1])) < 80 - 20  # chance: about 40 of 80
+
+
+def test_lookalike_annotator_names_are_refused(tmp_path):
+    store = Store(str(tmp_path / "n.db"))
+    store.migrate()
+    store.add_annotator("alice")
+    for name in ("Alice", "ALICE", "\u0430lice", "\u0391lice", "al\u0456ce", "\uff21lice"):  # Cyrillic, Greek, wide
+        with pytest.raises(RlhaifError, match="looks like"):
+            store.add_annotator(name)
+    with pytest.raises(RlhaifError, match="'alice' already exists"):
+        store.add_annotator("\uff41\uff4c\uff49\uff43\uff45")  # fullwidth "alice" is "alice"
+    store.add_annotator("\uff42\uff4f\uff42")  # fullwidth "bob": stored as "bob" (NFKC)
+    with pytest.raises(RlhaifError, match="looks like"):
+        store.add_annotator("Bob")
+    store.add_annotator("José")
+    assert [a.name for a in store.annotators()] == ["alice", "bob", "José"]
+    assert store.revoke("\uff42\uff4f\uff42") == 0  # the CLI's name is normalised the same way
+    store.close()

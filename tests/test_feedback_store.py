@@ -4,6 +4,7 @@ concurrency on loopback, and export -> `rlhaif reward train`."""
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -301,3 +302,32 @@ def test_cli_revoke_rotate_remove(tmp_path, capsys):
     assert cli("feedback", "rotate-token", "dora", "--db", db) != 0  # removed: add a new annotator instead
     assert cli("feedback", "revoke", "nobody", "--db", db) != 0
     store.close()
+
+
+def test_cli_token_file_is_owner_only_and_the_token_is_not_printed(tmp_path, capsys):
+    db = str(tmp_path / "f.db")
+    old = os.umask(0o022)  # the usual umask, under which `> alice.token` gives 0644
+    try:
+        for cmd in (["add-annotator", "alice"], ["rotate-token", "alice"]):
+            tok = tmp_path / "alice.token"
+            assert cli("feedback", *cmd, "--db", db, "--token-file", str(tok)) == 0
+            out = capsys.readouterr().out
+            assert stat.S_IMODE(tok.stat().st_mode) == 0o600
+            token = tok.read_text().strip()
+            assert token and token not in out and str(tok) in out
+            store = Store(db)
+            assert store.annotator_by_token(token).name == "alice"
+            store.close()
+    finally:
+        os.umask(old)
+
+
+def test_cli_init_tightens_an_existing_store_to_owner_only(tmp_path, capsys):
+    db = tmp_path / "f.db"
+    sqlite3.connect(db).close()  # a store file made 0644 earlier (by another tool, or an older version)
+    db.chmod(0o644)
+    assert cli("feedback", "init", "--db", str(db)) == 0
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    for f in (tmp_path / "f.db-wal", tmp_path / "f.db-shm"):
+        assert not f.exists() or stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    assert "0600" in capsys.readouterr().out  # and says so

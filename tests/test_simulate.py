@@ -74,3 +74,20 @@ def test_cli_simulate_writes_pairs_and_flags_the_troll(tmp_path, capsys):
     pairs = read_records(tmp_path / "sim" / "pairs.jsonl", PairRecord)
     assert len(pairs) == 20 * 4  # 10 prompts x 2 pairwise items, by the four annotators who are not flagged
     assert sum(len(p.chosen) > len(p.rejected) for p in pairs) / len(pairs) > 0.8
+
+
+def test_simulated_panel_is_reproducible_from_its_seed(tmp_path):
+    """The store draws annotators' display orders from a secure source, but a panel in its own store labels by
+    its seed alone (its position bias and noise follow the order shown): two runs write the same pairs."""
+    rng = random.Random(2)
+    recs = [CompletionRecord(prompt_id=f"p{i}", prompt=f"prompt {i}", response=f"answer {k} to {i}", model=f"m{k}",
+                             index=k) for i in range(30) for k in range(3)]
+    write_records(tmp_path / "c.jsonl", recs)
+    truth = {r.response: rng.gauss(0.0, 0.3) for r in recs}  # close scores: noise and position bias decide often
+    scorer = lambda prompts, responses: [truth[r] for r in responses]  # noqa: E731
+    runs = []
+    for run in range(2):
+        cfg = SimulatedPanelConfig(output_dir=str(tmp_path / f"out{run}"), completions=str(tmp_path / "c.jsonl"))
+        run_simulated_panel(cfg, scorer=scorer)
+        runs.append((tmp_path / f"out{run}" / "pairs.jsonl").read_text())
+    assert runs[0] and runs[0] == runs[1]

@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 
 DB_HELP = "Feedback store: a SQLite file path or a postgresql:// URL."
+TOKEN_FILE_HELP = "Write the token to this file, readable by you only (0600), instead of printing it."
 
 
 def _select(store, campaign: str, records, rule: str, budget: int, scorer_specs: list[str], seed: int):
@@ -51,7 +52,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
     @fb.command("init")
     def init_cmd(db: str = typer.Option("feedback.db", help=DB_HELP)):
-        """Create the feedback store (or upgrade its schema; stored labels are kept)."""
+        """Create the feedback store (or upgrade its schema; stored labels are kept). An existing SQLite store
+        readable by others is made owner-only (0600): it holds the labels and the tokens' hashes."""
+        from rlhaif.feedback.human.db import tighten_sqlite_mode
+
+        for changed in tighten_sqlite_mode(db):  # before SQLite opens it: new -wal and -shm files copy its mode
+            typer.echo(f"made owner-only: {changed}")
         store = _store(db, migrate=True)
         typer.echo(f"feedback store ready at {store.url} (schema revision {store.revision()})")
 
@@ -118,12 +124,28 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         n = _store(db).set_gold_pairs(campaign, records, path=str(pairs))
         typer.echo(f"campaign {campaign!r}: {n} gold tasks")
 
+    def _hand_out(name: str, token: str, token_file: Optional[Path]) -> None:
+        """Print the token, or write it to a file only its owner can read (and say where)."""
+        if token_file is None:
+            typer.echo(token)
+            return
+        from rlhaif.errors import RlhaifError
+        from rlhaif.feedback.human.store import write_secret
+
+        try:
+            write_secret(token_file, token + "\n")
+        except OSError as e:
+            raise RlhaifError(f"{token_file}: cannot write {name}'s token ({e.strerror}); get a new one with "
+                              f"`rlhaif feedback rotate-token {name} --token-file PATH`") from None
+        typer.echo(f"{name}: token written to {token_file} (readable by you only)")
+
     @fb.command("add-annotator")
     def add_annotator_cmd(name: str = typer.Argument(...), db: str = typer.Option("feedback.db", help=DB_HELP),
-                          admin: bool = typer.Option(False, help="An admin sees the admin page and labels nothing.")):
-        """Create an annotator and print their personal sign-in token (shown once; stored hashed)."""
-        token = _store(db, migrate=True).add_annotator(name, admin=admin)
-        typer.echo(token)
+                          admin: bool = typer.Option(False, help="An admin sees the admin page and labels nothing."),
+                          token_file: Optional[Path] = typer.Option(None, help=TOKEN_FILE_HELP)):
+        """Create an annotator and hand out their personal sign-in token once (printed, or written to
+        --token-file); only its hash is stored."""
+        _hand_out(name, _store(db, migrate=True).add_annotator(name, admin=admin), token_file)
 
     @fb.command("revoke")
     def revoke_cmd(name: str = typer.Argument(...), db: str = typer.Option("feedback.db", help=DB_HELP)):
@@ -131,9 +153,11 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         typer.echo(f"{name}: token revoked, {_store(db).revoke(name)} session(s) ended")
 
     @fb.command("rotate-token")
-    def rotate_token_cmd(name: str = typer.Argument(...), db: str = typer.Option("feedback.db", help=DB_HELP)):
-        """Give an annotator a new token (printed once); the old one and their sessions stop working."""
-        typer.echo(_store(db).rotate_token(name))
+    def rotate_token_cmd(name: str = typer.Argument(...), db: str = typer.Option("feedback.db", help=DB_HELP),
+                         token_file: Optional[Path] = typer.Option(None, help=TOKEN_FILE_HELP)):
+        """Give an annotator a new token (printed once, or written to --token-file); the old one and their
+        sessions stop working."""
+        _hand_out(name, _store(db).rotate_token(name), token_file)
 
     @fb.command("remove-annotator")
     def remove_annotator_cmd(name: str = typer.Argument(...), db: str = typer.Option("feedback.db", help=DB_HELP)):

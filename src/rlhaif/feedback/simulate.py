@@ -53,7 +53,8 @@ class SimulatedPanelConfig(StageConfig):
     completions: Optional[str] = None
     """A completions.jsonl to import into a new campaign; leave empty to label an existing campaign."""
     db: Optional[str] = None
-    """The feedback store (path or URL); default ``<output_dir>/feedback.db``."""
+    """The feedback store (path or URL); default ``<output_dir>/feedback.db``, the panel's own (reproducible
+    from ``seed``: display orders drawn from it; a given store draws them from a secure source, for its people)."""
     campaign: str = "simulated"
     """Campaign to label (created from ``completions`` when given)."""
     kind: Literal["pairwise", "ranking"] = "pairwise"
@@ -133,7 +134,10 @@ def run_simulated_panel(config: SimulatedPanelConfig, scorer: Scorer | None = No
     t0 = time.time()
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    store = Store(config.db or str(out / "feedback.db"))
+    # Its own store is labelled by the panel only: display orders from the seed, so the labels follow it alone.
+    # A store given as ``db`` may have people in it: their orders stay secret (and the labels vary run to run).
+    store = (Store(config.db) if config.db else
+             Store(str(out / "feedback.db"), display_order_seed=config.seed))
     store.migrate()
     try:
         _ensure_annotators(store, config.annotators)  # first, so the import spreads the tasks over all of them

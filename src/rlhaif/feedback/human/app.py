@@ -7,10 +7,12 @@ JSON API for scripts. No torch is imported here (a test checks).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Optional
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
@@ -73,6 +75,26 @@ class BodyLimit:
         return await self.app(scope, limited, send)
 
 
+class AnnotationApp(FastAPI):
+    """FastAPI with the security headers outside Starlette's error middleware, so that an unexpected error's
+    500 carries them too (a middleware added with ``add_middleware`` sits inside it)."""
+
+    def build_middleware_stack(self):
+        return SecurityHeaders(super().build_middleware_stack())
+
+
+def validation_detail(errors: list[dict]) -> str:
+    """A refused request's one-line reason: each field's place and pydantic's message, never the input (an
+    answer must not echo what was sent; NaN and lone surrogates cannot even be written as JSON)."""
+    parts = []
+    for e in errors[:3]:
+        loc = ".".join(str(x) if re.fullmatch(r"[A-Za-z0-9_-]{1,40}", str(x)) else "?" for x in e.get("loc", ()))
+        parts.append(f"{loc}: {e.get('msg', 'invalid value')}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    text = "invalid request: " + "; ".join(parts) + more
+    return text.encode("ascii", "replace").decode().replace("\n", " ")[:250]
+
+
 def create_app(settings: Settings) -> FastAPI:
     from rlhaif.feedback.human.routes import admin, annotate, api
 
@@ -81,7 +103,9 @@ def create_app(settings: Settings) -> FastAPI:
         store.migrate()
     else:
         store.check_ready()
-    app = FastAPI(title="rlhaif annotation", docs_url=None, redoc_url=None, openapi_url=None)
+    # No trailing-slash redirects: Starlette builds them from the Host header (an absolute URL to any host).
+    app = AnnotationApp(title="rlhaif annotation", docs_url=None, redoc_url=None, openapi_url=None,
+                        redirect_slashes=False)
     app.state.store = store
     app.state.settings = settings
     app.state.throttle = SignInThrottle(max_failures=settings.sign_in_failures)
@@ -91,7 +115,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(api.router)
     app.add_middleware(BodyLimit)
     app.add_middleware(OriginCheck, allowed=tuple(settings.allowed_origins))
-    app.add_middleware(SecurityHeaders)  # outermost: on every answer, refusals included
 
     @app.exception_handler(NotSignedIn)
     async def _not_signed_in(request: Request, exc: NotSignedIn):
@@ -111,6 +134,10 @@ def create_app(settings: Settings) -> FastAPI:
     async def _throttled(request: Request, exc: Throttled):
         return JSONResponse({"detail": "too many failed sign-ins from your address: wait a minute"},
                             status_code=429, headers={"Retry-After": "60"})
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": validation_detail(exc.errors())}, status_code=422)
 
     @app.exception_handler(InvalidValue)
     async def _invalid(request: Request, exc: InvalidValue):

@@ -75,8 +75,10 @@ def current_admin(who: CurrentAnnotator = Depends(current_annotator)) -> Current
 
 
 def same_secret(sent: object, expected: str) -> bool:
-    """Constant-time comparison that is False (never an error) for a non-text or non-ASCII value."""
-    return isinstance(sent, str) and bool(expected) and hmac.compare_digest(sent.encode("utf-8"), expected.encode("utf-8"))
+    """Constant-time comparison that is False (never an error) for a non-text or non-ASCII value (a form part
+    decoded as UTF-7 can hold a lone surrogate, which no codec encodes; the tokens are ASCII)."""
+    return (isinstance(sent, str) and sent.isascii() and bool(expected) and expected.isascii()
+            and hmac.compare_digest(sent, expected))
 
 
 def check_csrf(who: CurrentAnnotator, sent: str | None) -> None:

@@ -12,6 +12,7 @@ its read lock.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -31,6 +32,20 @@ def normalize_url(url_or_path: str) -> str:
     if s.startswith("postgresql://") or s.startswith("postgres://"):
         return "postgresql+psycopg://" + s.split("://", 1)[1]
     return s
+
+
+def tighten_sqlite_mode(url_or_path: str) -> list[str]:
+    """Make an existing SQLite store and its -wal and -shm files owner-only (0600) where they are readable or
+    writable by others (a store made before files were created 0600, or by another tool); returns
+    "path: 0644 -> 0600" for each file changed. PostgreSQL: nothing to do."""
+    url = normalize_url(url_or_path)
+    path = url.split("///", 1)[1] if url.startswith("sqlite") and "///" in url else ""
+    changed = []
+    for f in ([path, path + "-wal", path + "-shm"] if path and path != ":memory:" else []):
+        if os.path.exists(f) and (mode := stat.S_IMODE(os.stat(f).st_mode)) & 0o077:
+            os.chmod(f, 0o600)
+            changed.append(f"{f}: {mode:04o} -> 0600")
+    return changed
 
 
 def make_engine(url_or_path: str, immediate: bool = False) -> Engine:

@@ -37,9 +37,9 @@ class JudgmentIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     client_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
-    assignment_id: int = Field(ge=1, le=MAX_ID)
+    assignment_id: int = Field(strict=True, ge=1, le=MAX_ID)  # strict: a JSON integer (not true, "1" or 1.0)
     value: dict[str, Any]
-    duration_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+    duration_ms: int | None = Field(default=None, strict=True, ge=0, le=86_400_000)
 
 
 class JudgmentOut(BaseModel):

@@ -16,6 +16,7 @@ import queue
 import random
 import secrets
 import threading
+import unicodedata
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +34,8 @@ from rlhaif.feedback.human.schemas import (KINDS, MAX_TEXT, MAX_VERSIONS, Judgme
                                            to_display)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SHUFFLE = secrets.SystemRandom()  # display orders: unpredictable, or the blinding could be undone from ids
+LOOKALIKE_SCRIPTS = {"LATIN", "CYRILLIC", "GREEK"}  # alphabets sharing letter shapes (a, а, α; o, о, ο; ...)
 
 
 class NotFound(RlhaifError):
@@ -60,6 +63,26 @@ def _response_texts(s: Session, campaign_id: int) -> dict[int, str]:
     """{response id: text} of every response of a campaign."""
     return dict(s.execute(select(m.Response.id, m.Response.text).join(m.Prompt)
                           .where(m.Prompt.campaign_id == campaign_id)).all())
+
+
+def annotator_name(name: str) -> str:
+    """A new annotator's name as stored: NFKC-normalised (fullwidth "ａｌｉｃｅ" is "alice"), 1-100 letters,
+    digits, '-', '_' or '.', with letters of one alphabet among Latin, Cyrillic and Greek ("аlice" with a
+    Cyrillic "а" is refused: it looks like "alice")."""
+    name = unicodedata.normalize("NFKC", name or "")
+    if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
+        raise RlhaifError(f"annotator name {name!r}: use 1-100 letters, digits, '-', '_' or '.'")
+    scripts = {unicodedata.name(c, "").split(" ")[0] for c in name if c.isalpha()} & LOOKALIKE_SCRIPTS
+    if len(scripts) > 1:
+        mixed = " and ".join(x.title() for x in sorted(scripts))
+        raise RlhaifError(f"annotator name {name!r} mixes {mixed} letters, so it looks like a name written in one "
+                          "of them: use one alphabet")
+    return name
+
+
+def name_key(name: str) -> str:
+    """What lookalike names share: NFKC-normalised and case-folded ("Alice", "ALICE", "ａｌｉｃｅ": "alice")."""
+    return unicodedata.normalize("NFKC", name).casefold()
 
 
 def hash_token(token: str) -> str:
@@ -148,10 +171,14 @@ class GroupCommit:
 
 
 class Store:
-    """The feedback store at ``url`` (a SQLite file path or a database URL)."""
+    """The feedback store at ``url`` (a SQLite file path or a database URL). Display orders are drawn from a
+    secure source; ``display_order_seed`` draws them from a PRNG seeded by it, the annotator and the task
+    instead, for a store that only simulated annotators label (their labels then follow the seed alone):
+    such orders can be worked out from ids, so never for a store people label."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, display_order_seed: int | None = None):
         self.url = normalize_url(url)
+        self.display_order_seed = display_order_seed
         self.engine = make_engine(self.url)
         self.write_engine = make_engine(self.url, immediate=True) if self.url.startswith("sqlite") else self.engine
         self._read = sessionmaker(self.engine, expire_on_commit=False)
@@ -205,12 +232,18 @@ class Store:
     # ------------------------------------------------------------ annotators
 
     def add_annotator(self, name: str, admin: bool = False, token: str | None = None) -> str:
-        """Create an annotator; returns the personal sign-in token (only its hash is stored)."""
-        if not name or len(name) > 100 or not all(c.isalnum() or c in "-_." for c in name):
-            raise RlhaifError(f"annotator name {name!r}: use 1-100 letters, digits, '-', '_' or '.'")
+        """Create an annotator; returns the personal sign-in token (only its hash is stored). A name that looks
+        like an existing one (``annotator_name``, ``name_key``) is refused."""
+        name = annotator_name(name)
         token = token or secrets.token_urlsafe(24)
         try:
             with self.write() as s:
+                for other in s.scalars(select(m.Annotator.name)):
+                    if other == name:
+                        raise RlhaifError(f"annotator {name!r} already exists")
+                    if name_key(other) == name_key(name):
+                        raise RlhaifError(f"annotator name {name!r} looks like {other!r}, who exists already: choose "
+                                          "a name that differs in more than case or character width")
                 s.add(m.Annotator(name=name, token_hash=hash_token(token), is_admin=admin))
         except IntegrityError:
             raise RlhaifError(f"annotator {name!r} already exists") from None
@@ -226,7 +259,7 @@ class Store:
                                                       m.Annotator.status == "active"))
 
     def _annotator_named(self, s: Session, name: str) -> m.Annotator:
-        a = s.scalar(select(m.Annotator).where(m.Annotator.name == name))
+        a = s.scalar(select(m.Annotator).where(m.Annotator.name == unicodedata.normalize("NFKC", name)))
         if a is None:
             raise RlhaifError(f"no annotator named {name!r} in {self.url}")
         return a
@@ -459,9 +492,9 @@ class Store:
             raise RlhaifError(f"campaign {campaign!r} is {c.kind}: {what} pairwise tasks only")
         return c
 
-    def assign(self, seed: int = 0) -> int:
+    def assign(self) -> int:
         """Give every task to ``overlap`` distinct annotators (admins excluded), least-loaded first, each with
-        its own shuffled display order. Returns the number of new assignments."""
+        its own display order (shuffled, see the class) and stored. Returns the number of new assignments."""
         made = 0
         with self.write() as s:
             people = list(s.scalars(select(m.Annotator.id).where(m.Annotator.is_admin.is_(False),
@@ -480,7 +513,8 @@ class Store:
                 got = have.get(t.id, set())
                 for a in sorted((p for p in people if p not in got), key=lambda p: (load[p], p))[:max(0, overlap - len(got))]:
                     order = json.loads(t.response_ids)
-                    random.Random(f"{seed}:{a}:{t.id}").shuffle(order)
+                    (SHUFFLE if self.display_order_seed is None
+                     else random.Random(f"{self.display_order_seed}:{a}:{t.id}")).shuffle(order)
                     s.add(m.Assignment(task_id=t.id, annotator_id=a, display_order=json.dumps(order), status="pending"))
                     load[a] += 1
                     made += 1
