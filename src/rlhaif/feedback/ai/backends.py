@@ -16,7 +16,9 @@ Backends:
   KV cache kept), then one short forward over every candidate's tail with the cache repeated per candidate.
 - ``OpenAIBackend``: any OpenAI-compatible server (vLLM, Ollama, OpenAI). ``/v1/completions`` with
   ``echo`` + ``logprobs`` scores the full continuations; ``/v1/chat/completions`` with ``logprobs`` +
-  ``top_logprobs`` reads the option letters among the top tokens of the answer. Retries on 429/5xx and on
+  ``top_logprobs`` reads the option letters among the top tokens of the answer. A server that returns no
+  log-probabilities (``NoLogprobs``) is asked for sampled ``verdicts`` instead: n answers, each parsed for
+  the option letter it names. Retries on 429/5xx and on
   timeouts with exponential backoff, a concurrency limit and a request-rate limit.
 """
 
@@ -36,6 +38,18 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from rlhaif.errors import RlhaifError
+
+
+class EndpointError(RlhaifError):
+    """An HTTP error the endpoint answered that is not worth retrying (4xx other than 429)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+class NoLogprobs(RlhaifError):
+    """The endpoint answered without log-probabilities: the judge can ask for sampled verdicts instead."""
 
 
 @dataclass
@@ -169,7 +183,7 @@ RETRY_STATUS = (429, 500, 502, 503, 504)
 
 
 class OpenAIBackend:
-    """Any OpenAI-compatible endpoint that returns log-probabilities."""
+    """Any OpenAI-compatible endpoint: log-probabilities where it returns them, sampled verdicts otherwise."""
 
     def __init__(self, base_url: str, model: str, api: str = "completions", api_key: str | None = None,
                  timeout: float = 60.0, max_retries: int = 5, backoff: float = 1.0, concurrency: int = 4,
@@ -185,6 +199,7 @@ class OpenAIBackend:
         self.min_interval = 1.0 / requests_per_second if requests_per_second else 0.0
         self._lock, self._next_start = threading.Lock(), 0.0
         self.requests_made = 0
+        self.single_prompts = False  # set when the server refuses a list of prompts
 
     # -- transport
     def _wait_rate_limit(self) -> None:
@@ -221,7 +236,7 @@ class OpenAIBackend:
                     if retry_after and retry_after.replace(".", "", 1).isdigit():
                         delay = max(delay, float(retry_after))
                     continue
-                raise RlhaifError(f"{url}: HTTP {e.code}: {detail}") from None
+                raise EndpointError(f"{url}: HTTP {e.code}: {detail}", e.code) from None
             except (socket.timeout, TimeoutError) as e:
                 last = f"timed out after {self.timeout}s ({e})"
                 continue
@@ -250,23 +265,37 @@ class OpenAIBackend:
         fn = self._score_completions if self.api == "completions" else self._score_chat
         return self._map(fn, list(queries))
 
+    def _completion_choices(self, texts: list[str]) -> list[dict]:
+        """One echo + logprobs choice per text: all texts in one request, or one request each for a server that
+        refuses a list of prompts (HTTP 400/422 about the prompt, as `transformers serve` answers; remembered)."""
+        body = {"model": self.model, "max_tokens": 1, "echo": True, "logprobs": 1, "temperature": 0}
+        if not self.single_prompts:
+            try:
+                reply = self.post("completions", {**body, "prompt": texts})
+            except EndpointError as e:
+                if e.code not in (400, 422) or "prompt" not in str(e).lower():
+                    raise  # only a complaint about the prompt's shape makes a single-prompt request worth it
+                self.single_prompts = True
+            else:
+                choices = reply.get("choices")
+                if not isinstance(choices, list) or len(choices) != len(texts):
+                    raise RlhaifError(f"{self.base_url}/completions: malformed reply, expected {len(texts)} choices: "
+                                      f"{str(reply)[:200]}")
+                return sorted(choices, key=lambda ch: ch.get("index", 0) if isinstance(ch, dict) else 0)
+        return [_choices(self.post("completions", {**body, "prompt": t}), f"{self.base_url}/completions")[0]
+                for t in texts]
+
     def _score_completions(self, q: Query) -> list[float]:
         prefix = plain_transcript(q.messages, q.prefill)
         texts = [prefix + c for c in q.continuations]
-        reply = self.post("completions", {"model": self.model, "prompt": texts, "max_tokens": 1, "echo": True,
-                                          "logprobs": 1, "temperature": 0})
-        choices = reply.get("choices")
-        if not isinstance(choices, list) or len(choices) != len(texts):
-            raise RlhaifError(f"{self.base_url}/completions: malformed reply, expected {len(texts)} choices: "
-                              f"{str(reply)[:200]}")
-        choices = sorted(choices, key=lambda ch: ch.get("index", 0) if isinstance(ch, dict) else 0)
+        choices = self._completion_choices(texts)
         toks = []
         for text, ch in zip(texts, choices):
             lp = ch.get("logprobs") if isinstance(ch, dict) else None
             if not lp or not lp.get("tokens") or lp.get("token_logprobs") is None:
-                raise RlhaifError(f"{self.base_url}/completions: the endpoint returned no logprobs; the judge needs "
-                                  "a server that returns prompt log-probabilities with echo=true and logprobs "
-                                  "(vLLM does), or use --api chat")
+                raise NoLogprobs(f"{self.base_url}/completions: the endpoint returned no logprobs; the judge needs "
+                                 "a server that returns prompt log-probabilities with echo=true and logprobs "
+                                 "(vLLM does), or use --api chat")
             offsets = lp.get("text_offset") or []
             n = sum(1 for o in offsets if o < len(text)) if offsets else len(lp["tokens"])  # drop generated token
             toks.append(list(zip(lp["tokens"][:n], lp["token_logprobs"][:n])))
@@ -291,8 +320,8 @@ class OpenAIBackend:
         except (KeyError, IndexError, TypeError, AttributeError):
             raise RlhaifError(f"{self.base_url}/chat/completions: malformed reply: {str(reply)[:200]}") from None
         if not content or not content.get("content"):
-            raise RlhaifError(f"{self.base_url}/chat/completions: the endpoint returned no logprobs; it must "
-                              "support logprobs=true with top_logprobs")
+            raise NoLogprobs(f"{self.base_url}/chat/completions: the endpoint returned no logprobs; it must "
+                             "support logprobs=true with top_logprobs")
         for pos in content["content"]:
             top = pos.get("top_logprobs") or []
             found = {l: [t["logprob"] for t in top if t.get("token", "").strip().strip("()").strip() == l]
@@ -302,6 +331,34 @@ class OpenAIBackend:
                 return [_logsumexp(found[l]) if found[l] else floor for l in letters]
         raise RlhaifError(f"{self.base_url}/chat/completions: none of the options {letters} appear among the top "
                           "logprobs of the answer; use a stronger judge or --api completions")
+
+    def verdicts(self, queries: Sequence[Query], n: int, temperature: float = 1.0, max_tokens: int = 8,
+                 seed: int = 0) -> list[tuple[int, ...]]:
+        """For servers without log-probabilities: ``n`` sampled answers per query, each parsed for an option
+        letter (``parse_verdict``). Per query: votes for each continuation, then the count of answers naming
+        none. A server that ignores ``n`` is asked again until ``n`` answers are in."""
+        def one(item):
+            i, q = item
+            letters = [c.strip().strip("()").strip() for c in q.continuations]
+            answers: list[str] = []
+            for attempt in range(n):
+                if len(answers) >= n:
+                    break
+                body = {"model": self.model, "max_tokens": max_tokens, "temperature": temperature,
+                        "n": n - len(answers), "seed": seed + 7919 * i + attempt}
+                if self.api == "chat":
+                    msgs = [dict(m) for m in q.messages]
+                    msgs[-1]["content"] += f"\n\nAnswer with {' or '.join(f'({l})' for l in letters)} only."
+                    reply = self.post("chat/completions", {**body, "messages": msgs})
+                    texts = [ch.get("message", {}).get("content") for ch in _choices(reply, self.base_url)]
+                else:
+                    reply = self.post("completions", {**body, "prompt": plain_transcript(q.messages, q.prefill)})
+                    texts = [ch.get("text") for ch in _choices(reply, self.base_url)]
+                answers += [t if isinstance(t, str) else "" for t in texts]
+            picks = [parse_verdict(a, letters) for a in answers[:n]]
+            return (*(picks.count(k) for k in range(len(letters))), picks.count(None))
+
+        return self._map(one, list(enumerate(queries)))
 
     def generate(self, prompts: Sequence[tuple[list[dict[str, str]], str]], max_new_tokens: int = 128,
                  temperature: float = 1.0, seed: int = 0) -> list[str]:
@@ -316,6 +373,22 @@ class OpenAIBackend:
                 raise RlhaifError(f"{self.base_url}/completions: malformed reply: {str(reply)[:200]}") from None
 
         return self._map(one, list(prompts))
+
+
+def _choices(reply: dict, where: str) -> list[dict]:
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or not choices or not all(isinstance(c, dict) for c in choices):
+        raise RlhaifError(f"{where}: malformed reply, expected choices: {str(reply)[:200]}")
+    return choices
+
+
+def parse_verdict(text: str, letters: Sequence[str]) -> int | None:
+    """The index of the option a sampled answer names: the first of the letters standing alone in it
+    ("(A)", "A.", "answer: B"), or None when it names none."""
+    import re
+
+    m = re.search(r"(?<![A-Za-z])(" + "|".join(re.escape(l) for l in letters) + r")(?![A-Za-z])", text or "")
+    return letters.index(m.group(1)) if m else None
 
 
 def _logsumexp(xs: Sequence[float]) -> float:

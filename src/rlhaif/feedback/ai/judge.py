@@ -28,7 +28,7 @@ from itertools import combinations
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from rlhaif.config import StageConfig
 from rlhaif.data.records import Prompt, as_messages
@@ -71,12 +71,20 @@ class Judgment:
     p_ba: float  # P(A) with the first response shown as (B)
     p: float
     reasoning: tuple[str, str] | None = None
+    failures: int = 0  # sampled verdicts naming no option (verdict mode), both orders
+
+
+def vote_share(votes_a: int, votes_b: int) -> float:
+    """P(A) of a verdict-mode order: the share of the parsed answers naming (A); ½ when none parsed."""
+    return votes_a / (votes_a + votes_b) if votes_a + votes_b else 0.5
 
 
 def judge_pairs(backend, items: Sequence[tuple[Prompt, str, str, Principle]], chain_of_thought: bool = False,
                 clamp: tuple[float, float] = (0.4, 0.6), cot_max_new_tokens: int = 128,
-                seed: int = 0) -> list[Judgment]:
-    """Judge (prompt, first, second, principle) items in both orders with one batched backend call."""
+                seed: int = 0, verdicts: int = 0, verdict_temperature: float = 1.0) -> list[Judgment]:
+    """Judge (prompt, first, second, principle) items in both orders with one batched backend call.
+    ``verdicts`` > 0: P(A) of each order is the share of that many sampled answers naming (A) (servers that
+    return no log-probabilities); otherwise it is read from the log-probabilities of the options."""
     orders = []  # 2 per item: (messages, first response is A?)
     for prompt, y1, y2, pr in items:
         orders.append(judge_messages(prompt, pr, y1, y2))
@@ -87,14 +95,22 @@ def judge_pairs(backend, items: Sequence[tuple[Prompt, str, str, Principle]], ch
         reasoning = backend.generate([(m, COT_PREFILL) for m in orders], max_new_tokens=cot_max_new_tokens,
                                      temperature=1.0, seed=seed)
         prefills = [f"{COT_PREFILL} {r.strip()}\n{ANSWER_PREFILL}" for r in reasoning]
-    lps = backend.continuation_logprobs([Query(m, f, list(OPTIONS)) for m, f in zip(orders, prefills)])
+    queries = [Query(m, f, list(OPTIONS)) for m, f in zip(orders, prefills)]
+    if verdicts:
+        counts = backend.verdicts(queries, verdicts, verdict_temperature, seed=seed)
+        p_a = [vote_share(a, b) for a, b, _ in counts]
+        failed = [c[2] for c in counts]
+    else:
+        p_a = [ab_probability(*lp) for lp in backend.continuation_logprobs(queries)]
+        failed = [0] * len(queries)
     out = []
     for i in range(len(items)):
-        p_ab, p_ba = ab_probability(*lps[2 * i]), ab_probability(*lps[2 * i + 1])
+        p_ab, p_ba = p_a[2 * i], p_a[2 * i + 1]
         p = debiased_probability(p_ab, p_ba)
         if chain_of_thought:
             p = min(max(p, clamp[0]), clamp[1])
-        out.append(Judgment(p_ab, p_ba, p, (reasoning[2 * i], reasoning[2 * i + 1]) if reasoning else None))
+        out.append(Judgment(p_ab, p_ba, p, (reasoning[2 * i], reasoning[2 * i + 1]) if reasoning else None,
+                            failed[2 * i] + failed[2 * i + 1]))
     return out
 
 
@@ -123,6 +139,14 @@ class AILabelConfig(StageConfig):
     """Environment variable that holds the endpoint's API key (never put keys in config files)."""
     constitution: Optional[str] = None
     """Constitution YAML; the shipped default when unset. One principle is drawn at random per label."""
+    judge_mode: Literal["auto", "logprobs", "verdicts"] = "auto"
+    """'logprobs': P(A), P(B) from the options' log-probabilities; 'verdicts': sample ``verdicts`` answers per
+    order and take the share naming (A) (for endpoints that return no log-probabilities); 'auto':
+    log-probabilities, switching to verdicts when the endpoint returns none."""
+    verdicts: int = Field(5, ge=1)
+    """Answers sampled per order in verdict mode; p is a share of votes (a multiple of 1/(2·verdicts))."""
+    verdict_temperature: float = Field(1.0, gt=0.0)
+    """Sampling temperature of the verdicts."""
     chain_of_thought: bool = False
     """Sample the judge's reasoning before reading its answer; p is then clamped to cot_clamp."""
     cot_clamp: tuple[float, float] = (0.4, 0.6)
@@ -149,11 +173,33 @@ class AILabelConfig(StageConfig):
     """Requests in flight at once (endpoint)."""
     requests_per_second: Optional[float] = None
     """Cap on the request rate (endpoint); unset = no cap."""
+    calibration: Optional[str] = None
+    """Human-labelled pairs (pairs.jsonl, TRL or hh-rlhf format) the judge is measured on before it labels:
+    agreement with the people and its bootstrap 95 % interval, first-slot share, order agreement, mean
+    confidence, in the log, metrics.jsonl and the manifest (``labeler``). Unset: the labels are not measured."""
+    calibration_limit: Optional[int] = 200
+    """Measure on the first N calibration pairs (unset: all)."""
+    chance_level: float = Field(0.5, ge=0.0, le=1.0)
+    """Warn that the labels are not better than chance when the agreement interval's lower bound is at or
+    below this."""
+    min_agreement: Optional[float] = Field(None, ge=0.0, le=1.0)
+    """Stop before labeling when the measured agreement is below this (needs ``calibration``)."""
+    calibrate: bool = False
+    """Rescale the labels' log-odds by the temperature fitted on the calibration set (needs ``calibration``):
+    p' = σ(logit(p)/T)."""
 
     @model_validator(mode="after")
     def _one_source(self) -> "AILabelConfig":
         if (self.input is None) == (self.db is None):
             raise ValueError("give exactly one of 'input' (a completions or pairs file) and 'db' (a feedback store)")
+        if self.judge_mode == "verdicts" and self.api == "hf":
+            raise ValueError("judge_mode 'verdicts' is for endpoints (api 'chat' or 'completions'); a local model "
+                             "('hf') gives log-probabilities")
+        if self.judge_mode != "logprobs" and self.chain_of_thought and self.api != "hf":
+            raise ValueError("chain_of_thought needs log-probabilities: set judge_mode 'logprobs' with an endpoint "
+                             "that returns them")
+        if self.calibration is None and (self.min_agreement is not None or self.calibrate):
+            raise ValueError("'min_agreement' and 'calibrate' need 'calibration' (a human-labelled pairs file)")
         return self
 
 
@@ -190,14 +236,103 @@ def load_items(path: str, limit: int | None = None, skip_invalid: bool = False) 
 def cache_key(model: str, cfg: AILabelConfig, prompt: Prompt, y1: str, y2: str, pr: Principle) -> str:
     body = [model, cfg.api, cfg.chain_of_thought, cfg.max_length, cfg.seed if cfg.chain_of_thought else 0,
             as_messages(prompt), y1, y2, pr.comparison_question]
+    if cfg.judge_mode != "logprobs" and cfg.api != "hf":  # verdicts may be asked: their settings change the label
+        body += [cfg.judge_mode, cfg.verdicts, cfg.verdict_temperature, cfg.seed]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+class LabelCache:
+    """The label cache (``ai_label_cache.jsonl``, one line per judged pair, flushed per label) and the backend,
+    built only when a pair is missing from the cache."""
+
+    def __init__(self, cfg: AILabelConfig, out: Path, backend=None):
+        from rlhaif.data.io import read_jsonl_tolerant
+
+        self.cfg, self.backend = cfg, backend
+        self.path = out / "ai_label_cache.jsonl"
+        self.labels = {c["key"]: c for c in read_jsonl_tolerant(self.path) if "key" in c}
+        self.model_name = Path(cfg.judge_model).name if Path(cfg.judge_model).exists() else cfg.judge_model
+        self.mode = "verdicts" if cfg.judge_mode == "verdicts" else "logprobs"
+
+    def keys(self, rows: Sequence[dict], principles: Sequence[Principle]) -> list[str]:
+        return [cache_key(self.model_name, self.cfg, r["prompt"], r["first"], r["second"], pr)
+                for r, pr in zip(rows, principles)]
+
+    def missing(self, keys: Sequence[str]) -> list[int]:
+        return [i for i, k in enumerate(keys) if k not in self.labels]
+
+    def judge(self, rows: Sequence[dict], principles: Sequence[Principle], keys: Sequence[str], log,
+              prefix: str = "ai") -> int:
+        """Judge the rows missing from the cache in chunks (one batched backend call each), logging the chunk's
+        mean confidence and first-slot share as ``<prefix>/confidence`` and ``<prefix>/first_slot``.
+        Returns the number judged."""
+        from rlhaif.data.io import append_jsonl
+        from rlhaif.feedback.ai.backends import make_backend
+
+        cfg, todo = self.cfg, self.missing(keys)
+        if todo and self.backend is None:
+            self.backend = make_backend(cfg.judge_model, cfg.api, cfg.base_url, cfg.api_key_env, cfg.dtype,
+                                        cfg.max_length, cfg.batch_size, cfg.timeout, cfg.max_retries, cfg.concurrency,
+                                        cfg.requests_per_second)
+        chunk = max(cfg.batch_size * 4, 16)
+        for step, start in enumerate(range(0, len(todo), chunk)):
+            idx = todo[start:start + chunk]
+            items = [(rows[i]["prompt"], rows[i]["first"], rows[i]["second"], principles[i]) for i in idx]
+            judged = self._judge_chunk(items, cfg.seed + start)
+            for i, j in zip(idx, judged):
+                self.labels[keys[i]] = {"key": keys[i], "p_ab": j.p_ab, "p_ba": j.p_ba, "p": j.p, "mode": self.mode,
+                                        **({"failures": j.failures} if self.mode == "verdicts" else {}),
+                                        **({"reasoning": list(j.reasoning)} if j.reasoning else {})}
+                append_jsonl(self.path, self.labels[keys[i]])  # flushed per label: a crash loses nothing paid for
+            log.log(step, {f"{prefix}/confidence": _mean([max(j.p, 1 - j.p) for j in judged]),
+                           f"{prefix}/first_slot": sum((j.p_ab > 0.5) + (j.p_ba > 0.5) for j in judged) / (2 * len(judged))},
+                    advance=len(idx))
+        return len(todo)
+
+    def _judge_chunk(self, items, seed: int) -> list[Judgment]:
+        """One batched call; in 'auto' mode an endpoint without log-probabilities switches the run to verdicts."""
+        from rlhaif.feedback.ai.backends import NoLogprobs
+
+        cfg = self.cfg
+        try:
+            return judge_pairs(self.backend, items, cfg.chain_of_thought, tuple(cfg.cot_clamp), cfg.cot_max_new_tokens,
+                               seed, verdicts=cfg.verdicts if self.mode == "verdicts" else 0,
+                               verdict_temperature=cfg.verdict_temperature)
+        except NoLogprobs as e:
+            if cfg.judge_mode != "auto" or self.mode == "verdicts":
+                raise
+            print(f"{e}\n-> judge_mode auto: asking for {cfg.verdicts} sampled verdicts per order instead")
+            self.mode = "verdicts"
+            return self._judge_chunk(items, seed)
+
+
+def measure_on_calibration(cfg: AILabelConfig, cache: LabelCache, constitution: Constitution, log):
+    """Judge the calibration pairs (the people's chosen response shown first; both orders are asked anyway)
+    and measure the labeler against them (calibration.py)."""
+    from rlhaif.feedback.ai.calibration import measure_labeler
+
+    _, rows = load_items(cfg.calibration, cfg.calibration_limit, cfg.skip_invalid)
+    rng = random.Random(cfg.seed + 1)
+    principles = [constitution.sample_principle(rng) for _ in rows]
+    keys = cache.keys(rows, principles)
+    cache.judge(rows, principles, keys, log, prefix="calibration")
+    got = [cache.labels[k] for k in keys]
+    try:
+        return measure_labeler([c["p_ab"] for c in got], [c["p_ba"] for c in got], [c["p"] for c in got],
+                               [r["prior_p"] for r in rows], chance=cfg.chance_level, seed=cfg.seed)
+    except ValueError as e:
+        from rlhaif.errors import DataError
+
+        raise DataError(cfg.calibration, None, "p", str(e)) from None
+
+
 def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
-    """Judge every pair and write ``pairs.jsonl``. ``backend`` overrides the one built from ``cfg`` (tests)."""
-    from rlhaif.data.io import append_jsonl, read_jsonl_tolerant, write_records
+    """Judge every pair and write ``pairs.jsonl``. ``backend`` overrides the one built from ``cfg`` (tests).
+    With ``calibration``, the judge is first measured on human-labelled pairs (and may stop there)."""
+    from rlhaif.data.io import write_records
     from rlhaif.data.records import PairRecord
-    from rlhaif.feedback.ai.backends import make_backend
+    from rlhaif.errors import RlhaifError
+    from rlhaif.feedback.ai.calibration import apply_temperature
     from rlhaif.feedback.ai.constitution import load_constitution
     from rlhaif.manifest import write_stage_manifest
     from rlhaif.metrics import MetricsLogger
@@ -218,33 +353,30 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
         kind, rows = load_items(cfg.input, cfg.limit, cfg.skip_invalid)
     rng = random.Random(cfg.seed)
     principles = [constitution.sample_principle(rng) for _ in rows]  # drawn up front: a rerun draws the same
-    model_name = Path(cfg.judge_model).name if Path(cfg.judge_model).exists() else cfg.judge_model
-    keys = [cache_key(model_name, cfg, r["prompt"], r["first"], r["second"], pr) for r, pr in zip(rows, principles)]
-    cache_path = out / "ai_label_cache.jsonl"
-    cache = {c["key"]: c for c in read_jsonl_tolerant(cache_path) if "key" in c}
-    todo = [i for i, k in enumerate(keys) if k not in cache]
-    hits = len(rows) - len(todo)
-    if todo and backend is None:
-        backend = make_backend(cfg.judge_model, cfg.api, cfg.base_url, cfg.api_key_env, cfg.dtype, cfg.max_length,
-                               cfg.batch_size, cfg.timeout, cfg.max_retries, cfg.concurrency, cfg.requests_per_second)
-    chunk = max(cfg.batch_size * 4, 16)
-    with MetricsLogger(out, total_steps=len(todo), description="ai-label") as log:
-        for step, start in enumerate(range(0, len(todo), chunk)):
-            idx = todo[start:start + chunk]
-            items = [(rows[i]["prompt"], rows[i]["first"], rows[i]["second"], principles[i]) for i in idx]
-            judged = judge_pairs(backend, items, cfg.chain_of_thought, tuple(cfg.cot_clamp), cfg.cot_max_new_tokens,
-                                 cfg.seed + start)
-            for i, j in zip(idx, judged):
-                cache[keys[i]] = {"key": keys[i], "p_ab": j.p_ab, "p_ba": j.p_ba, "p": j.p,
-                                  **({"reasoning": list(j.reasoning)} if j.reasoning else {})}
-                append_jsonl(cache_path, cache[keys[i]])  # flushed per label: a crash loses nothing paid for
-            log.log(step, {"ai/p_mean": sum(j.p for j in judged) / len(judged),
-                           "ai/position_bias": sum((j.p_ab > 0.5) + (j.p_ba > 0.5) for j in judged) / (2 * len(judged))},
-                    advance=len(idx))
+    cache = LabelCache(cfg, out, backend)
+    model_name = cache.model_name
+    keys = cache.keys(rows, principles)
+    check = None
+    if cfg.calibration is not None:
+        with MetricsLogger(out, description="ai-label: measuring the judge") as log:
+            check = measure_on_calibration(cfg, cache, constitution, log)
+            log.log(0, {f"labeler/{k}": v for k, v in check.as_dict().items() if isinstance(v, (int, float))},
+                    advance=0)
+        print(check.summary())
+        if cfg.min_agreement is not None and check.agreement < cfg.min_agreement:
+            if store is not None:
+                store.close()
+            raise RlhaifError(f"the judge agrees with the people on {check.agreement:.1%} of {check.n} calibration "
+                              f"pairs ({cfg.calibration}), below min_agreement {cfg.min_agreement:.1%}: no labels "
+                              "written. Use a larger judge model or an endpoint serving one (docs/ai-feedback.md).")
+    hits = len(rows) - len(cache.missing(keys))
+    with MetricsLogger(out, total_steps=len(rows) - hits, description="ai-label") as log:
+        judged_now = cache.judge(rows, principles, keys, log)
 
+    temperature = check.temperature if (check is not None and cfg.calibrate) else 1.0
+    labels = [dict(cache.labels[k], p=apply_temperature(cache.labels[k]["p"], temperature)) for k in keys]
     pairs, agree = [], []
-    for r, pr, k in zip(rows, principles, keys):
-        c = cache[k]
+    for r, pr, c in zip(rows, principles, labels):
         p = c["p"]
         chosen, rejected = (r["first"], r["second"]) if p >= 0.5 else (r["second"], r["first"])
         extra = {"principle": pr.name, "p_orders": [c["p_ab"], c["p_ba"]]}
@@ -256,16 +388,22 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
     write_records(out / "pairs.jsonl", pairs)
     if store is not None:
         stored = store.add_ai_labels({"task": r["task"], "model": model_name, "principle": pr.name,
-                                      "p": cache[k]["p"], "p_orders": [cache[k]["p_ab"], cache[k]["p_ba"]]}
-                                     for r, pr, k in zip(rows, principles, keys))
+                                      "p": c["p"], "p_orders": [c["p_ab"], c["p_ba"]]}
+                                     for r, pr, c in zip(rows, principles, labels))
         store.close()
-    judged_all = [cache[k] for k in keys]
-    stats = {"n_pairs": len(pairs), "input_kind": kind, "cache_hits": hits, "judged": len(todo),
-             "p_mean": _mean([max(c["p"], 1 - c["p"]) for c in judged_all]),
-             "position_bias": _mean([(c["p_ab"] > 0.5) + (c["p_ba"] > 0.5) for c in judged_all]) / 2,
-             "order_consistency": _mean([float((c["p_ab"] > 0.5) == (c["p_ba"] < 0.5)) for c in judged_all])}
+    stats = {"n_pairs": len(pairs), "input_kind": kind, "cache_hits": hits, "judged": judged_now,
+             "p_mean": _mean([max(c["p"], 1 - c["p"]) for c in labels]),
+             "position_bias": _mean([(c["p_ab"] > 0.5) + (c["p_ba"] > 0.5) for c in labels]) / 2,
+             "order_consistency": _mean([float((c["p_ab"] > 0.5) == (c["p_ba"] < 0.5)) for c in labels]),
+             "judge_mode": cache.mode}
+    if any(c.get("mode") == "verdicts" for c in labels):
+        stats["verdicts_unparsed"] = sum(c.get("failures", 0) for c in labels)
+        stats["verdicts_asked"] = sum(2 * cfg.verdicts for c in labels if c.get("mode") == "verdicts")
     if agree:
         stats["agreement"] = _mean(agree)
+    if check is not None:
+        stats["labeler"] = check.as_dict()
+        stats["calibrated"] = cfg.calibrate
     if store is not None:
         stats["stored_in"] = f"{cfg.db} (campaign {cfg.campaign!r}, {stored} AI labels)"
     wall = round(time.time() - t0, 2)
