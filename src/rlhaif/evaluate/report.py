@@ -240,7 +240,7 @@ def labeler_lines(block: dict[str, Any]) -> list[str]:
              f"[{block['low']:.1%}, {block['high']:.1%}] of {block['n']} human-labelled pairs"
              + (f" ({Path(block['calibration']).name})" if block.get("calibration") else "")
              + f"; it picks the response shown first in {block['first_slot_share']:.1%} of single-order answers "
-             f"(50 % = no position bias), both orders agree on {block['order_agreement']:.1%} of pairs."]
+             f"(50% = no position bias), both orders agree on {block['order_agreement']:.1%} of pairs."]
     if block.get("at_chance"):
         lines.append(f"{AT_CHANCE} (the agreement interval's lower bound, {block['low']:.1%}, is not above "
                      f"{block.get('chance', 0.5):.0%}): what the reward model learned from them is not shown to be "

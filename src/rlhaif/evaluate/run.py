@@ -274,7 +274,9 @@ def labeler_block(path: str) -> dict[str, Any]:
                           "an ai_label stage")
     config, outputs = body.get("config") or {}, body.get("outputs") or {}
     check = outputs.get("labeler")
-    return {"judge": config.get("judge_model"), "api": config.get("api"), "calibration": config.get("calibration"),
+    judge = config.get("judge_model")
+    judge = Path(judge).name if judge and Path(judge).exists() else judge  # a folder: its name, as in labels
+    return {"judge": judge, "api": config.get("api"), "calibration": config.get("calibration"),
             "manifest": str(man), "measured": check is not None, **(check or {}),
             **({"calibrated": bool(outputs.get("calibrated"))} if check else {})}
 
@@ -303,10 +305,10 @@ def read_prompt_groups(cfg: EvaluateConfig) -> tuple[list, list[str] | None]:
 
 
 def relative_paths_in_report(path: Path) -> None:
-    """Rewrite the paths of report.json's ``config``, ``training`` and ``labeler`` that lie inside the run folder (the
-    folder above the report's own) relative to it, as ``paths_relative_to`` (".." from report.json) says, so
-    the report reads the same on another machine. Other paths stay as they are; the path in a ``kind:path``
-    or ``file.py:function`` value is rewritten too."""
+    """Rewrite the paths of report.json's ``config`` and ``training``, and the labeler's manifest and
+    calibration set, that lie inside the run folder (the folder above the report's own) relative to it, as
+    ``paths_relative_to`` (".." from report.json) says, so the report reads the same on another machine. Other
+    paths stay as they are; the path in a ``kind:path`` or ``file.py:function`` value is rewritten too."""
     import os
 
     root = path.parent.resolve().parent
@@ -332,9 +334,12 @@ def relative_paths_in_report(path: Path) -> None:
         return x
 
     report = json.loads(path.read_text())
-    for key in ("config", "training", "labeler"):
+    for key in ("config", "training"):
         if key in report:
             report[key] = walk(report[key])
+    for key in ("manifest", "calibration"):  # the labeler's paths (not its sentences)
+        if isinstance((report.get("labeler") or {}).get(key), str):
+            report["labeler"][key] = walk(report["labeler"][key])
     for row in (report.get("models") or {}).values():  # each model's path, as in config.models
         if isinstance(row, dict) and isinstance(row.get("path"), str):
             row["path"] = walk(row["path"])
