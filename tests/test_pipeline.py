@@ -208,6 +208,29 @@ def test_shipped_recipes_check():
     assert len(check_recipe(load_recipe(root / "recipes" / "study-overoptimization.yaml"))) == 10
 
 
+def test_cai_recipe_evaluates_by_a_gold_scorer_per_prompt_group_led_by_the_labeler():
+    """The CAI recipe (as `rlhaif demo --cai` runs it) evaluates base vs SL-CAI vs RL-CAI on the held-out prompts
+    by a gold reward model learned from human preferences (as the rlhf demo's), per prompt kind, RL-CAI against
+    SL-CAI, with the AI labeler's calibration leading the report and no win rate by the at-chance judge."""
+    from rlhaif.pipeline import ASSETS, demo_recipe
+
+    r = demo_recipe("cai")
+    stages = {s.name: s for s in r.stages}
+    rlhf = {s.name: s for s in demo_recipe("rlhf").stages}
+    for name in ("gold_pairs", "gold_rm"):  # the same people as the rlhf demo's, before any training
+        assert stages[name].settings == rlhf[name].settings and not stages[name].repeat
+    assert stages["ai_label"].settings["calibration"] == "${assets}/preferences/demo_pairs.jsonl"
+    ev = stages["evaluate"].settings
+    assert ev["gold_scorer"] == "${gold_rm}" and ev["proxy_scorer"] == "${pm}"
+    assert ev["models"] == {"base": "${base}", "sl-cai": "${sft.model}", "rl-cai": "${ppo.model}"}
+    assert ev["reference"] == "sl-cai" and ev["ai_labeler"] == "${ai_label}" and "judge" not in ev
+    assert ev["prompts"] == "${assets}/prompts/heldout_eval_prompts.jsonl" and ev["group_field"] == "kind"
+    kinds = {json.loads(line)["kind"] for line in (ASSETS / "prompts" / "heldout_eval_prompts.jsonl").open()}
+    assert kinds == {"everyday", "red-team"}
+    r = demo_recipe("cai", hh_rlhf=str(ASSETS / "preferences" / "demo_pairs.jsonl"))  # --hh-rlhf: the gold's people
+    assert next(s for s in r.stages if s.name == "gold_pairs").settings["limit"] == 800
+
+
 def test_ppo_stage_in_two_processes(tiny, tmp_path):
     run = tmp_path / "run"
     recipe = {"run_dir": str(run), "policy": str(tiny / "lm"), "stages": [
@@ -260,7 +283,8 @@ def test_demo_recipe_and_bundled_assets(hh_path, tmp_path):
     r = demo_recipe("rlhf", run_dir=str(tmp_path / "demo"), human=True)
     human = next(s for s in r.stages if s.name == "simulate")
     assert human.stage == "human" and human.settings["completions"] == "${generate.completions}"
-    assert len(check_recipe(r)) == 8 and len(check_recipe(demo_recipe("cai"))) == 8
+    assert len(check_recipe(r)) == 8 and len(check_recipe(demo_recipe("cai"))) == 10
+    assert demo_recipe("rlhf").run_dir == "runs/demo" and demo_recipe("cai").run_dir == "runs/demo-cai"
     # the bundled data parse, and held-out prompts are not training prompts
     pairs = read_pairs(ASSETS / "preferences" / "demo_pairs.jsonl")
     demos = read_records(ASSETS / "demos" / "demo_sft.jsonl", DemoRecord)
@@ -278,7 +302,8 @@ def test_demo_check_from_the_command_line(tmp_path, capsys):
     assert "simulate: human (HumanFeedbackConfig) [every round]" in out and "demo (rlhf, human feedback): ok" in out
     main(["demo", "--check", "--cai"])
     out = capsys.readouterr().out
-    assert "revise: revise" in out and "ai_label: ai_label" in out and "demo (cai): ok, 8 stages" in out
+    assert "revise: revise" in out and "ai_label: ai_label" in out
+    assert "demo (cai): ok, 10 stages into runs/demo-cai" in out  # its own folder, not the rlhf demo's
     with pytest.raises(SystemExit) as e:  # --human has no panel to replace in the cai demo: one clear error
         main(["demo", "--check", "--cai", "--human"])
     assert e.value.code == 2 and "replaces the simulated panel" in capsys.readouterr().err

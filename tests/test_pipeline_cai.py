@@ -1,5 +1,6 @@
 """The Constitutional AI recipe on tiny models end to end: critique-revise -> SFT on the revisions -> generate
-pairs -> AI labels (local judge) mixed with human pairs -> preference model -> PPO -> evaluate with win rates."""
+pairs -> AI labels (local judge, measured on human pairs first) mixed with human pairs -> preference model -> PPO
+-> evaluate with win rates, the report led by the judge's measured agreement."""
 
 import json
 
@@ -21,7 +22,8 @@ def test_cai_recipe_end_to_end(tmp_path, hh_path):
         {"stage": "sft", "model": "${policy}", "data": "${revise}/sft.jsonl", "max_steps": 1, "batch_size": 2,
          "lora_r": 4},
         {"stage": "generate", "model": "${policy}", "prompts": str(prompts), "k": 2, "max_new_tokens": 4},
-        {"stage": "ai_label", "input": "${generate.completions}", "judge_model": str(tmp_path / "lm")},
+        {"stage": "ai_label", "input": "${generate.completions}", "judge_model": str(tmp_path / "lm"),
+         "calibration": hh_path, "calibration_limit": 8, "skip_invalid": True},
         {"stage": "pairs", "name": "mixed", "inputs": ["${ai_label.pairs}", hh_path], "limit": 6,
          "skip_invalid": True},
         {"stage": "reward", "name": "pm", "data": "${mixed.pairs}", "backbone": str(tmp_path / "rm"),
@@ -30,7 +32,7 @@ def test_cai_recipe_end_to_end(tmp_path, hh_path):
          "batch_size": 2, "mini_batch_size": 2, "ppo_epochs": 1, "max_new_tokens": 4, "lora_r": 4},
         {"stage": "evaluate", "models": {"base": "${base}", "sft": "${sft.model}", "ppo": "${ppo.model}"},
          "prompts": str(prompts), "proxy_scorer": "${pm}", "judge": str(tmp_path / "lm"), "max_new_tokens": 4,
-         "bootstrap_rounds": 10},
+         "bootstrap_rounds": 10, "ai_labeler": "${ai_label}"},
     ]}, "cai-tiny.yaml")
     assert len(check_recipe(recipe)) == 8
     summary = run_recipe(recipe, log=lambda m: None)
@@ -64,5 +66,11 @@ def test_cai_recipe_end_to_end(tmp_path, hh_path):
         wr = rep["models"][m]["win_rate"]
         assert 0.0 <= wr["win_rate"] <= 1.0 and wr["wins"] + wr["ties"] + wr["losses"] == 3
     assert "win_rate" not in rep["models"]["base"]
+    # the report leads with the judge measured on the calibration pairs (the ai_label stage's manifest)
+    measured = json.loads((run / "ai_label" / "manifest.json").read_text())["outputs"]["labeler"]
+    assert list(rep)[0] == "labeler" and rep["labeler"]["agreement"] == measured["agreement"]
+    assert rep["labeler"]["manifest"] == "ai_label/manifest.json"  # relative to the run folder
+    assert rep["labeler"]["lines"][0].startswith("AI labeler (lm): agrees with people on ")
+    assert rep["labeler"]["lines"][0] in (run / "evaluate" / "report.html").read_text()
     again = run_recipe(recipe, log=lambda m: None)
     assert [s["status"] for s in again["stages"]] == ["skipped"] * 8

@@ -397,13 +397,18 @@ def check_recipe(recipe: Recipe) -> list[str]:
     return lines
 
 
-def demo_recipe(name: str = "rlhf", run_dir: str = "runs/demo", hh_rlhf: Optional[str] = None,
+DEMO_RUN_DIRS = {"rlhf": "runs/demo", "cai": "runs/demo-cai"}
+"""Where each demo writes by default: each its own folder, so one never redoes the other's stages."""
+
+
+def demo_recipe(name: str = "rlhf", run_dir: Optional[str] = None, hh_rlhf: Optional[str] = None,
                 human: bool = False) -> Recipe:
-    """The recipe `rlhaif demo` runs: the bundled ``assets/recipes/<name>.yaml`` with ``run_dir`` set;
-    ``hh_rlhf`` trains the gold reward model on that hh-rlhf file instead of the bundled pairs."""
+    """The recipe `rlhaif demo` runs: the bundled ``assets/recipes/<name>.yaml`` with ``run_dir`` set (default
+    ``DEMO_RUN_DIRS[name]``); ``hh_rlhf`` trains the gold reward model on that hh-rlhf file instead of the
+    bundled pairs."""
     path = ASSETS / "recipes" / f"{name}.yaml"
     data = load_yaml(path)
-    data["run_dir"] = run_dir
+    data["run_dir"] = run_dir or DEMO_RUN_DIRS.get(name, f"runs/demo-{name}")
     for st in data["stages"]:
         if hh_rlhf and st.get("name") == "gold_pairs":
             if not Path(hh_rlhf).exists():

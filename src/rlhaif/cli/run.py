@@ -49,7 +49,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         cai: bool = typer.Option(False, "--cai", help="Run the Constitutional AI recipe instead."),
         hh_rlhf: Optional[str] = typer.Option(None, "--hh-rlhf", help="Train the gold reward model on this "
                                               "hh-rlhf file (.jsonl or .jsonl.gz) instead of the bundled pairs."),
-        run_dir: str = typer.Option("runs/demo", help="Where every stage writes."),
+        run_dir: Optional[str] = typer.Option(None, help="Where every stage writes (default runs/demo; "
+                                              "runs/demo-cai with --cai)."),
         check: bool = typer.Option(False, "--check", help="Only check the demo's recipe (with --human / --cai "
                                    "as given); run nothing."),
     ):
@@ -61,7 +62,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             for line in check_recipe(recipe):
                 typer.echo(line)
             typer.echo(f"demo ({'cai' if cai else 'rlhf'}{', human feedback' if human else ''}): ok, "
-                       f"{len(recipe.stages)} stages into {run_dir}")
+                       f"{len(recipe.stages)} stages into {recipe.run_dir}")
             return
         summary = run_recipe(recipe, log=lambda m: typer.echo(m, err=True))
         _print_report(summary)

@@ -187,34 +187,44 @@ def paired_comparisons(per_model: dict[str, dict[str, list[float]]], against: Se
     return rows
 
 
+def comparisons(models: Sequence[str], anchors: Sequence[str]) -> list[tuple[str, str]]:
+    """(model, against) pairs of a report: every model against each anchor in turn (the reference model, then
+    the baseline), except an anchor against the anchors before it — the baseline is the start, so the reference
+    is shown as a gain over the baseline, not the baseline as a loss against the reference. Models [base, sft,
+    rl] with anchors [sft, base] give (rl, sft), (sft, base), (rl, base)."""
+    anchors = list(dict.fromkeys(anchors))
+    return [(m, a) for i, a in enumerate(anchors) for m in models if m != a and m not in anchors[i + 1:]]
+
+
 def objective_table(per_model: dict[str, dict[str, list[float]]], texts: dict[str, list[str]],
-                    groups: Sequence[str] | None, objectives: Sequence[str], against: str, samples_per_prompt: int,
-                    rounds: int = 2000, seed: int = 0) -> list[dict]:
-    """The evaluation by objective: for every model (other than ``against``), objective (a per-sample series of
-    ``per_model``: each gold scorer) and prompt group (``groups``: one label per sample; with groups, 'all'
-    follows them), the paired gain over ``against`` on that group's prompts (``paired_difference``: mean,
-    bootstrap 95 % interval, se, mde) beside the group's paired length change (``length_gain``, tokens) and both
-    models' refusal rates (``refusal_rate``, ``refusal_rate_against``). One row per model × objective × group."""
-    n = len(texts[against])
+                    groups: Sequence[str] | None, objectives: Sequence[str], against: str | Sequence[str],
+                    samples_per_prompt: int, rounds: int = 2000, seed: int = 0) -> list[dict]:
+    """The evaluation by objective: for every model and anchor (``against``: one model, or several in the
+    order of ``comparisons``), objective (a per-sample series of ``per_model``: each gold scorer) and prompt
+    group (``groups``: one label per sample; with groups, 'all' follows them), the paired gain over the anchor
+    on that group's prompts (``paired_difference``: mean, bootstrap 95 % interval, se, mde) beside the group's
+    paired length change (``length_gain``, tokens) and both models' refusal rates (``refusal_rate``,
+    ``refusal_rate_against``). One row per (model, anchor) × objective × group."""
+    anchors = [against] if isinstance(against, str) else list(against)
+    n = len(texts[anchors[0]])
     labels = list(groups) if groups is not None else ["all"] * n
     names = list(dict.fromkeys(labels)) + (["all"] if groups is not None else [])
     rows = []
-    for model, series in per_model.items():
-        if model == against or model not in texts:
-            continue
+    for model, anchor in comparisons([m for m in per_model if m in texts], anchors):
+        series = per_model[model]
         for objective in objectives:
-            if objective not in series or objective not in per_model[against]:
+            if objective not in series or objective not in per_model[anchor]:
                 continue
             for group in names:
                 idx = [i for i in range(n) if group == "all" or labels[i] == group]
                 pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
-                row = {"objective": objective, "group": group, "model": model, "against": against,
-                       **paired_difference(pick(series[objective]), pick(per_model[against][objective]),
+                row = {"objective": objective, "group": group, "model": model, "against": anchor,
+                       **paired_difference(pick(series[objective]), pick(per_model[anchor][objective]),
                                            samples_per_prompt, rounds, seed)}
-                if "length" in series and "length" in per_model[against]:
-                    row["length_gain"] = paired_difference(pick(series["length"]), pick(per_model[against]["length"]),
+                if "length" in series and "length" in per_model[anchor]:
+                    row["length_gain"] = paired_difference(pick(series["length"]), pick(per_model[anchor]["length"]),
                                                            samples_per_prompt, rounds, seed)["mean"]
                 row["refusal_rate"] = refusal_rate(pick(texts[model]))
-                row["refusal_rate_against"] = refusal_rate(pick(texts[against]))
+                row["refusal_rate_against"] = refusal_rate(pick(texts[anchor]))
                 rows.append(row)
     return rows

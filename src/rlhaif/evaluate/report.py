@@ -182,12 +182,25 @@ def _signed(x: float, digits: int = 3) -> str:
     return f"{x:+.{digits}f}" if math.isfinite(x) else "–"
 
 
-def headline_lines(paired: list[dict], results: dict[str, dict[str, Any]], anchor: str, order: list[str]) -> list[str]:
-    """One sentence per model against ``anchor`` (the reference model, else the baseline), the last model of
-    ``order`` first (the trained one in the recipes): the paired gold and proxy gain with its bootstrap 95 %
-    interval, the KL to the reference, the paired change in length, and the smallest gain the set can detect."""
+def interval_verdict(row: dict) -> str:
+    """What a paired gain's 95 % interval shows: a gain or a loss only when it is clear of 0."""
+    if row["low"] > 0:
+        return "a gain: the 95 % interval lies above 0"
+    if row["high"] < 0:
+        return "a loss: the 95 % interval lies below 0"
+    return "no difference shown: the 95 % interval includes 0"
+
+
+def headline_lines(paired: list[dict], results: dict[str, dict[str, Any]], anchors: Sequence[str],
+                   order: list[str]) -> list[str]:
+    """One sentence per (model, anchor) of ``comparisons(order, anchors)`` (the reference model, then the
+    baseline), the last model of ``order`` first (the trained one in the recipes): the paired gold and proxy
+    gain with its bootstrap 95 % interval, the KL to the reference, the paired change in length, the smallest
+    gain the set can detect, and what the gold interval shows (a gain only when it lies above 0)."""
+    from rlhaif.evaluate.metrics import comparisons
+
     lines = []
-    for name in reversed(order):
+    for name, anchor in comparisons(order[::-1], anchors):
         rows = {r["kind"]: r for r in paired if r["model"] == name and r["against"] == anchor}
         if not rows:
             continue
@@ -205,15 +218,51 @@ def headline_lines(paired: list[dict], results: dict[str, dict[str, Any]], ancho
             text += (f" (paired over {first['prompts']} prompts × {first['samples_per_prompt']} samples, 95 % "
                      f"bootstrap interval; detectable gain at 80 % power: {first['mde']:.3f} "
                      f"{'gold' if 'gold' in rows else 'proxy'})")
+        if "gold" in rows:
+            text += f"; by the gold scorer: {interval_verdict(rows['gold'])}"
         lines.append(text)
+    return lines
+
+
+AT_CHANCE = "The AI labels are not better than chance"
+"""How the report says that the labeler's agreement with people is at chance (tests look for it)."""
+
+
+def labeler_lines(block: dict[str, Any]) -> list[str]:
+    """The AI labeler's measured agreement with people (an ai_label stage's ``labeler``, ``labeler_block``) in
+    plain sentences: agreement with its interval on N pairs, first-slot share, and, when the interval's lower
+    bound is not above chance, that the labels are not shown to be better than chance."""
+    judge = block.get("judge") or "?"
+    if not block.get("measured"):
+        return [f"The AI labeler ({judge}) was not measured against people (its ai_label stage had no "
+                "calibration set): nothing here shows that its labels agree with people."]
+    lines = [f"AI labeler ({judge}): agrees with people on {block['agreement']:.1%} "
+             f"[{block['low']:.1%}, {block['high']:.1%}] of {block['n']} human-labelled pairs"
+             + (f" ({Path(block['calibration']).name})" if block.get("calibration") else "")
+             + f"; it picks the response shown first in {block['first_slot_share']:.1%} of single-order answers "
+             f"(50% = no position bias), both orders agree on {block['order_agreement']:.1%} of pairs."]
+    if block.get("at_chance"):
+        lines.append(f"{AT_CHANCE} (the agreement interval's lower bound, {block['low']:.1%}, is not above "
+                     f"{block.get('chance', 0.5):.0%}): what the reward model learned from them is not shown to be "
+                     "what people prefer. A larger judge, or an endpoint serving one (docs/ai-feedback.md), is the "
+                     "remedy.")
+    else:
+        lines.append(f"The AI labels are better than chance: the agreement interval's lower bound, "
+                     f"{block['low']:.1%}, is above {block.get('chance', 0.5):.0%}.")
+    if block.get("calibrated"):
+        t = block.get("temperature")
+        lines.append("Its labels were rescaled by the temperature fitted on those pairs ("
+                     + ("T = ∞: every label ½" if t is None else f"T = {t:.3g}") + ").")
     return lines
 
 
 def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_ids: Sequence[str],
                  responses: dict[str, list[str]], results: dict[str, dict[str, Any]], notes: list[str],
-                 groups: Sequence[str] | None = None, extra: dict[str, Any] | None = None) -> dict:
+                 groups: Sequence[str] | None = None, extra: dict[str, Any] | None = None,
+                 labeler: dict[str, Any] | None = None) -> dict:
     """Write report.json and report.html (+ plots/*.png) into ``out``; return the report dict. ``groups``:
-    each sample's prompt group (the evaluation by objective splits by it)."""
+    each sample's prompt group (the evaluation by objective splits by it); ``labeler``: the AI labeler's
+    measured agreement with people (``rlhaif.evaluate.run.labeler_block``), which then leads the report."""
     from rlhaif.data.records import prompt_text
 
     from rlhaif.evaluate.metrics import objective_table, paired_comparisons
@@ -221,14 +270,14 @@ def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_i
     per_model = {n: r.pop("_per_sample", {}) for n, r in results.items()}
     lengths = {n: r.pop("_lengths", None) for n, r in results.items()}
     reference = cfg.reference if cfg.reference in results else None  # a model of the comparison, not a path
-    anchor = reference or baseline
+    anchors = [a for a in (reference, baseline) if a]
     series = {n: {**s, **({"length": [float(x) for x in lengths[n]]} if lengths[n] else {})}
               for n, s in per_model.items()}
     objectives = [k for k in ("gold", *getattr(cfg, "gold_scorers", {})) if any(k in v for v in per_model.values())]
-    paired = paired_comparisons(series, [a for a in (reference, baseline) if a], cfg.k,
-                                kinds=("gold", "proxy", "length", *objectives[1:]), seed=cfg.seed)
-    by_objective = objective_table(series, responses, groups, objectives, anchor, cfg.k, seed=cfg.seed)
-    headline = headline_lines(paired, results, anchor, list(results))
+    paired = paired_comparisons(series, anchors, cfg.k, kinds=("gold", "proxy", "length", *objectives[1:]),
+                                seed=cfg.seed)
+    by_objective = objective_table(series, responses, groups, objectives, anchors, cfg.k, seed=cfg.seed)
+    headline = headline_lines(paired, results, anchors, list(results))
     plots: dict[str, bytes] = {}
     curves, training = training_curves(cfg.training_metrics)
     if curves:
@@ -247,9 +296,11 @@ def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_i
         for k in ("proxy", "gold"):
             if k in r and name != baseline and k in results[baseline]:
                 r[f"{k}_delta_vs_baseline"] = r[k]["mean"] - results[baseline][k]["mean"]
-    report = {"objectives": by_objective, "headline": headline, "paired": paired, "baseline": baseline, "reference": cfg.reference or baseline, "leaderboard_scorer": kind, "models": results, "leaderboard": board,
-              "training": training, "notes": notes, "prompts": len(set(prompt_ids)), "responses_per_model":
-              len(prompts), "config": cfg.model_dump(mode="json"), **(extra or {})}
+    report = {**({"labeler": {**labeler, "lines": labeler_lines(labeler)}} if labeler else {}),
+              "objectives": by_objective, "headline": headline, "paired": paired, "baseline": baseline,
+              "reference": cfg.reference or baseline, "leaderboard_scorer": kind, "models": results,
+              "leaderboard": board, "training": training, "notes": notes, "prompts": len(set(prompt_ids)),
+              "responses_per_model": len(prompts), "config": cfg.model_dump(mode="json"), **(extra or {})}
     (out / "plots").mkdir(parents=True, exist_ok=True)
     for name, png in plots.items():
         (out / "plots" / f"{name}.png").write_bytes(png)
@@ -263,7 +314,7 @@ def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_i
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;"
         "vertical-align:top;text-align:left}th{background:#f4f4f4}.resp{white-space:pre-wrap;max-width:380px}"
-        "img{max-width:100%}.note{color:#666}")
+        "img{max-width:100%}.note{color:#666}.warn{color:#a00}")
 
 
 def _html(report, plots, prompts, responses, per_model, n_samples, prompt_text) -> str:
@@ -295,6 +346,8 @@ def _html(report, plots, prompts, responses, per_model, n_samples, prompt_text) 
         lead.append("</table><p class='note'>Per prompt: the model's mean over its samples minus the other model's; "
                     "averaged over prompts; the interval resamples prompts (seeded). A gain smaller than the "
                     "detectable size may be real but this prompt set cannot show it.</p>")
+    if report.get("labeler"):  # and before them all, how far the AI labels behind the reward can be trusted
+        lead[:0] = [labeler_html(report["labeler"])]
     h[1:1] = lead
     for name, r in models.items():
         cells = []
@@ -334,19 +387,30 @@ def _html(report, plots, prompts, responses, per_model, n_samples, prompt_text) 
     return "\n".join(h)
 
 
+def labeler_html(block: dict[str, Any]) -> str:
+    """The AI labeler's measured agreement (``labeler_lines``) as the report's first section; the at-chance
+    sentence, or the sentence saying it was not measured, in bold red."""
+    out = ["<h2>The AI labeler, measured against people</h2>"]
+    for t in block["lines"]:
+        plain = block.get("measured") and not t.startswith(AT_CHANCE)
+        out.append(f"<p>{html.escape(t)}</p>" if plain else f"<p class='warn'><b>{html.escape(t)}</b></p>")
+    return "".join(out)
+
+
 def objectives_html(rows: list[dict]) -> str:
     """The evaluation by objective as an HTML table: one row per model × objective × prompt group."""
     e = html.escape
     h = ["<h2>Gains by objective and prompt group</h2><table><tr><th>model</th><th>against</th><th>objective</th>"
          "<th>prompt group</th><th>paired gain</th><th>95 % bootstrap interval</th><th>prompts × samples</th>"
-         "<th>length change (tokens)</th><th>refusal rate (model / against)</th></tr>"]
+         "<th>the interval shows</th><th>length change (tokens)</th><th>refusal rate (model / against)</th></tr>"]
     for r in rows:
         above = r["low"] > 0 or r["high"] < 0
         gain = f"<b>{_signed(r['mean'])}</b>" if above else _signed(r["mean"])
         length = _signed(r["length_gain"], 1) if "length_gain" in r else "–"
         h.append(f"<tr><td>{e(r['model'])}</td><td>{e(r['against'])}</td><td>{e(r['objective'])}</td>"
                  f"<td>{e(r['group'])}</td><td>{gain}</td><td>[{_signed(r['low'])}, {_signed(r['high'])}]</td>"
-                 f"<td>{r['prompts']} × {r['samples_per_prompt']}</td><td>{length}</td>"
+                 f"<td>{r['prompts']} × {r['samples_per_prompt']}</td><td>{e(interval_verdict(r))}</td>"
+                 f"<td>{length}</td>"
                  f"<td>{r['refusal_rate']:.2f} / {r['refusal_rate_against']:.2f}</td></tr>")
     h.append("</table><p class='note'>Each gold scorer is one objective; a gain in bold has its interval "
              "clear of 0. A trade between objectives or prompt groups shows as rows of opposite sign.</p>")

@@ -58,6 +58,12 @@ class EvaluateConfig(StageConfig):
     scored like `gold_scorer` and reported in the evaluation by objective (with `gold_scorer`, named 'gold')."""
     judge: Optional[str] = None
     """AI judge model for win rates against the baseline (both orders); none = no win rate."""
+    ai_labeler: Optional[str] = None
+    """The ai_label stage whose labels the reward model learned from: its folder or its manifest.json (in a
+    recipe, ``${ai_label}``). Its measured agreement with people (the manifest's ``labeler``, from the stage's
+    ``calibration``) leads report.json and report.html: agreement with its 95 % interval on N pairs,
+    first-slot share, and that the labels are not better than chance when they are not; a stage run without
+    a calibration set is reported as not measured."""
     constitution: Optional[str] = None
     """Constitution YAML for the judge's principles (default: the project's own)."""
     training_metrics: dict[str, str] = {}
@@ -157,6 +163,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         raise ConfigError(f"evaluate: baseline '{baseline}' is not one of the models ({', '.join(cfg.models)})")
     t0 = time.time()
     out = Path(cfg.output_dir)
+    labeler = labeler_block(cfg.ai_labeler) if cfg.ai_labeler else None  # a wrong path stops before sampling
     recs, groups = read_prompt_groups(cfg)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     prompts = [r.prompt for r in recs for _ in range(cfg.k)]
@@ -240,14 +247,38 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             notes.append(f"{kind} score vs response length (tokens), all models' responses: Pearson r = {r:.2f}"
                          + (" - this scorer mostly measures length; longer answers raise it" if abs(r) >= 0.5 else ""))
     report = write_report(out, cfg, baseline, prompts, prompt_ids_of, responses, results, notes, sample_groups,
-                          extra={"score_length_correlation": length_corr, "precision": prec.as_manifest()})
+                          extra={"score_length_correlation": length_corr, "precision": prec.as_manifest()},
+                          labeler=labeler)
     relative_paths_in_report(out / "report.json")
-    result = {"report": str(out / "report.html"), "objectives": report.get("objectives"),
+    result = {"report": str(out / "report.html"), **({"labeler": report["labeler"]} if labeler else {}),
+              "objectives": report.get("objectives"),
               "models": {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in results.items()},
               "leaderboard": report.get("leaderboard"), "precision": prec.as_manifest(),
               "wall_time_s": round(time.time() - t0, 1)}
     write_stage_manifest("evaluate", cfg, result, wall_time_s=result["wall_time_s"])
     return result
+
+
+def labeler_block(path: str) -> dict[str, Any]:
+    """The AI labeler's measured agreement with people, for the report: from an ai_label stage's manifest.json
+    (``path`` is it or its folder), the ``labeler`` block its calibration wrote (agreement, low, high, n,
+    first_slot_share, order_agreement, at_chance, ...) with the judge, the calibration set and the manifest's
+    path; ``measured`` is False when the stage had no calibration set."""
+    man = Path(path) / "manifest.json" if Path(path).is_dir() else Path(path)
+    if not man.is_file():
+        raise ConfigError(f"evaluate: ai_labeler {path}: no manifest.json there (give an ai_label stage's folder "
+                          "after it has finished, or its manifest.json)")
+    body = json.loads(man.read_text())
+    if body.get("stage") != "ai_label":
+        raise ConfigError(f"evaluate: ai_labeler {man} is the manifest of a '{body.get('stage')}' stage, not of "
+                          "an ai_label stage")
+    config, outputs = body.get("config") or {}, body.get("outputs") or {}
+    check = outputs.get("labeler")
+    judge = config.get("judge_model")
+    judge = Path(judge).name if judge and Path(judge).exists() else judge  # a folder: its name, as in labels
+    return {"judge": judge, "api": config.get("api"), "calibration": config.get("calibration"),
+            "manifest": str(man), "measured": check is not None, **(check or {}),
+            **({"calibrated": bool(outputs.get("calibrated"))} if check else {})}
 
 
 def read_prompt_groups(cfg: EvaluateConfig) -> tuple[list, list[str] | None]:
@@ -274,10 +305,10 @@ def read_prompt_groups(cfg: EvaluateConfig) -> tuple[list, list[str] | None]:
 
 
 def relative_paths_in_report(path: Path) -> None:
-    """Rewrite the paths of report.json's ``config`` and ``training`` that lie inside the run folder (the
-    folder above the report's own) relative to it, as ``paths_relative_to`` (".." from report.json) says, so
-    the report reads the same on another machine. Other paths stay as they are; the path in a ``kind:path``
-    or ``file.py:function`` value is rewritten too."""
+    """Rewrite the paths of report.json's ``config`` and ``training``, and the labeler's manifest and
+    calibration set, that lie inside the run folder (the folder above the report's own) relative to it, as
+    ``paths_relative_to`` (".." from report.json) says, so the report reads the same on another machine. Other
+    paths stay as they are; the path in a ``kind:path`` or ``file.py:function`` value is rewritten too."""
     import os
 
     root = path.parent.resolve().parent
@@ -306,6 +337,9 @@ def relative_paths_in_report(path: Path) -> None:
     for key in ("config", "training"):
         if key in report:
             report[key] = walk(report[key])
+    for key in ("manifest", "calibration"):  # the labeler's paths (not its sentences)
+        if isinstance((report.get("labeler") or {}).get(key), str):
+            report["labeler"][key] = walk(report["labeler"][key])
     for row in (report.get("models") or {}).values():  # each model's path, as in config.models
         if isinstance(row, dict) and isinstance(row.get("path"), str):
             row["path"] = walk(row["path"])
