@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from test_smoke_commands import Ran, cli, jsonl
+from test_smoke_commands import Ran, _free_port, cli, jsonl
 
 PAGE = Path(__file__).parent.parent / "docs" / "quickstart.md"
 # command prefix -> flags appended (a later flag wins): sizes only
@@ -77,12 +76,6 @@ def cid(cmd: list[str]) -> str:
 
 def known(cmd: list[str]) -> str | None:
     return next((why for hit, why in KNOWN if hit(cmd)), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
