@@ -50,6 +50,7 @@ KNOWN = [
      "branch cli"),
 ]
 
+
 def page_commands(text: str) -> list[list[str]]:
     """The commands of every ```bash block, in order: continuation lines joined, comments dropped."""
     cmds = []
@@ -201,7 +202,9 @@ def walkthrough(tmp_path_factory, tiny_builtins, torch_one_thread):
                 tokens[args[2]] = res.out.strip()
             if args[:2] == ["run", "rlhf"] and out_file and out_file.name == "my.yaml":
                 # the user's edit: the demo's run folder, where the same recipe has finished
-                out_file.write_text(out_file.read_text().replace("run_dir: runs/rlhf", "run_dir: runs/demo", 1))
+                recipe = out_file.read_text()
+                assert "\nrun_dir: runs/rlhf\n" in recipe
+                out_file.write_text(recipe.replace("\nrun_dir: runs/rlhf\n", "\nrun_dir: runs/demo\n", 1))
             results[i] = (args, res, extra_info)
     finally:
         mp.undo()
@@ -253,9 +256,10 @@ def check(d: Path, args: list[str], res: Ran, extra) -> None:
         assert "skipped  gold_pairs" in res.out
     elif args[0] == "generate":
         rows = jsonl(d / out)
-        assert len(rows) == 2 * 4 and f"wrote 8 completions to {out}" in res.out
+        n = len(jsonl(d / "my_prompts.jsonl")) * int(args[args.index("-k") + 1])
+        assert len(rows) == n and f"wrote {n} completions to {out}" in res.out
     elif head == ("feedback", "init"):
-        assert (d / "feedback.db").exists() and "feedback store ready" in res.out
+        assert (d / "feedback.db").exists() and "feedback store ready at" in res.out and "feedback.db" in res.out
     elif head == ("feedback", "add-annotator"):
         assert len(res.out.strip()) >= 20
     elif head == ("feedback", "import"):
@@ -263,7 +267,8 @@ def check(d: Path, args: list[str], res: Ran, extra) -> None:
     elif head == ("feedback", "serve"):
         assert extra and set(extra) == {"alice", "bob"} and all(n > 0 for n in extra.values())
     elif head == ("feedback", "status"):
-        assert re.search(r"round1: ranking, 2 tasks, 4/4 assignments done", res.out)
+        n = len(jsonl(d / "my_prompts.jsonl"))  # one ranking task per prompt (4 responses), 2 annotators each
+        assert f"round1: ranking, {n} tasks, {2 * n}/{2 * n} assignments done" in res.out
     elif head == ("feedback", "report"):
         assert "alice: agreement" in res.out and "FLAGGED" in res.out  # they disagreed on every item
     elif head == ("feedback", "export") and "--campaign" in args:

@@ -344,7 +344,7 @@ def test_feedback_simulate(w, simulated):
 
 def test_feedback_store_commands(w, store):
     db = w / "fb.db"
-    assert f"feedback store ready at" in store["init"].ok().out and db.exists()
+    assert "feedback store ready at" in store["init"].ok().out and str(db) in store["init"].out and db.exists()
     tokens = [store[n].ok().out.strip() for n in ("alice", "bob", "lead")]
     assert len(set(tokens)) == 3 and all(len(t) >= 20 and "\n" not in t for t in tokens)
     # pairwise: consecutive pairs of each prompt's 3 responses, 2 per prompt; thumbs: one per response
