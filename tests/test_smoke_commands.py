@@ -130,7 +130,8 @@ def gen(w, sft):
 def reward(w):
     trained = cli("reward", "train", "--data", w / "pairs.jsonl", "--backbone", w / "rm", "--max-length", 48,
                   "--batch-size", 4, "--eval-fraction", 0.25, "-o", w / "reward")
-    evaluated = cli("reward", "eval", "--model", w / "reward", "--data", w / "pairs.jsonl", "-o", w / "reward_eval.json")
+    evaluated = cli("reward", "eval", "--model", w / "reward", "--data", w / "pairs.jsonl",
+                    "-o", w / "reward_eval.json")
     return trained, evaluated
 
 
@@ -224,7 +225,8 @@ def store(w, gen):
     r["serve"] = (up, labelled, served_output, port)
     r["status"] = cli("feedback", "status", "--db", db)
     r["report"] = cli("feedback", "report", "--db", db, "--campaign", "c1", "-o", w / "fb_report.json")
-    r["export"] = cli("feedback", "export", "--db", db, "--campaign", "c1", "--keep-flagged", "-o", w / "fb_pairs.jsonl")
+    r["export"] = cli("feedback", "export", "--db", db, "--campaign", "c1", "--keep-flagged",
+                      "-o", w / "fb_pairs.jsonl")
     r["export_kto"] = cli("feedback", "export", "--db", db, "--campaign", "t1", "--format", "kto",
                           "-o", w / "kto.jsonl")
     r["ai_label_db"] = cli("feedback", "ai-label", "--db", db, "--campaign", "c1", "--judge-model", w / "lm",
@@ -247,7 +249,8 @@ def ai_label_chat(w):
     """AI labels into a store whose tasks' prompts are chat messages (the format docs/quickstart.md shows)."""
     (w / "chat_comp.jsonl").write_text("".join(json.dumps({
         "prompt_id": "c", "index": i, "response": r,
-        "prompt": [{"role": "system", "content": "you are kind"}, {"role": "user", "content": "tell me about the cat"}]})
+        "prompt": [{"role": "system", "content": "you are kind"},
+                   {"role": "user", "content": "tell me about the cat"}]})
         + "\n" for i, r in enumerate(["the cat is good", "bad cat"])))
     cli("feedback", "import", w / "chat_comp.jsonl", "--db", w / "chat.db", "--campaign", "chat").ok()
     return cli("feedback", "ai-label", "--db", w / "chat.db", "--campaign", "chat", "--judge-model", w / "lm",
@@ -331,7 +334,8 @@ def test_generate_best_of_summary_counts_what_it_wrote(w, best_of):
                                        "fixed on branch cli")
 def test_generate_best_of_without_scorer_says_so(w, best_of):
     bad = best_of[1]
-    assert bad.code == 2 and "--scorer" in bad.err and "key ''" not in bad.err and "Traceback" not in bad.err
+    assert bad.code == 2 and "scorer" in bad.err and "Traceback" not in bad.err
+    assert "<flags>" not in bad.err and "key ''" not in bad.err  # the message names the flag, not an internal key
     assert not (w / "best_noscorer" / "completions.jsonl").exists()
 
 
@@ -398,7 +402,8 @@ def test_feedback_ai_label_chat_prompts(w, ai_label_chat):
 def test_reward_train(w, reward):
     out = reward[0].ok().out
     assert f"-> {w / 'reward'}" in out and "held-out accuracy" in out
-    assert (w / "reward" / "reward_config.json").exists() and "accuracy" in json.loads((w / "reward" / "eval.json").read_text())
+    assert (w / "reward" / "reward_config.json").exists()
+    assert "accuracy" in json.loads((w / "reward" / "eval.json").read_text())
 
 
 def test_reward_eval_writes_its_report(w, reward):

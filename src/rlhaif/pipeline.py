@@ -1,4 +1,5 @@
-"""`rlhaif run recipe.yaml` (or a packaged recipe by name: `rlhaif run rlhf`): run the stages of a recipe in order, each in its own folder with a manifest.
+"""`rlhaif run recipe.yaml` (or a packaged recipe by name: `rlhaif run rlhf`): run the stages of a recipe in
+order, each in its own folder with a manifest.
 
 A recipe is YAML::
 

@@ -154,8 +154,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                    + (f" and {res['ai_labels']} AI labels" if res["ai_labels"] else "")
                    + (f"; excluded {', '.join(res['excluded_annotators'])}" if res["excluded_annotators"] else ""))
         if not res["pairs"] and res.get("flagged_annotator"):
-            typer.echo(f"note: every label came from annotators flagged as unreliable ({', '.join(res['excluded_annotators'])}"
-                       "; `rlhaif feedback report` shows their agreement). Two annotators who disagree on most items "
+            typer.echo("note: every label came from annotators flagged as unreliable ("
+                       f"{', '.join(res['excluded_annotators'])}; `rlhaif feedback report` shows their agreement). "
+                       "Two annotators who disagree on most items "
                        "are both flagged: export their labels anyway with --keep-flagged, or add annotators so a "
                        "majority can tell who is off.", err=True)
 
