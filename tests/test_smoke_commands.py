@@ -15,6 +15,8 @@ import contextlib
 import io
 import json
 import os
+import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -527,3 +529,59 @@ def test_every_command_ran(sft, gen, reward, scored, best_of, simulated, store, 
     assert len(every) >= 26
     ran = INVOKED | {("demo",)}  # demo: test_demo_check here, end to end in test_quickstart.py
     assert every - ran == set(), f"commands no smoke test runs: {sorted(every - ran)}"
+
+
+# ------------------------------------------------------------------------------------------------ the docs
+
+DOCS = [Path(__file__).parent.parent / "README.md", *sorted((Path(__file__).parent.parent / "docs").glob("*.md"))]
+
+
+def documented_command_lines(text: str) -> list[str]:
+    """Every `rlhaif ...` line of the page's bash / console blocks (continuations joined, `$ ` dropped)."""
+    lines = []
+    for block in re.findall(r"```(?:bash|console|sh|shell)\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip().removeprefix("$ ")
+            if line.startswith("rlhaif "):
+                lines.append(line)
+    return lines
+
+
+def parse_error(line: str) -> str | None:
+    """Why `line` would not get past the command line parser (unknown command or flag, bad or missing value);
+    None when it parses. Nothing runs."""
+    from rlhaif.cli import build
+
+    words = shlex.split(line, comments=True)
+    for stop in ("|", ">", "&&", ";"):
+        words = words[:words.index(stop)] if stop in words else words
+    root = build()
+    cmd, args, parent = root, words[1:], root.make_context("rlhaif", [], resilient_parsing=True)
+    while hasattr(cmd, "commands") and args and args[0] in cmd.commands:
+        cmd, args = cmd.commands[args[0]], args[1:]
+    if hasattr(cmd, "commands") and args != ["--help"]:
+        return f"not a command: {' '.join(words[:3])}"
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            cmd.make_context(cmd.name, list(args), parent=parent)
+    except Exception as e:  # click's and typer's vendored click's exceptions alike
+        return None if type(e).__name__ == "Exit" else f"{type(e).__name__}: {e}"
+    return None
+
+
+def test_the_parse_check_can_fail():
+    assert parse_error("rlhaif feedback export --db f.db -o p.jsonl --keep-flagged") is None
+    assert parse_error("rlhaif run rlhf --show > my.yaml") is None
+    assert "No such option" in parse_error("rlhaif generate --prompts p.jsonl --nope 1")
+    assert "not a command" in parse_error("rlhaif feedback nope --db f.db")
+    assert "not a valid integer" in parse_error("rlhaif ppo --prompts p.jsonl --steps x")
+    assert "Missing" in parse_error("rlhaif run --check")
+
+
+@pytest.mark.parametrize("page", DOCS, ids=[p.name for p in DOCS])
+def test_every_documented_command_line_parses(page):
+    """Beyond the ones run above and in test_quickstart.py: every `rlhaif` line the README and docs/ show names
+    a real command with real flags and well-typed values."""
+    lines = documented_command_lines(page.read_text())
+    bad = {line: err for line in lines if (err := parse_error(line))}
+    assert not bad, "\n".join(f"{line}\n  -> {err}" for line, err in bad.items())
