@@ -585,3 +585,11 @@ def test_every_documented_command_line_parses(page):
     lines = documented_command_lines(page.read_text())
     bad = {line: err for line in lines if (err := parse_error(line))}
     assert not bad, "\n".join(f"{line}\n  -> {err}" for line, err in bad.items())
+
+
+def test_run_help_names_every_packaged_recipe():
+    from rlhaif.cli.run import PACKAGED
+
+    assert PACKAGED == sorted(_packaged()) and len(PACKAGED) == 6
+    text = re.sub(r"[\s│]", "", cli("run", "--help").ok().out)  # rich wraps and boxes the help
+    assert all(name in text for name in PACKAGED)

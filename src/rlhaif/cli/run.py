@@ -19,12 +19,15 @@ def _print_report(summary: dict) -> None:
             break
 
 
+# the names `rlhaif run NAME` takes (rlhaif.pipeline.packaged_recipes, listed here without importing the pipeline)
+PACKAGED = sorted(p.stem for p in (Path(__file__).parent.parent / "assets" / "recipes").glob("*.yaml"))
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("run")
     def run_cmd(
         recipe: str = typer.Argument(..., help="Recipe YAML (run_dir, policy, rounds, stages), or the name of a "
-                                     "packaged recipe: rlhf, cai, dpo, online_dpo, rejection_sampling, "
-                                     "study-overoptimization."),
+                                     f"packaged recipe: {', '.join(PACKAGED)}."),
         run_dir: Optional[str] = typer.Option(None, help="Override the recipe's run_dir."),
         rounds: Optional[int] = typer.Option(None, help="Override the recipe's rounds (iterated RLHF)."),
         only: Optional[str] = typer.Option(None, help="Run only these stages (comma-separated names); "
