@@ -2,7 +2,7 @@
 score, gold score and KL to the reference over training (means of step windows, from its metrics.jsonl), its
 wall time, and the held-out paired gains over the reference model from the study's evaluation report.
 
-    python benchmarks/study_table.py runs/demo                # after `rlhaif run recipes/study-overoptimization.yaml --run-dir runs/demo`
+    python benchmarks/study_table.py runs/demo                # after `rlhaif run study-overoptimization --run-dir runs/demo`
     python benchmarks/study_table.py runs/study --arms ppo rloo grpo --window 4
 """
 

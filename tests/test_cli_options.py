@@ -134,3 +134,14 @@ def test_flag_names_kept(capsys):
 def test_a_usage_error_is_one_message_and_exit_code_2(args):
     out = subprocess.run([sys.executable, "-m", "rlhaif.cli", *args], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Error:" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_build_twice_registers_each_command_once():
+    """`main` builds the tree on every call; in one process (tests, notebooks) the commands must not pile up."""
+    from rlhaif.cli import GROUPS, app, build
+
+    build()
+    counts = (len(app.registered_commands), {k: len(g.registered_commands) for k, g in GROUPS.items()})
+    build()
+    assert (len(app.registered_commands), {k: len(g.registered_commands) for k, g in GROUPS.items()}) == counts
+    assert len(app.registered_commands) == 2  # run, demo

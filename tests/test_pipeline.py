@@ -199,13 +199,24 @@ def test_recipe_errors(tiny, tmp_path):
         check_recipe(missing)
 
 
-def test_shipped_recipes_check():
+def test_shipped_recipes_check_and_load_by_name(tmp_path, monkeypatch):
+    from rlhaif.pipeline import ASSETS, packaged_recipes
+
     root = Path(__file__).parent.parent
-    for name in ("rlhf", "cai", "dpo"):
-        path = root / "recipes" / f"{name}.yaml"
-        assert path.read_text() == (root / "src" / "rlhaif" / "assets" / "recipes" / f"{name}.yaml").read_text()
-        assert len(check_recipe(load_recipe(path))) >= 4  # every stage importable, every key a config field
-    assert len(check_recipe(load_recipe(root / "recipes" / "study-overoptimization.yaml"))) == 10
+    shipped = packaged_recipes()
+    assert set(shipped) == {"rlhf", "cai", "dpo", "online_dpo", "rejection_sampling", "study-overoptimization"}
+    assert not list((root / "recipes").glob("*.yaml")), "recipes/ holds a second copy of a packaged recipe"
+    for name, path in shipped.items():
+        assert path.parent == ASSETS / "recipes"
+        assert len(check_recipe(load_recipe(name))) >= 4  # every stage importable, every key a config field
+    assert len(check_recipe(load_recipe("study-overoptimization"))) == 10
+    monkeypatch.chdir(tmp_path)  # a file of that name wins over the packaged recipe
+    (tmp_path / "rlhf").write_text(yaml.safe_dump({"run_dir": "mine", "stages": [{"stage": "sft", "data": "d"}]}))
+    assert load_recipe("rlhf").run_dir == "mine" and load_recipe("dpo").source == str(shipped["dpo"])
+    with pytest.raises(ConfigError, match=r"nope: no such recipe file.*packaged: cai, dpo"):
+        load_recipe("nope")
+    with pytest.raises(ConfigError, match="no such recipe file"):
+        load_recipe("sub/rlhf")  # a path is a path
 
 
 def test_cai_recipe_evaluates_by_a_gold_scorer_per_prompt_group_led_by_the_labeler():

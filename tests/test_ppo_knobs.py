@@ -238,7 +238,9 @@ def test_the_knobs_study_recipe_checks_and_turns_on_one_knob_per_arm():
 
     from rlhaif.pipeline import check_recipe, load_recipe
 
-    path = Path(__file__).parent.parent / "recipes" / "study-knobs.yaml"
+    from rlhaif.pipeline import packaged_recipes
+
+    path = packaged_recipes()["study-knobs"]
     assert len(check_recipe(load_recipe(path))) == 15  # every stage importable, every key a config field
     arms = {s["name"]: s for s in yaml.safe_load(path.read_text())["stages"] if s["stage"] == "ppo"}
     base = arms.pop("baseline")

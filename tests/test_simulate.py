@@ -91,3 +91,19 @@ def test_simulated_panel_is_reproducible_from_its_seed(tmp_path):
         run_simulated_panel(cfg, scorer=scorer)
         runs.append((tmp_path / f"out{run}" / "pairs.jsonl").read_text())
     assert runs[0] and runs[0] == runs[1]
+
+
+def test_an_empty_response_makes_no_pair_instead_of_stopping_the_export(tmp_path):
+    """A model can answer with nothing (EOS first; a tiny model often does): its pairs are left out, and every
+    other pair of the same ranking or pairwise task is still exported."""
+    recs = [CompletionRecord(prompt_id=f"p{i}", prompt=f"prompt {i}", response=text, index=k)
+            for i in range(3) for k, text in enumerate(["", "a short answer", "a much longer answer here"])]
+    write_records(tmp_path / "completions.jsonl", recs)
+    for kind in ("ranking", "pairwise"):
+        out = tmp_path / kind
+        res = run_simulated_panel(SimulatedPanelConfig(
+            output_dir=str(out), completions=str(tmp_path / "completions.jsonl"), kind=kind, overlap=1,
+            annotators=[AnnotatorSpec(name="a", noise=0.0)]))
+        pairs = read_records(out / "pairs.jsonl", PairRecord)
+        assert res["n_pairs"] == len(pairs) == 3  # per prompt: the two non-empty answers, longer preferred
+        assert all(p.chosen == "a much longer answer here" and p.rejected == "a short answer" for p in pairs)

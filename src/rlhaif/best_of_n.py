@@ -5,14 +5,14 @@
 
 The selection step of rejection-sampling fine-tuning (Llama 2's rejection sampling; RAFT, Dong et al.
 2023): generate K → keep the best → SFT on them → next round, the ``best`` stage of
-``recipes/rejection_sampling.yaml``; at inference, ``apply_best_of_n`` is the hook meant for
+the packaged ``rejection_sampling`` recipe; at inference, ``apply_best_of_n`` is the hook meant for
 `rlhaif generate --best-of N --scorer SPEC`. Every kept record carries its ``score`` and the ``scores`` of all N responses of its prompt (in index order);
 ``scores.jsonl`` holds every response with its score.
 
 ``scored_pairs`` labels pairs the same way for online / iterative DPO (Xiong et al. 2024; Guo et al. 2024):
 each prompt's best and worst response by a named labeler become (chosen, rejected), with
 ``source = "scorer:<spec>"`` and the sampling ``policy`` recorded — the ``label`` stage of
-``recipes/online_dpo.yaml``.
+the ``online_dpo`` recipe.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`rlhaif run recipe.yaml`: run the stages of a recipe in order, each in its own folder with a manifest.
+"""`rlhaif run recipe.yaml` (or a packaged recipe by name: `rlhaif run rlhf`): run the stages of a recipe in
+order, each in its own folder with a manifest.
 
 A recipe is YAML::
 
@@ -85,8 +86,27 @@ class Recipe(BaseModel):
     source: str = "<recipe>"
 
 
+def packaged_recipes() -> dict[str, Path]:
+    """The recipes shipped inside rlhaif (``assets/recipes/<name>.yaml``), by name."""
+    return {p.stem: p for p in sorted((ASSETS / "recipes").glob("*.yaml"))}
+
+
+def recipe_path(name_or_path: str | os.PathLike) -> Path:
+    """A recipe file, or the name of a packaged recipe (``rlhf``, ``cai``, ...) where no such file exists."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = packaged_recipes()
+    if path.name == str(name_or_path) and path.stem in shipped and path.suffix in ("", ".yaml"):
+        return shipped[path.stem]
+    raise ConfigError(f"{name_or_path}: no such recipe file, and no packaged recipe of that name (packaged: "
+                      f"{', '.join(shipped)})")
+
+
 def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Recipe:
-    """Parse a recipe file; top-level keys ``run_dir``, ``policy``, ``rounds``, ``stages``."""
+    """Parse a recipe file (or a packaged recipe named as in ``recipe_path``); top-level keys ``run_dir``,
+    ``policy``, ``rounds``, ``stages``."""
+    path = recipe_path(path)
     data = load_yaml(path)
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return recipe_from_dict(data, str(path))
@@ -406,7 +426,7 @@ def demo_recipe(name: str = "rlhf", run_dir: Optional[str] = None, hh_rlhf: Opti
     """The recipe `rlhaif demo` runs: the bundled ``assets/recipes/<name>.yaml`` with ``run_dir`` set (default
     ``DEMO_RUN_DIRS[name]``); ``hh_rlhf`` trains the gold reward model on that hh-rlhf file instead of the
     bundled pairs."""
-    path = ASSETS / "recipes" / f"{name}.yaml"
+    path = packaged_recipes()[name]
     data = load_yaml(path)
     data["run_dir"] = run_dir or DEMO_RUN_DIRS.get(name, f"runs/demo-{name}")
     for st in data["stages"]:

@@ -49,12 +49,17 @@ for _name, _group in GROUPS.items():
 HAND_WRITTEN = ["rlhaif.cli.run", "rlhaif.cli.feedback", "rlhaif.cli.data"]
 
 
+_registered: list[str] = []  # hand-written modules already registered (build() runs once per main() call)
+
+
 def build() -> click.Group:
     """The whole command tree: the hand-written typer commands, then one command per stage."""
     from rlhaif.cli.stages import COMMANDS
 
     for name in HAND_WRITTEN:
-        importlib.import_module(name).register(app, GROUPS)
+        if name not in _registered:  # registering again would add every command a second time
+            importlib.import_module(name).register(app, GROUPS)
+            _registered.append(name)
     root = typer.main.get_group(app)
     for spec in COMMANDS:
         group = root

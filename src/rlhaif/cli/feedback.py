@@ -227,6 +227,12 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         typer.echo(f"wrote {res['pairs']} pairs to {output} from {res['judgments']} judgments"
                    + (f" and {res['ai_labels']} AI labels" if res["ai_labels"] else "")
                    + (f"; excluded {', '.join(res['excluded_annotators'])}" if res["excluded_annotators"] else ""))
+        if not res["pairs"] and res.get("flagged_annotator"):
+            typer.echo("note: every label came from annotators flagged as unreliable ("
+                       f"{', '.join(res['excluded_annotators'])}; `rlhaif feedback report` shows their agreement). "
+                       "Two annotators who disagree on most items "
+                       "are both flagged: export their labels anyway with --keep-flagged, or add annotators so a "
+                       "majority can tell who is off.", err=True)
 
     @fb.command("report")
     def report_cmd(db: str = typer.Option("feedback.db", help=DB_HELP),

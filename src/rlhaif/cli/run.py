@@ -19,20 +19,30 @@ def _print_report(summary: dict) -> None:
             break
 
 
+# the names `rlhaif run NAME` takes (rlhaif.pipeline.packaged_recipes, listed here without importing the pipeline)
+PACKAGED = sorted(p.stem for p in (Path(__file__).parent.parent / "assets" / "recipes").glob("*.yaml"))
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("run")
     def run_cmd(
-        recipe: Path = typer.Argument(..., help="Recipe YAML: run_dir, policy, rounds, stages."),
+        recipe: str = typer.Argument(..., help="Recipe YAML (run_dir, policy, rounds, stages), or the name of a "
+                                     f"packaged recipe: {', '.join(PACKAGED)}."),
         run_dir: Optional[str] = typer.Option(None, help="Override the recipe's run_dir."),
         rounds: Optional[int] = typer.Option(None, help="Override the recipe's rounds (iterated RLHF)."),
         only: Optional[str] = typer.Option(None, help="Run only these stages (comma-separated names); "
                                            "the others must have finished before."),
         check: bool = typer.Option(False, "--check", help="Only check the recipe (stages exist, keys are "
                                    "valid); run nothing."),
+        show: bool = typer.Option(False, "--show", help="Only print the recipe's YAML (`rlhaif run rlhf --show > "
+                                  "my.yaml` copies a packaged recipe to edit); run nothing."),
     ):
         """Run a recipe: every stage in order, skipping finished ones, resuming an interrupted one."""
-        from rlhaif.pipeline import check_recipe, load_recipe, run_recipe
+        from rlhaif.pipeline import check_recipe, load_recipe, recipe_path, run_recipe
 
+        if show:
+            typer.echo(recipe_path(recipe).read_text(encoding="utf-8"), nl=False)
+            return
         r = load_recipe(recipe, {"run_dir": run_dir, "rounds": rounds})
         if check:
             for line in check_recipe(r):

@@ -1,7 +1,8 @@
 """Rankings of K responses -> preference pairs (InstructGPT): C(K,2) pairs, preferred first.
 
 A ranking is a list of ranks, one per response (1 = best; equal ranks are ties; ``None`` or "F" = fail:
-nonsensical or off-topic). Fails lose to every ranked response; two fails make no pair.
+nonsensical or off-topic). Fails lose to every ranked response; two fails make no pair, nor do two identical
+responses or an empty one.
 Weights: ``"per_ranking"`` gives each pair 1/(pairs the ranking yields), which is 1/C(K,2) for a ranking
 without fails or dropped ties (InstructGPT: one ranking counts once),
 ``"uniform"`` gives 1.
@@ -45,7 +46,9 @@ def ranking_to_pairs(prompt: Prompt, responses: Sequence[str], ranks: Sequence[R
                 pairs.append((i, j, 0.5))
         else:
             pairs.append((i, j, 1.0) if ri < rj else (j, i, 1.0))
-    pairs = [(c, r, p) for c, r, p in pairs if responses[c] != responses[r]]
+    # identical responses teach nothing; an empty one (EOS first) cannot be a pair's side (PairRecord)
+    pairs = [(c, r, p) for c, r, p in pairs if responses[c] != responses[r] and responses[c].strip()
+             and responses[r].strip()]
     w = 1.0 / len(pairs) if (weighting == "per_ranking" and pairs) else 1.0
     return [PairRecord(prompt=prompt, chosen=responses[c], rejected=responses[r], p=p, weight=w, source=source)
             for c, r, p in pairs]

@@ -69,7 +69,7 @@ class PPOConfig(TrainConfig, LoRAConfig, ObjectivesConfig):
     monitor_scorers: dict[str, str] = {}
     """Scorers that only watch, name -> scorer spec (rlhaif.scorers): every step's responses are scored by each
     and the mean logged as ``monitor/<name>``; they never enter the reward. Log a held-out gold scorer here to
-    see proxy and gold score against KL over training (Gao et al. 2022; recipes/study-overoptimization.yaml)."""
+    see proxy and gold score against KL over training (Gao et al. 2022; the study-overoptimization recipe)."""
     value_model: Optional[str] = None
     """A separate value model (causal LM folder or name) for the critic; default: a head on the policy's trunk."""
     lora_r: int = 16

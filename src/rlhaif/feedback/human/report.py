@@ -134,6 +134,14 @@ def export_pairs(store: Store, out: str | Path, campaign: str | None = None, exc
 
     pairs: list[PairRecord] = []
     skipped = defaultdict(int)
+
+    def add(**pair) -> bool:  # an empty response (EOS first) cannot be a pair's side: left out, counted
+        if pair["chosen"].strip() and pair["rejected"].strip():
+            pairs.append(PairRecord(**pair))
+            return True
+        skipped["empty_response"] += 1
+        return False
+
     for jd in judgments:
         ann = jd["annotator"]
         if excluded(ann):
@@ -151,13 +159,11 @@ def export_pairs(store: Store, out: str | Path, campaign: str | None = None, exc
             if v["choice"] == "tie":
                 if ties == "drop":
                     continue
-                pairs.append(PairRecord(prompt=prompt, chosen=text[ids[0]], rejected=text[ids[1]], p=0.5,
-                                        weight=w_ann, source=src))
+                add(prompt=prompt, chosen=text[ids[0]], rejected=text[ids[1]], p=0.5, weight=w_ann, source=src)
             else:
                 loser = ids[1] if v["winner"] == ids[0] else ids[0]
-                pairs.append(PairRecord(prompt=prompt, chosen=text[v["winner"]], rejected=text[loser], p=1.0,
-                                        weight=w_ann, source=src, strength=v.get("strength"),
-                                        **({"selection": jd["selection"]} if jd.get("selection") else {})))
+                add(prompt=prompt, chosen=text[v["winner"]], rejected=text[loser], p=1.0, weight=w_ann, source=src,
+                    strength=v.get("strength"), **({"selection": jd["selection"]} if jd.get("selection") else {}))
         elif jd["kind"] == "ranking":
             ranks = [v["ranks"][str(i)] for i in ids]
             for p in ranking_to_pairs(prompt, [text[i] for i in ids], ranks, source=src, ties=ties):
@@ -168,24 +174,23 @@ def export_pairs(store: Store, out: str | Path, campaign: str | None = None, exc
                 if win == "tie":
                     continue
                 loser = ids[1] if win == ids[0] else ids[0]
-                pairs.append(PairRecord(prompt=prompt, chosen=text[win], rejected=text[loser], p=1.0,
-                                        weight=w_ann, source=f"{src}:{aspect}"))
+                add(prompt=prompt, chosen=text[win], rejected=text[loser], p=1.0, weight=w_ann,
+                    source=f"{src}:{aspect}")
     prompt_of = {rid: r["prompt_id"] for rid, r in responses.items()}
     for ann, _pid, better, worse, p in agg.rating_decisions(judgments, prompt_of):
         if excluded(ann) or (p == 0.5 and ties == "drop"):
             continue
-        pairs.append(PairRecord(prompt=responses[better]["prompt"], chosen=responses[better]["text"],
-                                rejected=responses[worse]["text"], p=p, weight=weight(ann), source=f"human:{ann}"))
+        add(prompt=responses[better]["prompt"], chosen=responses[better]["text"], rejected=responses[worse]["text"],
+            p=p, weight=weight(ann), source=f"human:{ann}")
     n_ai = 0
     for lab in (store.ai_labels(campaign) if include_ai else []):
         if lab["p"] == 0.5 and ties == "drop":
             continue
         first, second = lab["responses"]
         better, worse = (first, second) if lab["p"] >= 0.5 else (second, first)
-        pairs.append(PairRecord(prompt=responses[first]["prompt"], chosen=responses[better]["text"],
-                                rejected=responses[worse]["text"], p=max(lab["p"], 1.0 - lab["p"]),
-                                source=f"ai:{lab['model']}:{lab['principle']}", p_orders=lab["p_orders"]))
-        n_ai += 1
+        n_ai += add(prompt=responses[first]["prompt"], chosen=responses[better]["text"],
+                    rejected=responses[worse]["text"], p=max(lab["p"], 1.0 - lab["p"]),
+                    source=f"ai:{lab['model']}:{lab['principle']}", p_orders=lab["p_orders"])
     pairs = [p for p in pairs if p.chosen != p.rejected]
     write_records(out, pairs) if pairs else Path(out).write_text("")
     return {"pairs": len(pairs), "judgments": len(judgments), "ai_labels": n_ai, **skipped,
