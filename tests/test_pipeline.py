@@ -204,7 +204,7 @@ def test_shipped_recipes_check_and_load_by_name(tmp_path, monkeypatch):
 
     root = Path(__file__).parent.parent
     shipped = packaged_recipes()
-    assert set(shipped) == {"rlhf", "cai", "dpo", "online_dpo", "rejection_sampling", "study-overoptimization"}
+    assert set(shipped) == {"rlhf", "cai", "dpo", "online_dpo", "rejection_sampling", "study-knobs", "study-overoptimization"}
     assert not list((root / "recipes").glob("*.yaml")), "recipes/ holds a second copy of a packaged recipe"
     for name, path in shipped.items():
         assert path.parent == ASSETS / "recipes"
