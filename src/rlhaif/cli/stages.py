@@ -18,7 +18,7 @@ def _json(result: dict, cfg: Any) -> str:
 
 
 def _sft(out: dict, cfg: Any) -> str:
-    return (f"trained {out['steps']} steps on {out['examples']} examples (last loss {out['final_loss']:.4f}) "
+    return (f"trained {out['steps']} steps on {out['examples']} examples (last loss {out['metrics']['sft/loss']:.4f}) "
             f"-> {out['model']}")
 
 
