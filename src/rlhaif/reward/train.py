@@ -1,14 +1,13 @@
 """`rlhaif reward train`: preference pairs -> a Bradley–Terry reward model, held-out report, normalization.
 
-The loop reads top to bottom: load pairs -> build the model -> for each optimizer step: encode the
-micro-batch as ``[chosen; rejected]`` (one forward), ``bradley_terry_loss``, backward -> step -> log ->
-checkpoint. Then normalization over a reference set and the held-out report (eval.json) beside the model.
+The loop reads top to bottom: load pairs -> build the model -> ``rlhaif.training.train_steps`` (each
+micro-batch encoded as ``[chosen; rejected]``, one forward, ``bradley_terry_loss``, backward -> clip -> step ->
+log -> checkpoint). Then normalization over a reference set and the held-out report (eval.json) beside the model.
 Data order is a seeded permutation per epoch, so a resumed run skips exactly the batches it consumed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -79,8 +78,7 @@ def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
     from rlhaif.reward.evaluate import compute_normalization, evaluate_pairs
     from rlhaif.reward.losses import bradley_terry_loss
     from rlhaif.reward.model import build_reward_model
-    from rlhaif.training import (clip_gradients, finish_run, make_accelerator, micro_batches, save_checkpoint,
-                                 seed_everything, start_loop)
+    from rlhaif.training import finish_run, make_accelerator, micro_batches, seed_everything, start_loop, train_steps
 
     t0 = time.time()
     cfg = config
@@ -102,56 +100,40 @@ def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
 
     seed_everything(cfg.seed)
     rm = build_reward_model(cfg.backbone, cfg.max_length, cfg.truncation_side, cfg.text_format)
-    acc = make_accelerator(1, cfg.mixed_precision, cfg.log_with, out)  # accumulation is done by hand below
+    acc = make_accelerator(1, cfg.mixed_precision, cfg.log_with, out)  # accumulation is done by train_steps
     lengths = None
     if cfg.group_by_length:  # a pair's length is its longer side: chosen and rejected share one padded batch
         prompts = [p.prompt for p in pairs]
         lengths = [max(a, b) for a, b in zip(rm.token_lengths(prompts, [p.chosen for p in pairs]),
                                              rm.token_lengths(prompts, [p.rejected for p in pairs]))]
     micros = micro_batches(len(pairs), cfg.batch_size, cfg.epochs, cfg.seed, lengths)
-    model, optimizer, scheduler, per_step, total_steps, step = start_loop(rm.model, cfg, acc, len(micros), "reward")
+    loop = start_loop(rm.model, cfg, acc, len(micros), "reward")
 
-    model.train()
-    row: dict[str, Any] = {}
-    with MetricsLogger(out, total_steps, "reward", acc, show=("rm/loss", "rm/accuracy"), start_step=step) as log:
-        while step < total_steps:
-            mine = micros[step * per_step:(step + 1) * per_step][acc.process_index::acc.num_processes]
-            stats_sum: dict[str, float] = {}
-            for i, idx in enumerate(mine):
-                batch_pairs = [pairs[j] for j in idx]
-                prompts = [p.prompt for p in batch_pairs]
-                # [chosen; rejected] in one forward: rows 0..B-1 are chosen, B..2B-1 rejected.
-                enc = rm.encode(prompts + prompts, [p.chosen for p in batch_pairs] + [p.rejected for p in batch_pairs])
-                enc = {k: v.to(acc.device) for k, v in enc.items()}
-                sync = i == len(mine) - 1
-                with contextlib.nullcontext() if sync else acc.no_sync(model):
-                    scores = rm.forward_scores(enc, model)  # (2B,) raw
-                    B = len(batch_pairs)
-                    tensor = lambda vals: torch.tensor(vals, dtype=torch.float32, device=acc.device)
-                    loss, stats = bradley_terry_loss(
-                        scores[:B], scores[B:], p=tensor([p.p for p in batch_pairs]),
-                        margin=tensor([p.margin for p in batch_pairs]) if cfg.use_margin else None,
-                        weights=tensor([p.weight for p in batch_pairs]), center_coef=cfg.center_coef)
-                    acc.backward(loss / len(mine))
-                for k, v in stats.items():
-                    stats_sum[k] = stats_sum.get(k, 0.0) + v / len(mine)
-            grad_norm = clip_gradients(acc, model, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            row = {**stats_sum, "train/grad_norm": grad_norm, "train/learning_rate": scheduler.get_last_lr()[0],
-                   "train/epoch": step * per_step * cfg.batch_size / len(pairs)}
-            log.log(step, row)
-            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
-                save_checkpoint(out, step, model, optimizer, scheduler, {"epoch_pairs": len(pairs)}, acc)
+    def micro_loss(idx: list[int], step_batches: list[list[int]]) -> tuple[torch.Tensor, dict[str, float]]:
+        batch_pairs = [pairs[j] for j in idx]
+        prompts = [p.prompt for p in batch_pairs]
+        # [chosen; rejected] in one forward: rows 0..B-1 are chosen, B..2B-1 rejected.
+        enc = rm.encode(prompts + prompts, [p.chosen for p in batch_pairs] + [p.rejected for p in batch_pairs])
+        scores = rm.forward_scores({k: v.to(acc.device) for k, v in enc.items()}, loop.model)  # (2B,) raw
+        B = len(batch_pairs)
+        tensor = lambda vals: torch.tensor(vals, dtype=torch.float32, device=acc.device)  # noqa: E731
+        loss, stats = bradley_terry_loss(
+            scores[:B], scores[B:], p=tensor([p.p for p in batch_pairs]),
+            margin=tensor([p.margin for p in batch_pairs]) if cfg.use_margin else None,
+            weights=tensor([p.weight for p in batch_pairs]), center_coef=cfg.center_coef)
+        n = len(step_batches)  # the step's loss and stats: means over its micro-batches
+        return loss / n, {k: v / n for k, v in stats.items()}
 
-    rm.model = acc.unwrap_model(model)
+    with MetricsLogger(out, loop.total_steps, "reward", acc, show=("rm/loss", "rm/accuracy"),
+                       start_step=loop.step) as log:
+        row = train_steps(loop, cfg, micros, len(pairs), micro_loss, log)
+
+    rm.model = acc.unwrap_model(loop.model)
     rm.model.eval()
     if cfg.normalize:
         prompts, responses = _reference_texts(cfg, pairs)
         rm.mean, rm.std = compute_normalization(rm, prompts, responses)
-    report: dict[str, Any] = {"steps": step, "train_pairs": len(pairs), "eval_pairs": len(eval_pairs)}
+    report: dict[str, Any] = {"steps": loop.step, "train_pairs": len(pairs), "eval_pairs": len(eval_pairs)}
     if eval_pairs:
         report.update(evaluate_pairs(rm, eval_pairs, batch_size=2 * cfg.batch_size))
     if acc.is_main_process:
