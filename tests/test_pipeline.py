@@ -303,7 +303,7 @@ def test_human_stage_serves_app_and_exports_labels(tmp_path):
         port = s.getsockname()[1]
     cfg = HumanFeedbackConfig(completions=str(tmp_path / "c.jsonl"), output_dir=str(tmp_path / "h"), port=port)
     result = {}
-    t = threading.Thread(target=lambda: result.update(run_human_feedback(cfg)), daemon=True)
+    t = threading.Thread(target=lambda: result.update(done=run_human_feedback(cfg)), daemon=True)
     t.start()
     token_file = tmp_path / "h" / "annotator_token.txt"
     for _ in range(300):
@@ -319,7 +319,7 @@ def test_human_stage_serves_app_and_exports_labels(tmp_path):
         a = store.next_assignment(me.id)
         store.submit(me.id, JudgmentIn(client_id=f"client-{n:04d}", assignment_id=a, value={"ranks": [1, 2]}))
     t.join(timeout=30)
-    assert not t.is_alive() and result["labelled"] == result["tasks"] == 2
+    assert not t.is_alive() and result["done"].labelled == result["done"].tasks == 2
     pairs = [json.loads(l) for l in (tmp_path / "h" / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == 2 and all(p["chosen"] != p["rejected"] for p in pairs)
 
@@ -395,17 +395,17 @@ def test_generate_stage_vllm_and_hf_write_the_same_format(tiny, tmp_path, monkey
     base = dict(model=str(tiny / "lm"), prompts=str(tiny / "prompts.jsonl"), k=2, max_new_tokens=4, max_prompts=3,
                 temperature=0.8)
     hf = run_generate(GenerateConfig(output_dir=str(tmp_path / "hf"), **base))  # auto, vLLM absent: HF
-    assert "backend" not in hf
+    assert hf.backend is None
     with pytest.raises(RlhaifError, match=r"setup_vllm_venv.sh"):
         run_generate(GenerateConfig(output_dir=str(tmp_path / "x"), backend="vllm", **base))
     monkeypatch.setattr(vllm_engine, "vllm_available", lambda: True)
     monkeypatch.setattr(vllm_engine, "VLLMEngine", FakeEngine)
     if not torch.cuda.is_available():  # 'auto' on a CPU machine stays HF even where vLLM is installed
-        assert "backend" not in run_generate(GenerateConfig(output_dir=str(tmp_path / "auto"), **base))
+        assert run_generate(GenerateConfig(output_dir=str(tmp_path / "auto"), **base)).backend is None
 
     res = run_generate(GenerateConfig(output_dir=str(tmp_path / "v"), backend="vllm", seed=3, **base))
     calls = FakeEngine.calls
-    assert res["backend"] == "vllm" and res["responses"] == 6 and calls["closed"] and calls["seed"] == 3
+    assert res.backend == "vllm" and res.responses == 6 and calls["closed"] and calls["seed"] == 3
     assert calls["k"] == 1 and calls["sampling"].temperature == 0.8 and calls["sampling"].max_new_tokens == 4
     tok = load_tokenizer(str(tiny / "lm"))
     want = encode_prompts(tok, [r.prompt for r in read_prompts(tiny / "prompts.jsonl")[:3]])
@@ -483,3 +483,23 @@ def test_report_paths_inside_the_run_are_relative(tmp_path):
                              "training_metrics": {"ppo": "ppo.jsonl"}, "output_dir": "evaluate"}
     assert got["training"]["ppo"] == {"path": "ppo.jsonl", "steps": 2} and got["samples"] == report["samples"]
     assert got["models"]["sft"] == {"path": "sft/model", "length": 3.0}
+
+
+@pytest.mark.parametrize("stage", ["sft", "generate", "simulate", "ai_label", "revise", "pairs", "human", "reward",
+                                   "dpo", "evaluate", "rlhaif.best_of_n:run_best_of_n",
+                                   "rlhaif.best_of_n:run_scored_pairs", "rlhaif.reward.evaluate:run_reward_eval",
+                                   "rlhaif.reward.evaluate:run_reward_score"])
+def test_every_stage_returns_a_frozen_result_record(stage):
+    """Results are typed records, not dicts read by key far away (the `rlhaif sft` final_loss crash);
+    the manifest keeps their fields (PPO's result is typed by its own change)."""
+    import dataclasses
+    import typing
+
+    from rlhaif.manifest import stage_outputs
+    from rlhaif.pipeline import stage_function
+
+    record = typing.get_type_hints(stage_function(stage)[0])["return"]
+    assert dataclasses.is_dataclass(record) and record.__dataclass_params__.frozen
+    fields = [f.name for f in dataclasses.fields(record)]
+    example = record(**{name: f"{name}-value" for name in fields})
+    assert stage_outputs(example) == {name: f"{name}-value" for name in fields}

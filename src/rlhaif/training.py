@@ -25,11 +25,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
 
+StageResult = TypeVar("StageResult")  # a stage's result record (finish_run returns what it is given)
 CKPT_DIR = "checkpoints"
 RUN_CONFIG = "train_config.json"  # the stage and settings a run started with: a resume is checked against it
 LOG_FILES = ("metrics.jsonl", "samples.jsonl")  # per-step rows, cut back to the checkpoint on resume
@@ -258,6 +259,20 @@ def check_resumable(out_dir: str | os.PathLike, cfg, stage: str) -> None:
                           f"{fix}")
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """The fields every training stage's result record starts with (``SFTResult``, ``RewardTrainResult``,
+    ``DPOResult``)."""
+
+    output_dir: str
+    model: str
+    """The saved model folder (policy: full model, LoRA adapter or merged; reward model: ``output_dir``)."""
+    metrics: dict[str, Any]
+    """The last step's metrics row; empty when no step was left to run."""
+    steps: int
+    """Optimizer steps the run has done (a resumed run counts those before the resume)."""
+
+
 @dataclass
 class TrainLoop:
     """What ``start_loop`` set up for a loop driven by a ``TrainLoopConfig``: the prepared model, optimizer
@@ -357,22 +372,24 @@ def clip_gradients(accelerator, model: torch.nn.Module, max_grad_norm: float) ->
     return float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf")))
 
 
-def finish_run(stage: str, cfg, outputs: dict[str, Any], t0: float, accelerator=None) -> dict[str, Any]:
+def finish_run(stage: str, cfg, result: StageResult, t0: float, accelerator=None) -> StageResult:
     """The end every loop shares: drop checkpoints/ unless ``cfg.keep_checkpoints``, write the stage's
-    ``manifest.json`` (``write_stage_manifest``, as a recipe does) and return ``outputs`` with
-    ``output_dir`` first."""
+    ``manifest.json`` with ``result`` as its outputs (``write_stage_manifest``, as a recipe does) and return
+    ``result``: the stage's result record. (PPO still passes a dict, returned with ``output_dir`` first,
+    until its result is a record too.)"""
     import time
 
     from rlhaif.manifest import write_stage_manifest
 
-    outputs = {"output_dir": str(cfg.output_dir), **outputs}
+    if isinstance(result, dict):
+        result = {"output_dir": str(cfg.output_dir), **result}
     if accelerator is not None:
         accelerator.wait_for_everyone()
     if accelerator is None or accelerator.is_main_process:
         if not cfg.keep_checkpoints:
             shutil.rmtree(Path(cfg.output_dir) / CKPT_DIR, ignore_errors=True)
-        write_stage_manifest(stage, cfg, outputs, round(time.time() - t0, 2))
-    return outputs
+        write_stage_manifest(stage, cfg, result, round(time.time() - t0, 2))
+    return result
 
 
 def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

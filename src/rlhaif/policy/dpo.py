@@ -17,6 +17,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
@@ -30,6 +31,7 @@ from rlhaif.data.records import PairRecord
 from rlhaif.errors import ConfigError, DataError
 from rlhaif.policy.dpo_losses import LOSSES, chosen_nll_loss, smooth_labels
 from rlhaif.policy.kto import kto_pairs
+from rlhaif.training import TrainResult
 
 REF_CACHE = "ref_logprobs.pt"
 
@@ -256,9 +258,19 @@ def evaluate(cfg: DPOConfig, accelerator, model, encoded, pairs, ref: torch.Tens
 
 # ---------------------------------------------------------------- the loop
 
-def run_dpo(cfg: DPOConfig) -> dict:
-    """Train with DPO / IPO / cDPO on ``cfg.pairs``. Returns ``output_dir``, ``model`` (the saved model
-    folder), ``metrics`` (the last step's row and the held-out ``eval/*``), ``eval``, ``steps``, ``train_pairs``."""
+@dataclass(frozen=True)
+class DPOResult(TrainResult):
+    """What `rlhaif dpo` made, with any of its losses (DPO, IPO, cDPO, KTO); also its manifest's ``outputs``.
+    ``metrics``: the last step's row and the held-out ``eval/*``."""
+
+    eval: dict[str, Any]
+    """eval.json: the held-out ``eval/*`` (``eval/pairs`` 0 without held-out data)."""
+    train_pairs: int
+    """Training rows: pairs, or with ``loss: kto`` desirable and undesirable examples."""
+
+
+def run_dpo(cfg: DPOConfig) -> DPOResult:
+    """Train with DPO / IPO / cDPO / KTO on ``cfg.pairs``; write the model, eval.json and metrics.jsonl."""
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import add_lora, is_adapter_folder, load_causal_lm
     from rlhaif.training import (finish_run, make_accelerator, micro_batches, save_pretrained_atomic,
@@ -337,7 +349,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
     model_dir = save_pretrained_atomic(model, tok, out / "model", merge_lora=merge, accelerator=accelerator)
     if accelerator.is_main_process:
         (out / "eval.json").write_text(json.dumps(results, indent=2))
-    outputs = finish_run("dpo", cfg, {"model": str(model_dir), "metrics": {**row, **results}, "eval": results,
-                                      "steps": step, "train_pairs": len(train_pairs)}, t0, accelerator)
+    result = finish_run("dpo", cfg, DPOResult(output_dir=str(out), model=str(model_dir), metrics={**row, **results},
+                                              eval=results, steps=step, train_pairs=len(train_pairs)), t0, accelerator)
     accelerator.end_training()
-    return outputs
+    return result

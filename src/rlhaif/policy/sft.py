@@ -12,6 +12,7 @@ larger. Data order is a seeded permutation per epoch; a resumed run skips exactl
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 
 from rlhaif.config import LoRAConfig, TrainLoopConfig
 from rlhaif.data.collate import Encoded
+from rlhaif.training import TrainResult
 
 IGNORE = -100
 
@@ -45,6 +47,15 @@ class SFTConfig(TrainLoopConfig, LoRAConfig):
     """LoRA rank; 0 = full fine-tuning."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Weights dtype when loading the model."""
+
+
+@dataclass(frozen=True)
+class SFTResult(TrainResult):
+    """What `rlhaif sft` made (also its manifest's ``outputs``); ``metrics``: ``sft/loss``, ``sft/tokens``,
+    ``train/*``."""
+
+    examples: int
+    """Demonstrations trained on."""
 
 
 def make_labels(input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -73,11 +84,8 @@ def learned_tokens(e: Encoded) -> int:
     return len(e.response_ids) - int(not e.prompt_ids and bool(e.response_ids))
 
 
-def run_sft(config: SFTConfig) -> dict[str, Any]:
-    """Fine-tune ``config.model`` on ``config.data``; write the model to ``config.output_dir``/model.
-
-    Returns ``output_dir``, ``model`` (the saved model folder), ``metrics`` (the last step's row), ``steps``,
-    ``examples``."""
+def run_sft(config: SFTConfig) -> SFTResult:
+    """Fine-tune ``config.model`` on ``config.data``; write the model to ``config.output_dir``/model."""
     from rlhaif.data.collate import encode_prompt_response, pad_batch
     from rlhaif.data.io import read_records
     from rlhaif.data.records import DemoRecord
@@ -115,7 +123,7 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
         row = train_steps(loop, cfg, micros, len(encoded), micro_loss, log)
 
     save_pretrained_atomic(loop.model, tok, out / "model", merge_lora=cfg.merge_lora, accelerator=acc)
-    result = finish_run("sft", cfg, {"model": str(out / "model"), "metrics": row, "steps": loop.step,
-                                     "examples": len(encoded)}, t0, acc)
+    result = finish_run("sft", cfg, SFTResult(output_dir=str(out), model=str(out / "model"), metrics=row,
+                                              steps=loop.step, examples=len(encoded)), t0, acc)
     acc.end_training()
     return result

@@ -9,6 +9,7 @@ Data order is a seeded permutation per epoch, so a resumed run skips exactly the
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -18,7 +19,7 @@ from rlhaif.config import TrainLoopConfig
 from rlhaif.data.records import PairRecord
 from rlhaif.errors import ConfigError, DataError
 from rlhaif.reward.pairs import load_pairs, parse_lines
-from rlhaif.training import epoch_order
+from rlhaif.training import TrainResult, epoch_order
 
 
 class RewardTrainConfig(TrainLoopConfig):
@@ -67,13 +68,23 @@ class RewardTrainConfig(TrainLoopConfig):
     """Most responses scored for the normalization statistics."""
 
 
+@dataclass(frozen=True)
+class RewardTrainResult(TrainResult):
+    """What `rlhaif reward train` made (also its manifest's ``outputs``); ``model`` is ``output_dir``, the
+    reward model folder; ``metrics``: ``rm/*``, ``train/*``."""
+
+    train_pairs: int
+    eval_pairs: int
+    eval: dict[str, Any]
+    """eval.json: ``steps``, ``train_pairs``, ``eval_pairs`` and, with held-out pairs, their ``pair_metrics``
+    (``accuracy``, ``n_decided``, ``mean_margin``, ``mean_margin_normalized``, ``ece``, ``calibration``)."""
+
+
 # -- the loop ---------------------------------------------------------------------------------------------
 
-def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
+def run_reward_train(config: RewardTrainConfig) -> RewardTrainResult:
     """Train the reward model; write it, reward_normalization.json, eval.json and metrics.jsonl to
-    ``config.output_dir`` (the model folder itself). Returns ``output_dir``, ``model`` (= output_dir: the
-    reward model folder), ``metrics`` (the last step's row), ``steps``, ``eval`` (the held-out report) and
-    the report's keys at the top level (``accuracy``, ``train_pairs``, ...) as before."""
+    ``config.output_dir`` (the model folder itself)."""
     from rlhaif.metrics import MetricsLogger
     from rlhaif.reward.evaluate import compute_normalization, evaluate_pairs
     from rlhaif.reward.losses import bradley_terry_loss
@@ -143,7 +154,9 @@ def run_reward_train(config: RewardTrainConfig) -> dict[str, Any]:
 
         with atomic_write(out / "eval.json") as f:
             f.write(json.dumps(report, indent=2))
-    result = finish_run("reward", cfg, {"model": str(out), "metrics": row, **report, "eval": report}, t0, acc)
+    result = finish_run("reward", cfg, RewardTrainResult(output_dir=str(out), model=str(out), metrics=row,
+                                                         steps=loop.step, train_pairs=len(pairs),
+                                                         eval_pairs=len(eval_pairs), eval=report), t0, acc)
     acc.end_training()
     return result
 

@@ -193,7 +193,33 @@ def cache_key(model: str, cfg: AILabelConfig, prompt: Prompt, y1: str, y2: str, 
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
+@dataclass(frozen=True)
+class AILabelResult:
+    """What `rlhaif feedback ai-label` made (also its manifest's ``outputs``)."""
+
+    pairs: str
+    """The pairs.jsonl written (soft labels p, source ai:<model>:<principle>)."""
+    n_pairs: int
+    input_kind: str
+    """What the pairs were read from: 'store' (--db), or the input file's kind."""
+    cache_hits: int
+    """Pairs whose labels came from the cache."""
+    judged: int
+    """Pairs the judge labelled in this run."""
+    p_mean: float
+    """Mean confidence max(p, 1 − p) of the labels."""
+    position_bias: float
+    """Share of single-order judgments that prefer option (A); 0.5 = none."""
+    order_consistency: float
+    """Share of pairs whose two orders agree on the winner."""
+    wall_time_s: float
+    agreement: Optional[float] = None
+    """Agreement with the input's prior labels (``prior_p``), when it has them."""
+    stored_in: Optional[str] = None
+    """The store and campaign the labels also went to (--db)."""
+
+
+def run_ai_label(cfg: AILabelConfig, backend=None) -> AILabelResult:
     """Judge every pair and write ``pairs.jsonl``. ``backend`` overrides the one built from ``cfg`` (tests)."""
     from rlhaif.data.io import append_jsonl, read_jsonl_tolerant, write_records
     from rlhaif.data.records import PairRecord
@@ -260,16 +286,14 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
                                      for r, pr, k in zip(rows, principles, keys))
         store.close()
     judged_all = [cache[k] for k in keys]
-    stats = {"n_pairs": len(pairs), "input_kind": kind, "cache_hits": hits, "judged": len(todo),
-             "p_mean": _mean([max(c["p"], 1 - c["p"]) for c in judged_all]),
-             "position_bias": _mean([(c["p_ab"] > 0.5) + (c["p_ba"] > 0.5) for c in judged_all]) / 2,
-             "order_consistency": _mean([float((c["p_ab"] > 0.5) == (c["p_ba"] < 0.5)) for c in judged_all])}
-    if agree:
-        stats["agreement"] = _mean(agree)
-    if store is not None:
-        stats["stored_in"] = f"{cfg.db} (campaign {cfg.campaign!r}, {stored} AI labels)"
     wall = round(time.time() - t0, 2)
-    result = {"pairs": str(out / "pairs.jsonl"), **stats, "wall_time_s": wall}
+    result = AILabelResult(
+        pairs=str(out / "pairs.jsonl"), n_pairs=len(pairs), input_kind=kind, cache_hits=hits, judged=len(todo),
+        p_mean=_mean([max(c["p"], 1 - c["p"]) for c in judged_all]),
+        position_bias=_mean([(c["p_ab"] > 0.5) + (c["p_ba"] > 0.5) for c in judged_all]) / 2,
+        order_consistency=_mean([float((c["p_ab"] > 0.5) == (c["p_ba"] < 0.5)) for c in judged_all]),
+        wall_time_s=wall, agreement=_mean(agree) if agree else None,
+        stored_in=f"{cfg.db} (campaign {cfg.campaign!r}, {stored} AI labels)" if store is not None else None)
     write_stage_manifest("ai_label", cfg, result, wall_time_s=wall)
     return result
 

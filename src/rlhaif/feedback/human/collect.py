@@ -5,11 +5,13 @@ simulated panel."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 from rlhaif.config import StageConfig
 from rlhaif.errors import RlhaifError
+from rlhaif.feedback.simulate import FeedbackResult
 
 
 class HumanFeedbackConfig(StageConfig):
@@ -37,7 +39,17 @@ class HumanFeedbackConfig(StageConfig):
     """Port the app listens on."""
 
 
-def run_human_feedback(cfg: HumanFeedbackConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class HumanFeedbackResult(FeedbackResult):
+    """What the human stage made: the pairs (as the simulated panel's) and how far you got."""
+
+    labelled: int
+    """Tasks you labelled."""
+    tasks: int
+    """Tasks assigned to you."""
+
+
+def run_human_feedback(cfg: HumanFeedbackConfig) -> HumanFeedbackResult:
     import threading
 
     from rlhaif.data.io import read_records
@@ -89,7 +101,7 @@ def run_human_feedback(cfg: HumanFeedbackConfig) -> dict[str, Any]:
         thread.join(timeout=10)
     done, total = store.progress_of(me.id)
     counts = export_pairs(store, out / "pairs.jsonl", cfg.campaign)
-    # the same keys as the simulated panel's result, so a recipe can swap one stage for the other
-    result = {"pairs": str(out / "pairs.jsonl"), "n_pairs": counts.get("pairs"), "labelled": done, "tasks": total}
+    result = HumanFeedbackResult(pairs=str(out / "pairs.jsonl"), n_pairs=counts.get("pairs"), labelled=done,
+                                 tasks=total)
     write_stage_manifest("human", cfg, result, wall_time_s=round(time.time() - t0, 2))
     return result
