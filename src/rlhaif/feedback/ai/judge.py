@@ -201,7 +201,7 @@ class AILabelResult:
     """The pairs.jsonl written (soft labels p, source ai:<model>:<principle>)."""
     n_pairs: int
     input_kind: str
-    """What the pairs were read from: 'store' (--db), or the input file's kind."""
+    """What the pairs were read from: 'store' (--db), 'completions' or 'pairs' (the input file's kind)."""
     cache_hits: int
     """Pairs whose labels came from the cache."""
     judged: int
