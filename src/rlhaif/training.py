@@ -4,7 +4,8 @@ atomic checkpoints with exact resume, and the final ``save_pretrained``.
 Loops call these functions; nothing here is a base class to inherit. Every loop (SFT, reward model, DPO,
 PPO) starts with ``start_run``: resume from the newest checkpoint (refused when it was made with other
 settings) or start afresh, with ``metrics.jsonl`` / ``samples.jsonl`` cut back to the checkpoint's step.
-Every loop draws its data order from ``micro_batches``.
+Every loop draws its data order from ``micro_batches``. SFT, the reward model and DPO run their optimizer
+steps through ``train_steps`` (the stage gives only its micro-batch loss) and return a ``TrainResult``.
 
 Checkpoint layout (``<out>/checkpoints/step-000040/``):
     trainable.safetensors   the trainable parameters only (a LoRA adapter stays small)
@@ -360,7 +361,7 @@ def train_steps(loop: TrainLoop, cfg, micros: list[list[int]], n_examples: int, 
 def mean_over_processes(accelerator, stats: dict[str, float]) -> dict[str, float]:
     """``stats`` averaged over the processes of a multi-process run (every process must call it with the
     same keys); unchanged with one process."""
-    if accelerator.num_processes == 1 or not stats:
+    if accelerator.num_processes == 1:
         return stats
     vals = accelerator.reduce(torch.tensor(list(stats.values()), dtype=torch.float64, device=accelerator.device),
                               "mean")
