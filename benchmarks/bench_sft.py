@@ -57,7 +57,7 @@ def worker(side: str, a) -> None:
                                 max_length=a.max_length, learning_rate=2e-5, epochs=a.epochs, save_every=0,
                                 activation_checkpointing=a.checkpointing))
         rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-        loop_s, n = rows[-1]["time"], res["examples"]
+        loop_s, n = rows[-1]["time"], res.examples
         tokens = sum(r["sft/tokens"] for r in rows) // a.epochs  # response tokens learned per epoch
     else:
         from datasets import load_dataset

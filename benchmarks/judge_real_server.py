@@ -117,13 +117,14 @@ def main() -> None:
     # the like-for-like local judge: the plain transcript the completions endpoint sees
     from rlhaif.feedback.ai.backends import HFBackend
     from rlhaif.feedback.ai.judge import AILabelConfig, run_ai_label
+    from rlhaif.manifest import stage_outputs
     from rlhaif.models.loading import load_causal_lm
 
     lm, tok = load_causal_lm(a.model_dir)
     cfg = AILabelConfig(input=str(PAIRS), limit=a.limit, output_dir=str(work / "hf_plain"), judge_model=a.served_name)
     t = time.perf_counter()
-    res["hf_plain_transcript"] = {**run_ai_label(cfg, backend=HFBackend(lm, tok, name=a.served_name,
-                                                                        use_chat_template=False)),
+    res["hf_plain_transcript"] = {**stage_outputs(run_ai_label(cfg, backend=HFBackend(lm, tok, name=a.served_name,
+                                                                                      use_chat_template=False))),
                                   "wall_s": round(time.perf_counter() - t, 1)}
     res["agreement"] = {"completions_vs_hf_plain": compare(work / "completions", work / "hf_plain"),
                         "flaky_vs_completions": compare(work / "flaky", work / "completions"),

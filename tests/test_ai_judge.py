@@ -155,7 +155,7 @@ def test_run_ai_label_from_completions_writes_soft_pairs_and_caches(tmp_path, ju
     cfg = AILabelConfig(input=str(comp), output_dir=str(tmp_path / "ai"), judge_model="tiny-judge")
     backend = CountingBackend(HFBackend(model, tok, max_length=512))
     stats = run_ai_label(cfg, backend)
-    assert stats["n_pairs"] == 3 and stats["judged"] == 3 and backend.asked == 6  # C(3,2) pairs × 2 orders
+    assert stats.n_pairs == 3 and stats.judged == 3 and backend.asked == 6  # C(3,2) pairs × 2 orders
     pairs = [json.loads(l) for l in (tmp_path / "ai" / "pairs.jsonl").read_text().splitlines()]
     names = {p.name for p in load_constitution().principles}
     for p in pairs:
@@ -165,7 +165,7 @@ def test_run_ai_label_from_completions_writes_soft_pairs_and_caches(tmp_path, ju
         p_ab, p_ba = p["p_orders"]
         assert p["p"] == pytest.approx(max(debiased_probability(p_ab, p_ba), 1 - debiased_probability(p_ab, p_ba)))
     stats2 = run_ai_label(cfg, backend)
-    assert stats2["cache_hits"] == 3 and stats2["judged"] == 0 and backend.asked == 6  # a rerun pays nothing
+    assert stats2.cache_hits == 3 and stats2.judged == 0 and backend.asked == 6  # a rerun pays nothing
     assert [json.loads(l) for l in (tmp_path / "ai" / "pairs.jsonl").read_text().splitlines()] == pairs
 
 
@@ -177,7 +177,7 @@ def test_relabel_pairs_reports_agreement(tmp_path, judge):
     stats = run_ai_label(cfg, HFBackend(model, tok, max_length=512))
     out = json.loads((tmp_path / "ai" / "pairs.jsonl").read_text())
     assert out["prior_p"] == 1.0
-    assert stats["agreement"] == (1.0 if out["chosen"] == Y1 else 0.0)
+    assert stats.agreement == (1.0 if out["chosen"] == Y1 else 0.0)
 
 
 def test_tokenizer_that_merges_across_the_boundary(judge):
@@ -244,7 +244,7 @@ def test_ai_labels_go_into_the_feedback_store_beside_human_labels(tmp_path):
 
     cfg = AILabelConfig(db=db, campaign="c", output_dir=str(tmp_path / "ai"), judge_model="good-judge")
     stats = run_ai_label(cfg, GoodWordBackend())
-    assert stats["n_pairs"] == 2 and stats["input_kind"] == "store" and "2 AI labels" in stats["stored_in"]
+    assert stats.n_pairs == 2 and stats.input_kind == "store" and "2 AI labels" in stats.stored_in
     sig2 = 1 / (1 + math.exp(-2))
     labels = sorted(store.ai_labels("c"), key=lambda x: x["task"])
     assert [lab["p"] for lab in labels] == pytest.approx([sig2, 1 - sig2])  # P(the task's first response wins)
@@ -270,7 +270,7 @@ def test_ai_labels_go_into_the_feedback_store_beside_human_labels(tmp_path):
     assert ai_agreement(store.latest_judgments("c"), store.ai_labels("c")) == {"good-judge": {"tasks": 1, "agree": 1, "accuracy": 1.0}}
 
     again = run_ai_label(cfg, GoodWordBackend())  # a rerun: cache hits, labels replaced, not duplicated
-    assert again["cache_hits"] == 2 and len(store.ai_labels("c")) == 2
+    assert again.cache_hits == 2 and len(store.ai_labels("c")) == 2
     store.close()
 
 
@@ -297,7 +297,7 @@ def test_relabel_hh_file_with_a_malformed_record(tmp_path, judge, capsys):
     assert e.value.code == 2 and "none" in capsys.readouterr().err
     model, tok = judge
     cfg = AILabelConfig(input=str(src), output_dir=str(tmp_path / "ai"), judge_model="tiny-judge", skip_invalid=True)
-    assert run_ai_label(cfg, HFBackend(model, tok, max_length=512))["n_pairs"] == 2
+    assert run_ai_label(cfg, HFBackend(model, tok, max_length=512)).n_pairs == 2
 
 
 def test_cli_ai_label_into_a_store_then_export_and_suggest(tmp_path, judge, capsys):

@@ -52,12 +52,12 @@ def test_best_of_n_stage_writes_every_score_and_sft_demos(tmp_path):
     (tmp_path / "s.py").write_text("def score(p, r):\n    return [float(x.split().count('good')) for x in r]\n")
     res = run_best_of_n(BestOfNConfig(completions=str(tmp_path / "c.jsonl"), scorer=f"python:{tmp_path}/s.py:score",
                                       output_dir=str(tmp_path / "out")))
-    assert res["kept"] == 2 and res["scored"] == 8 and res["mean_kept_score"] == 2.0
-    scores = read_records(res["scores"], CompletionRecord)
+    assert res.kept == 2 and res.scored == 8 and res.mean_kept_score == 2.0
+    scores = read_records(res.scores, CompletionRecord)
     assert [c.score for c in scores] == [1.0, 3.0, 0.0, 2.0, 0.0, 0.0, 1.0, 1.0]
-    best = read_records(res["completions"], CompletionRecord)
+    best = read_records(res.completions, CompletionRecord)
     assert best[0].scores == [1.0, 3.0, 0.0, 2.0]
-    demos = read_records(res["demos"], DemoRecord)
+    demos = read_records(res.demos, DemoRecord)
     assert [(d.prompt, d.response) for d in demos] == [("prompt a", "good good good"), ("prompt b", "good")]
 
 

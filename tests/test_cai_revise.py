@@ -38,7 +38,7 @@ def test_rounds_follow_the_seeded_draw_and_chain_revisions(tmp_path, tiny_lm):
     model, tok = tiny_lm
     stats = run_revise(_cfg(tmp_path), model, tok)
     rows = _rows(tmp_path)
-    assert stats["rounds"] == len(rows) == len(PROMPTS) * 3
+    assert stats.rounds == len(rows) == len(PROMPTS) * 3
     # principles: random.Random(seed).choice in prompt order, 3 per prompt, with replacement
     names = [p.name for p in load_constitution().principles]
     ref = random.Random(11)
@@ -118,7 +118,7 @@ def test_resume_skips_complete_prompts_and_drops_a_torn_one(tmp_path, tiny_lm):
     model.generate = counting_generate
     stats = run_revise(_cfg(tmp_path), model, tok)
     rows = _rows(tmp_path)
-    assert stats["resumed"] == 1 and stats["generated"] == 3
+    assert stats.resumed == 1 and stats.generated == 3
     assert len(rows) == len(PROMPTS) * 3
     assert [json.dumps(r) for r in rows[:3]] == [json.dumps(json.loads(l)) for l in first]  # kept as written
     assert sorted({r["prompt_id"] for r in rows}) == ["p0", "p1", "p2", "p3"]
@@ -126,7 +126,7 @@ def test_resume_skips_complete_prompts_and_drops_a_torn_one(tmp_path, tiny_lm):
     # second rerun: nothing to do, the model is not called
     Counting.calls = 0
     stats = run_revise(_cfg(tmp_path), model, tok)
-    assert stats["generated"] == 0 and Counting.calls == 0
+    assert stats.generated == 0 and Counting.calls == 0
 
 
 def test_hh_rlhf_first_human_turns_and_cli(tmp_path, hh_path):

@@ -80,7 +80,7 @@ def test_toy_preference_rises_well_above_chance(tiny_dir, toy_files, tmp_path):
         assert name in rows[0]
     assert rows[0]["rewards/accuracy"] == pytest.approx(0.5)  # π_θ = π_ref at step 1: all ties
     assert rows[-1]["dpo/loss"] < rows[0]["dpo/loss"]
-    assert os.path.exists(os.path.join(res["model"], "config.json"))
+    assert os.path.exists(os.path.join(res.model, "config.json"))
     assert os.path.exists(tmp_path / "manifest.json") and os.path.exists(tmp_path / "ref_logprobs.pt")
 
 
@@ -90,7 +90,7 @@ def test_precomputed_and_adapter_reference_agree(tiny_dir, toy_files, tmp_path):
         out = tmp_path / ref
         res = run_dpo(cfg(tiny_dir, toy_files, out, lora_r=4, learning_rate=5e-3, max_steps=3,
                           reference=ref, loss="ipo"))
-        runs[ref] = ([r for r in metrics(out) if "dpo/loss" in r], res["eval"])
+        runs[ref] = ([r for r in metrics(out) if "dpo/loss" in r], res.eval)
     (a_rows, a_eval), (b_rows, b_eval) = runs["precompute"], runs["adapter"]
     assert a_rows[-1]["rewards/margin"] != 0.0  # the adapter moved the policy away from the reference
     for ra, rb in zip(a_rows, b_rows):
@@ -268,7 +268,7 @@ def test_a_folder_holding_another_configurations_checkpoint_is_not_silently_cont
         run_dpo(cfg(tiny_dir, toy_files, out, max_steps=4, loss="ipo"))
     # a longer run with the same settings continues it: steps 3 and 4 only, each logged once
     res = run_dpo(cfg(tiny_dir, toy_files, out, max_steps=4, save_every=1))
-    assert res["steps"] == 4
+    assert res.steps == 4
     assert [r["step"] for r in metrics(out) if "dpo/loss" in r] == [1, 2, 3, 4]
     # resume: false starts afresh: the old checkpoints and rows are gone
     res = run_dpo(cfg(tiny_dir, toy_files, out, max_steps=1, learning_rate=2e-3, resume=False))
@@ -281,8 +281,8 @@ def test_run_dpo_returns_the_common_outputs_and_writes_its_manifest(tiny_dir, to
 
     c = cfg(tiny_dir, toy_files, tmp_path, max_steps=1)
     res = run_dpo(c)
-    assert res["output_dir"] == str(tmp_path) and res["model"] == str(tmp_path / "model") and res["steps"] == 1
-    assert "dpo/loss" in res["metrics"] and "eval/accuracy" in res["metrics"]
+    assert res.output_dir == str(tmp_path) and res.model == str(tmp_path / "model") and res.steps == 1
+    assert "dpo/loss" in res.metrics and "eval/accuracy" in res.metrics
     man = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest_matches(tmp_path, stage_fingerprint("dpo", c))  # what a recipe computes: it would skip
-    assert man["outputs"]["model"] == res["model"]
+    assert man["outputs"]["model"] == res.model

@@ -168,7 +168,7 @@ def test_run_evaluate_end_to_end(tiny_setup):
     assert "<script>" not in html and "&lt;script&gt;" in html  # model and prompt text escaped
     assert html.count("data:image/png;base64,") >= 2
     assert (d / "out" / "plots" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
-    assert res["report"].endswith("report.html")
+    assert res.report.endswith("report.html")
     metrics = [json.loads(l) for l in (d / "out" / "metrics.jsonl").read_text().splitlines()]
     assert [m["model"] for m in metrics] == ["base", "tuned"]
 
@@ -202,10 +202,10 @@ def test_win_rate_by_judge_uses_both_orders(tiny_setup, tmp_path, monkeypatch):
     cfg = EvaluateConfig(models={"base": str(d / "base"), "tuned": str(d / "tuned")}, prompts=str(d / "prompts.jsonl"),
                          output_dir=str(tmp_path / "out"), judge="any", max_prompts=3, max_new_tokens=4)
     rep = run_evaluate(cfg)
-    wr = rep["models"]["tuned"]["win_rate"]
+    wr = rep.models["tuned"]["win_rate"]
     # "A" wins in both orders: the candidate wins as (A) and loses as (B) -> 0.5 on every prompt, orders disagree
     assert wr["win_rate"] == pytest.approx(0.5, abs=1e-6) and wr["ties"] == 3 and wr["consistency"] == 0.0
-    assert "win_rate" not in rep["models"]["base"]
+    assert "win_rate" not in rep.models["base"]
 
 
 def test_training_curves_summarise_monitored_scores_and_draw_them_against_kl(tmp_path):

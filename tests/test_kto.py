@@ -107,7 +107,7 @@ def test_one_kto_step_changes_every_trainable_parameter(tiny_dir, kto_files, tmp
 
 def test_desirable_logprob_rises_relative_to_the_reference(tiny_dir, kto_files, tmp_path):
     res = run_dpo(cfg(tiny_dir, kto_files, tmp_path, max_steps=30, beta=0.5))
-    ev = res["eval"]
+    ev = res.eval
     assert ev["eval/pairs"] == 24
     # held-out: β·(log π_θ − log π_ref) of the desirable replies went up, of the undesirable ones down
     assert ev["eval/rewards_chosen"] > 0 > ev["eval/rewards_rejected"], ev
@@ -122,7 +122,7 @@ def test_adapter_reference_equals_precomputed_for_kto(tiny_dir, kto_files, tmp_p
         out = tmp_path / ref
         res = run_dpo(cfg(tiny_dir, kto_files, out, lora_r=4, learning_rate=5e-3, max_steps=3,
                           reference=ref, kto_lambda_d=1.0, kto_lambda_u=1.5))
-        runs[ref] = ([r for r in metrics(out) if "dpo/loss" in r], res["eval"])
+        runs[ref] = ([r for r in metrics(out) if "dpo/loss" in r], res.eval)
     (a_rows, a_eval), (b_rows, b_eval) = runs["precompute"], runs["adapter"]
     assert a_rows[-1]["kto/kl"] != 0.0 or a_rows[-1]["rewards/margin"] != 0.0  # the adapter moved
     for ra, rb in zip(a_rows, b_rows):

@@ -340,7 +340,7 @@ def test_human_stage_serves_app_and_exports_labels(tmp_path):
     cfg = HumanFeedbackConfig(completions=str(tmp_path / "c.jsonl"), output_dir=str(tmp_path / "h"), port=port,
                               cost_per_hour=60.0)
     result = {}
-    t = threading.Thread(target=lambda: result.update(run_human_feedback(cfg)), daemon=True)
+    t = threading.Thread(target=lambda: result.update(done=run_human_feedback(cfg)), daemon=True)
     t.start()
     token_file = tmp_path / "h" / "annotator_token.txt"
     for _ in range(300):
@@ -356,7 +356,7 @@ def test_human_stage_serves_app_and_exports_labels(tmp_path):
         a = store.next_assignment(me.id)
         store.submit(me.id, JudgmentIn(client_id=f"client-{n:04d}", assignment_id=a, value={"ranks": [1, 2]}))
     t.join(timeout=30)
-    assert not t.is_alive() and result["labelled"] == result["tasks"] == 2
+    assert not t.is_alive() and result["done"].labelled == result["done"].tasks == 2
     pairs = [json.loads(l) for l in (tmp_path / "h" / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == 2 and all(p["chosen"] != p["rejected"] for p in pairs)
     costs = json.loads((tmp_path / "h" / "manifest.json").read_text())["outputs"]["costs"]["all"]
@@ -435,17 +435,17 @@ def test_generate_stage_vllm_and_hf_write_the_same_format(tiny, tmp_path, monkey
     base = dict(model=str(tiny / "lm"), prompts=str(tiny / "prompts.jsonl"), k=2, max_new_tokens=4, max_prompts=3,
                 temperature=0.8)
     hf = run_generate(GenerateConfig(output_dir=str(tmp_path / "hf"), **base))  # auto, vLLM absent: HF
-    assert "backend" not in hf
+    assert hf.backend is None
     with pytest.raises(RlhaifError, match=r"setup_vllm_venv.sh"):
         run_generate(GenerateConfig(output_dir=str(tmp_path / "x"), backend="vllm", **base))
     monkeypatch.setattr(vllm_engine, "vllm_available", lambda: True)
     monkeypatch.setattr(vllm_engine, "VLLMEngine", FakeEngine)
     if not torch.cuda.is_available():  # 'auto' on a CPU machine stays HF even where vLLM is installed
-        assert "backend" not in run_generate(GenerateConfig(output_dir=str(tmp_path / "auto"), **base))
+        assert run_generate(GenerateConfig(output_dir=str(tmp_path / "auto"), **base)).backend is None
 
     res = run_generate(GenerateConfig(output_dir=str(tmp_path / "v"), backend="vllm", seed=3, **base))
     calls = FakeEngine.calls
-    assert res["backend"] == "vllm" and res["responses"] == 6 and calls["closed"] and calls["seed"] == 3
+    assert res.backend == "vllm" and res.responses == 6 and calls["closed"] and calls["seed"] == 3
     assert calls["k"] == 1 and calls["sampling"].temperature == 0.8 and calls["sampling"].max_new_tokens == 4
     tok = load_tokenizer(str(tiny / "lm"))
     want = encode_prompts(tok, [r.prompt for r in read_prompts(tiny / "prompts.jsonl")[:3]])
@@ -526,7 +526,7 @@ def test_report_paths_inside_the_run_are_relative(tmp_path):
 
 
 def test_a_typed_stage_result_becomes_the_outputs_a_recipe_reads():
-    from rlhaif.pipeline import stage_outputs
+    from rlhaif.manifest import stage_outputs
     from rlhaif.policy.ppo import PPOResult
 
     res = PPOResult(output_dir="runs/ppo", model="runs/ppo/model", metrics={"objective/score": 0.5}, steps=3,
@@ -535,3 +535,23 @@ def test_a_typed_stage_result_becomes_the_outputs_a_recipe_reads():
     assert out == {"output_dir": "runs/ppo", "model": "runs/ppo/model", "metrics": {"objective/score": 0.5},
                    "steps": 3, "resumed_from": 0, "precision": {"dtype": "float32"}, "rank": 0, "param_checksum": 1.25}
     assert stage_outputs({"pairs": "p.jsonl"}) == {"pairs": "p.jsonl"} and stage_outputs(None) == {}
+
+
+@pytest.mark.parametrize("stage", ["sft", "generate", "simulate", "ai_label", "revise", "pairs", "human", "reward",
+                                   "dpo", "evaluate", "ppo", "rlhaif.best_of_n:run_best_of_n",
+                                   "rlhaif.best_of_n:run_scored_pairs", "rlhaif.reward.evaluate:run_reward_eval",
+                                   "rlhaif.reward.evaluate:run_reward_score"])
+def test_every_stage_returns_a_frozen_result_record(stage):
+    """Results are typed records, not dicts read by key far away (the `rlhaif sft` final_loss crash);
+    the manifest keeps their fields."""
+    import dataclasses
+    import typing
+
+    from rlhaif.manifest import stage_outputs
+    from rlhaif.pipeline import stage_function
+
+    record = typing.get_type_hints(stage_function(stage)[0])["return"]
+    assert dataclasses.is_dataclass(record) and record.__dataclass_params__.frozen
+    fields = [f.name for f in dataclasses.fields(record)]
+    example = record(**{name: f"{name}-value" for name in fields})
+    assert stage_outputs(example) == {name: f"{name}-value" for name in fields}

@@ -43,8 +43,9 @@ def trained(tmp_path_factory):
 
 
 def test_toy_preference_separates_held_out_pairs(trained):
-    d, cfg, report = trained
-    assert report["steps"] == 30 and report["eval_pairs"] == 40
+    d, cfg, result = trained
+    assert result.steps == 30 and result.eval_pairs == 40
+    report = result.eval
     assert report["accuracy"] >= 0.95 and report["mean_margin"] > 1.0
     saved = json.loads((d / "rm" / "eval.json").read_text())
     assert saved["accuracy"] == report["accuracy"] and len(saved["calibration"]) == 5
@@ -148,9 +149,9 @@ def test_reward_resume_after_interruption_equals_uninterrupted(tmp_path, monkeyp
         run_reward_train(cfg("resumed"))
     monkeypatch.setattr(training, "save_checkpoint", orig)
     resumed = run_reward_train(cfg("resumed"))
-    assert resumed["steps"] == straight["steps"] == 16
-    assert resumed["accuracy"] == straight["accuracy"]
-    assert resumed["mean_margin"] == pytest.approx(straight["mean_margin"], rel=1e-5)
+    assert resumed.steps == straight.steps == 16
+    assert resumed.eval["accuracy"] == straight.eval["accuracy"]
+    assert resumed.eval["mean_margin"] == pytest.approx(straight.eval["mean_margin"], rel=1e-5)
     losses = lambda name: [json.loads(l)["rm/loss"] for l in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
     assert losses("resumed")[-7:] == pytest.approx(losses("straight")[-7:], rel=1e-5)
     import torch
@@ -207,7 +208,7 @@ def test_reward_resumed_run_logs_each_step_once_and_refuses_other_data(tmp_path,
     out = run_reward_train(cfg())
     steps = [json.loads(line)["step"] for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]
-    assert out["output_dir"] == out["model"] == str(tmp_path / "o") and "rm/loss" in out["metrics"]
+    assert out.output_dir == out.model == str(tmp_path / "o") and "rm/loss" in out.metrics
     assert json.loads((tmp_path / "o" / "manifest.json").read_text())["stage"] == "reward"
 
 

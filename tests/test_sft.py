@@ -74,11 +74,11 @@ def _losses(run_dir):
 def test_tiny_model_response_loss_falls_and_saves(setup):
     out = run_sft(_cfg(setup, "full", gradient_accumulation_steps=2, epochs=4, learning_rate=1e-2))
     losses = _losses(setup / "full")
-    assert out["steps"] == len(losses) == 12  # 24 demos / 4 per micro-batch / 2 accumulated x 4 epochs
+    assert out.steps == len(losses) == 12  # 24 demos / 4 per micro-batch / 2 accumulated x 4 epochs
     assert losses[-1] < 0.5 * losses[0]
     from transformers import AutoModelForCausalLM
 
-    AutoModelForCausalLM.from_pretrained(out["model"])  # a plain save_pretrained folder
+    AutoModelForCausalLM.from_pretrained(out.model)  # a plain save_pretrained folder
     assert not (setup / "full" / "checkpoints").exists()
 
 
@@ -100,7 +100,7 @@ def test_resume_after_interruption_equals_uninterrupted(setup, monkeypatch):
     assert (setup / "resumed" / "checkpoints" / "step-000004").exists()
     monkeypatch.setattr(training, "save_checkpoint", orig)
     resumed = run_sft(_cfg(setup, "resumed", save_every=2, epochs=2, batch_size=5))
-    assert resumed["steps"] == full["steps"] == 10
+    assert resumed.steps == full.steps == 10
     assert _losses(setup / "resumed")[-6:] == pytest.approx(_losses(setup / "straight")[-6:], rel=1e-5)
     from safetensors.torch import load_file
 
@@ -116,7 +116,7 @@ def test_lora_adapter_and_merged(setup):
     assert (setup / "lora" / "model" / "adapter_config.json").exists()
     from rlhaif.models.loading import load_causal_lm
 
-    m, _ = load_causal_lm(out["model"])  # base + adapter
+    m, _ = load_causal_lm(out.model)  # base + adapter
     merged = run_sft(_cfg(setup, "merged", lora_r=4, epochs=1, learning_rate=1e-2, merge_lora=True))
     assert (setup / "merged" / "model" / "config.json").exists()
     assert not (setup / "merged" / "model" / "adapter_config.json").exists()
@@ -137,7 +137,7 @@ def test_activation_checkpointing_trains_the_same_model(setup):
     from transformers import AutoModelForCausalLM
 
     a = AutoModelForCausalLM.from_pretrained(str(setup / "plain" / "model")).state_dict()
-    b = AutoModelForCausalLM.from_pretrained(out["model"]).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(out.model).state_dict()
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
 
@@ -154,7 +154,7 @@ def test_a_resumed_run_logs_each_step_once_and_a_changed_learning_rate_is_refuse
     out = run_sft(_cfg(setup, "dup", **kw))
     steps = [json.loads(line)["step"] for line in (setup / "dup" / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(1, 11))
-    assert out["output_dir"] == str(setup / "dup") and out["model"] == str(setup / "dup" / "model")
-    assert "sft/loss" in out["metrics"] and out["steps"] == 10
+    assert out.output_dir == str(setup / "dup") and out.model == str(setup / "dup" / "model")
+    assert "sft/loss" in out.metrics and out.steps == 10
     man = json.loads((setup / "dup" / "manifest.json").read_text())
-    assert man["stage"] == "sft" and man["outputs"]["model"] == out["model"]
+    assert man["stage"] == "sft" and man["outputs"]["model"] == out.model

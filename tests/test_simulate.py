@@ -33,8 +33,8 @@ def test_panel_of_five_recovers_scorer_order_and_flags_adversary(tmp_path):
     scorer = lambda prompts, responses: [truth[r] for r in responses]  # noqa: E731
     cfg = SimulatedPanelConfig(output_dir=str(tmp_path / "out"), completions=str(tmp_path / "completions.jsonl"))
     res = run_simulated_panel(cfg, scorer=scorer)
-    assert res["judgments"] == 200 * 5
-    assert res["flagged"] == ["sim-troll"]
+    assert res.judgments == 200 * 5
+    assert res.flagged == ["sim-troll"]
 
     store = Store(str(tmp_path / "out" / "feedback.db"))
     judgments = store.latest_judgments("simulated")

@@ -1,5 +1,6 @@
 """The shared optimizer: fused AdamW where torch has the kernel, same updates as the reference AdamW, and the
-warm-up / linear-decay schedule by hand."""
+warm-up / linear-decay schedule by hand; the shared step loop of SFT, reward model and DPO averages its
+logged stats over processes."""
 
 import pytest
 import torch
@@ -133,3 +134,63 @@ def test_start_run_trims_logs_to_the_checkpoint_and_refuses_other_settings(tmp_p
     cfg = _run_dir(tmp_path / "d", rows, learning_rate=5e-4).model_copy(update={"resume": False})
     assert start_run(cfg, "sft") is None  # a fresh start: old checkpoints and rows deleted
     assert not (tmp_path / "d" / "checkpoints").exists() and not (tmp_path / "d" / "metrics.jsonl").exists()
+
+
+def _pretend_two_processes(monkeypatch):
+    """Every Accelerator made by the loops acts as rank 0 of two processes whose ``reduce`` answers the mean
+    with the other process's values (taken as ours + 2000): the logged stats must be what it returns."""
+    import rlhaif.training as training
+
+    real = training.make_accelerator
+
+    def make(*a, **k):
+        acc = real(*a, **k)
+        acc.__class__ = type("RankZeroOfTwo", (type(acc),), {
+            "num_processes": property(lambda self: 2),
+            "reduce": lambda self, tensor, reduction="mean": (tensor + (tensor + 2000)) / 2})
+        return acc
+
+    monkeypatch.setattr(training, "make_accelerator", make)
+
+
+def _tiny_run(kind, tmp_path):
+    import json
+
+    from rlhaif.models.tiny import save_tiny
+
+    rows = [{"prompt": "tell me about the sun", "chosen": "the sun is kind and warm", "rejected": "go away",
+             "response": "the sun is kind and warm"} for _ in range(8)]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / kind
+    if kind == "sft":
+        from rlhaif.policy.sft import SFTConfig, run_sft
+
+        save_tiny(tmp_path / "base", "llama", seed=0)
+        run_sft(SFTConfig(model=str(tmp_path / "base"), data=str(data), output_dir=str(out), batch_size=2,
+                          max_steps=1, max_length=32))
+        return out, "sft/loss"
+    if kind == "reward":
+        from rlhaif.reward.train import RewardTrainConfig, run_reward_train
+
+        save_tiny(tmp_path / "bb", "llama", reward=True)
+        run_reward_train(RewardTrainConfig(data=str(data), backbone=str(tmp_path / "bb"), output_dir=str(out),
+                                           batch_size=2, max_steps=1, max_length=32, eval_fraction=0,
+                                           normalize=False))
+        return out, "rm/loss"
+    from rlhaif.policy.dpo import DPOConfig, run_dpo
+
+    save_tiny(tmp_path / "base", "llama", seed=0)
+    run_dpo(DPOConfig(model=str(tmp_path / "base"), pairs=str(data), output_dir=str(out), batch_size=2,
+                      max_steps=1, max_length=32, eval_fraction=0))
+    return out, "dpo/loss"
+
+
+@pytest.mark.parametrize("kind", ["sft", "reward", "dpo"])
+def test_each_loop_logs_its_stats_averaged_over_processes(kind, tmp_path, monkeypatch):
+    import json
+
+    _pretend_two_processes(monkeypatch)
+    out, loss = _tiny_run(kind, tmp_path)
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["step"] == 1 and 1000 < row[loss] < 1100  # our loss (< 100) plus half the other's 2000 offset

@@ -34,7 +34,7 @@ def test_completions_endpoint_agrees_with_local_judge_and_caches(tmp_path):
     cfg = dict(input=str(PAIRS), limit=4, judge_model=served)
     remote = OpenAIBackend(SERVER, served, api="completions", concurrency=2)
     res = run_ai_label(AILabelConfig(**cfg, output_dir=str(tmp_path / "remote")), backend=remote)
-    assert res["judged"] == 4 and remote.requests_made == 8  # both orders of each pair
+    assert res.judged == 4 and remote.requests_made == 8  # both orders of each pair
     lm, tok = load_causal_lm(folder)
     run_ai_label(AILabelConfig(**cfg, output_dir=str(tmp_path / "local")),
                  backend=HFBackend(lm, tok, name=served, use_chat_template=False))
@@ -42,7 +42,7 @@ def test_completions_endpoint_agrees_with_local_judge_and_caches(tmp_path):
         assert r == pytest.approx(l, abs=TOL)
     again = OpenAIBackend(SERVER, served, api="completions")
     res = run_ai_label(AILabelConfig(**cfg, output_dir=str(tmp_path / "remote")), backend=again)
-    assert res["cache_hits"] == 4 and again.requests_made == 0
+    assert res.cache_hits == 4 and again.requests_made == 0
 
 
 def test_chat_endpoint_returns_option_logprobs(tmp_path):

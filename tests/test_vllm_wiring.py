@@ -71,9 +71,9 @@ def test_generate_with_vllm_writes_the_hf_records(root, tmp_path):
                 temperature=0.8)
     hf = run_generate(GenerateConfig(output_dir=str(tmp_path / "hf"), backend="hf", **base))
     if not torch.cuda.is_available():  # 'auto' stays HF on a CPU machine, vLLM installed or not
-        assert "backend" not in run_generate(GenerateConfig(output_dir=str(tmp_path / "auto"), **base))
+        assert run_generate(GenerateConfig(output_dir=str(tmp_path / "auto"), **base)).backend is None
     v = run_generate(GenerateConfig(output_dir=str(tmp_path / "v"), backend="vllm", **base))
-    assert "backend" not in hf and v["backend"] == "vllm" and v["responses"] == hf["responses"] == 6
+    assert hf.backend is None and v.backend == "vllm" and v.responses == hf.responses == 6
     rows = {n: [json.loads(l) for l in (tmp_path / n / "completions.jsonl").read_text().splitlines()]
             for n in ("hf", "v")}
     assert [set(r) for r in rows["v"]] == [set(r) for r in rows["hf"]]

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from rlhaif.config import StageConfig
 from rlhaif.data.records import CompletionRecord, DemoRecord, PairRecord
@@ -101,8 +102,25 @@ class BestOfNConfig(StageConfig):
     """Then keep only this share of the kept responses, those with the highest scores over all prompts."""
 
 
-def run_best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
-    """Score, select, write best.jsonl, demos.jsonl and scores.jsonl; returns their paths and mean scores."""
+@dataclass(frozen=True)
+class BestOfNResult:
+    """What the best-of-N stage made (also its manifest's ``outputs``)."""
+
+    completions: str
+    """best.jsonl: the kept completions."""
+    demos: str
+    """demos.jsonl: the kept responses as SFT data."""
+    scores: str
+    """scores.jsonl: every completion with its score."""
+    prompts: int
+    scored: int
+    kept: int
+    mean_score: Optional[float]
+    mean_kept_score: Optional[float]
+
+
+def run_best_of_n(cfg: BestOfNConfig) -> BestOfNResult:
+    """Score, select, write best.jsonl, demos.jsonl, scores.jsonl and best_of_n_stats.json."""
     from rlhaif.data.io import read_records, write_records
 
     completions = read_records(cfg.completions, CompletionRecord)
@@ -118,8 +136,8 @@ def run_best_of_n(cfg: BestOfNConfig) -> dict[str, Any]:
     stats = {"prompts": len({c.prompt_id for c in scored}), "scored": len(scored), "kept": len(kept),
              "mean_score": mean([c.score for c in scored]), "mean_kept_score": mean([c.score for c in kept])}
     (out / "best_of_n_stats.json").write_text(json.dumps(stats, indent=2))
-    return {"completions": str(out / "best.jsonl"), "demos": str(out / "demos.jsonl"),
-            "scores": str(out / "scores.jsonl"), **stats}
+    return BestOfNResult(completions=str(out / "best.jsonl"), demos=str(out / "demos.jsonl"),
+                         scores=str(out / "scores.jsonl"), **stats)
 
 
 def scored_pairs(completions: Sequence[CompletionRecord], scorer: Scorer, labeler: str) -> list[PairRecord]:
@@ -154,7 +172,18 @@ class ScoredPairsConfig(StageConfig):
     """Folder for pairs.jsonl."""
 
 
-def run_scored_pairs(cfg: ScoredPairsConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ScoredPairsResult:
+    """What the scored-pairs stage (online DPO's labeller) made (also its manifest's ``outputs``)."""
+
+    pairs: str
+    """The pairs.jsonl written."""
+    n_pairs: int
+    labeler: str
+    prompts: int
+
+
+def run_scored_pairs(cfg: ScoredPairsConfig) -> ScoredPairsResult:
     """Label the completions' best and worst responses; writes pairs.jsonl."""
     from rlhaif.data.io import read_records, write_records
 
@@ -165,5 +194,5 @@ def run_scored_pairs(cfg: ScoredPairsConfig) -> dict[str, Any]:
                           "same; no pair to train on (sample more responses per prompt, or at a higher temperature)")
     out = Path(cfg.output_dir) / "pairs.jsonl"
     write_records(out, pairs)
-    return {"pairs": str(out), "n_pairs": len(pairs), "labeler": cfg.labeler,
-            "prompts": len({c.prompt_id for c in completions})}
+    return ScoredPairsResult(pairs=str(out), n_pairs=len(pairs), labeler=cfg.labeler,
+                             prompts=len({c.prompt_id for c in completions}))

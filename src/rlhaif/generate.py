@@ -303,10 +303,32 @@ def read_prompts(path) -> list[PromptRecord]:
     return out
 
 
-def run_generate(cfg: GenerateConfig, progress=None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GenerateResult:
+    """What `rlhaif generate` made (also its manifest's ``outputs``): the completions file and the throughput
+    stats of ``generate_completions`` (generate_stats.json)."""
+
+    completions: str
+    """The completions.jsonl written."""
+    responses: int
+    """Responses sampled (with best-of-N, the file keeps fewer)."""
+    new_tokens: int
+    seconds: float
+    tokens_per_second: Optional[float]
+    finished_share: float
+    """Share of the sampled responses that reached EOS."""
+    backend: Optional[str] = None
+    """'vllm' when vLLM sampled; None: rlhaif's sampler."""
+    precision: Optional[dict[str, Any]] = None
+    """The sampler's precision choice (rlhaif's sampler only)."""
+    best_of: Optional[int] = None
+    """N of best-of-N, when the completions are each prompt's best of N."""
+
+
+def run_generate(cfg: GenerateConfig, progress=None) -> GenerateResult:
     """Read ``cfg.prompts``, sample ``cfg.k`` responses per prompt with ``cfg.model`` (a LoRA adapter is
     merged first), write ``cfg.output`` (completions.jsonl, atomically), ``generate_stats.json`` and the stage
-    manifest in ``cfg.output_dir``. Returns ``completions`` (the file) and the throughput stats."""
+    manifest in ``cfg.output_dir``."""
     import json
 
     from rlhaif.data.io import atomic_write, write_records
@@ -346,6 +368,6 @@ def run_generate(cfg: GenerateConfig, progress=None) -> dict[str, Any]:
     write_records(cfg.output, completions)
     with atomic_write(out_dir / "generate_stats.json") as f:
         f.write(json.dumps(stats, indent=2))
-    result = {"completions": str(cfg.output), **stats}
+    result = GenerateResult(completions=str(cfg.output), **stats)
     write_stage_manifest("generate", cfg, result, wall_time_s=round(time.time() - t0, 2))
     return result

@@ -6,6 +6,7 @@ written last, so its presence means the stage finished.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -107,12 +108,21 @@ def stage_fingerprint(stage: str, cfg) -> dict[str, Any]:
     return fingerprint(stage, config, config_inputs(config, Path(cfg.output_dir).resolve()))
 
 
-def write_stage_manifest(stage: str, cfg, outputs: dict[str, Any] | None = None,
-                         wall_time_s: float | None = None) -> Path | None:
-    """What every stage calls last, alone or in a recipe: ``manifest.json`` in ``cfg.output_dir`` (main
-    process only; returns None elsewhere)."""
+def stage_outputs(result: Any) -> dict[str, Any]:
+    """What a stage returned, as the JSON object its manifest keeps under ``outputs`` (what a recipe's
+    ``${name.key}`` reads): a stage's result record (a frozen dataclass beside the stage) field by field, or
+    a mapping as it is (a ``module:function`` stage of your own may return one); None gives {}."""
+    if result is None:
+        return {}
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        result = dataclasses.asdict(result)
+    return json.loads(json.dumps(dict(result), default=str))
+
+
+def write_stage_manifest(stage: str, cfg, result: Any = None, wall_time_s: float | None = None) -> Path | None:
+    """What every stage calls last, alone or in a recipe: ``manifest.json`` in ``cfg.output_dir`` with the
+    stage's ``result`` as its ``outputs`` (``stage_outputs``); main process only (returns None elsewhere)."""
     if int(os.environ.get("RANK", "0")) != 0:
         return None
-    outputs = json.loads(json.dumps(outputs or {}, default=str))
     return write_manifest(cfg.output_dir, stage_fingerprint(stage, cfg), seed=getattr(cfg, "seed", None),
-                          wall_time_s=wall_time_s, outputs=outputs)
+                          wall_time_s=wall_time_s, outputs=stage_outputs(result))

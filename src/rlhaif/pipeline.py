@@ -46,10 +46,12 @@ from rlhaif.errors import ConfigError, RlhaifError
 
 ASSETS = Path(__file__).parent / "assets"
 
-# stage kind -> (module, function). The function takes its StageConfig subclass (found from its annotation).
-# Every stage returns the same names for what it made (where they apply): output_dir, model (a policy or
-# reward model folder), pairs (a pairs.jsonl path; its count is n_pairs), completions, report, metrics; and
-# writes its own manifest.json (rlhaif.manifest.write_stage_manifest), alone or in a recipe.
+# stage kind -> (module, function). The function takes its StageConfig subclass (found from its annotation)
+# and returns its result record (a frozen dataclass beside it: SFTResult, DPOResult, ...), whose fields use the
+# same names for what it made (where they apply): output_dir, model (a policy or reward model folder), pairs
+# (a pairs.jsonl path; its count is n_pairs), completions, report, metrics. It writes its own manifest.json
+# (rlhaif.manifest.write_stage_manifest), alone or in a recipe; the manifest's `outputs` are the record's
+# fields (rlhaif.manifest.stage_outputs), which ${<name>.<key>} reads.
 STAGES: dict[str, tuple[str, str]] = {
     "sft": ("rlhaif.policy.sft", "run_sft"),
     "generate": ("rlhaif.generate", "run_generate"),
@@ -258,7 +260,7 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
               log: Callable[[str], None]) -> dict[str, Any]:
     """Resolve one stage's settings, skip it if its manifest matches, else run it. The stage writes its own
     manifest; the runner writes one only for a stage that did not (e.g. a ``module:function`` of yours)."""
-    from rlhaif.manifest import manifest_matches, stage_fingerprint, write_manifest
+    from rlhaif.manifest import manifest_matches, stage_fingerprint, stage_outputs, write_manifest
 
     where = f"{source}: stage '{spec.name}'"
     fn, cfg_cls = stage_function(spec.stage, source)
@@ -280,8 +282,7 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
     else:
         _prepare_dir(out_dir, fp, spec.name, scope.run_dir, log)
         t0, c0 = time.time(), time.process_time()
-        result = stage_outputs(fn(cfg))
-        outputs, wall = json.loads(json.dumps(result, default=str)), round(time.time() - t0, 2)
+        outputs, wall = stage_outputs(fn(cfg)), round(time.time() - t0, 2)
         cpu = round(time.process_time() - c0, 2)  # all threads of this process: wall ≈ cpu / threads when quiet
         if _is_main_process():
             if manifest_matches(out_dir, fp):  # the stage's own: the runner adds only its wall time
@@ -298,14 +299,6 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
     # wall_time_s: the stage's own run time (from its manifest when skipped: the run that made the outputs)
     return {"name": spec.name, "stage": spec.stage, "round": round_ if repeated else None, "status": status,
             "wall_time_s": wall, "cpu_time_s": cpu, "output_dir": str(out_dir), "outputs": outputs}
-
-
-def stage_outputs(result: Any) -> dict[str, Any]:
-    """A stage's result as the dict its manifest keeps and ``${stage.key}`` reads: a typed record's fields
-    (e.g. ``PPOResult``), or the dict the stage returned."""
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        return dataclasses.asdict(result)
-    return result or {}
 
 
 def _record_wall_time(path: Path, wall: float) -> None:

@@ -4,7 +4,8 @@ atomic checkpoints with exact resume, and the final ``save_pretrained``.
 Loops call these functions; nothing here is a base class to inherit. Every loop (SFT, reward model, DPO,
 PPO) starts with ``start_run``: resume from the newest checkpoint (refused when it was made with other
 settings) or start afresh, with ``metrics.jsonl`` / ``samples.jsonl`` cut back to the checkpoint's step.
-Every loop draws its data order from ``micro_batches``.
+Every loop draws its data order from ``micro_batches``. SFT, the reward model and DPO run their optimizer
+steps through ``train_steps`` (the stage gives only its micro-batch loss) and return a ``TrainResult``.
 
 Checkpoint layout (``<out>/checkpoints/step-000040/``):
     trainable.safetensors   the trainable parameters only (a LoRA adapter stays small)
@@ -16,18 +17,21 @@ leaves a folder that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 import torch
 
+StageResult = TypeVar("StageResult")  # a stage's result record (finish_run returns what it is given)
 CKPT_DIR = "checkpoints"
 RUN_CONFIG = "train_config.json"  # the stage and settings a run started with: a resume is checked against it
 LOG_FILES = ("metrics.jsonl", "samples.jsonl")  # per-step rows, cut back to the checkpoint on resume
@@ -256,15 +260,48 @@ def check_resumable(out_dir: str | os.PathLike, cfg, stage: str) -> None:
                           f"{fix}")
 
 
+@dataclass(frozen=True)
+class TrainResult:
+    """The fields every training stage's result record starts with (``SFTResult``, ``RewardTrainResult``,
+    ``DPOResult``)."""
+
+    output_dir: str
+    model: str
+    """The saved model folder (policy: full model, LoRA adapter or merged; reward model: ``output_dir``)."""
+    metrics: dict[str, Any]
+    """The last step's metrics row; empty when no step was left to run."""
+    steps: int
+    """Optimizer steps the run has done (a resumed run counts those before the resume)."""
+
+
+@dataclass
+class TrainLoop:
+    """What ``start_loop`` set up for a loop driven by a ``TrainLoopConfig``: the prepared model, optimizer
+    and schedule, ``per_step`` micro-batches (all processes) per optimizer step, the run's ``total_steps``, and
+    ``step``, the last finished step (where a resumed run picks up; ``train_steps`` advances it)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    accelerator: Any
+    per_step: int
+    total_steps: int
+    step: int
+
+
+MicroLoss = Callable[[list[int], list[list[int]]], tuple[torch.Tensor, dict[str, float]]]
+"""``(idx, step_batches) -> (loss, stats)`` of one micro-batch: ``idx`` its example indices, ``step_batches``
+every micro-batch this process runs in the step (``idx`` among them). ``loss`` is backpropagated as it is,
+so it carries the micro-batch's share of the step (a mean over micro-batches divides by their number);
+``stats`` is the micro-batch's share of the step's statistics: ``train_steps`` sums them over micro-batches."""
+
+
 def start_loop(model: torch.nn.Module, cfg, accelerator, n_micro_batches: int, stage: str,
-               before_resume: Callable[[torch.nn.Module], None] | None = None):
+               before_resume: Callable[[torch.nn.Module], None] | None = None) -> TrainLoop:
     """The shared start of a loop driven by a ``TrainLoopConfig`` (SFT, reward model, DPO): ``start_run``,
     size the schedule, activation checkpointing when asked, build AdamW + schedule, ``accelerator.prepare``,
     start trackers, call ``before_resume(model)`` (DPO computes its reference log-probs there, while the
-    model still holds the starting weights), resume from the checkpoint ``start_run`` chose.
-
-    Returns ``(model, optimizer, scheduler, per_step, total_steps, step)``: ``per_step`` micro-batches (all
-    processes) make one optimizer step; ``step`` is where a resumed run picks up (0 for a fresh one)."""
+    model still holds the starting weights), resume from the checkpoint ``start_run`` chose."""
     ckpt = start_run(cfg, stage, accelerator)
     per_step = cfg.gradient_accumulation_steps * accelerator.num_processes
     total_steps = math.ceil(n_micro_batches / per_step)
@@ -282,7 +319,53 @@ def start_loop(model: torch.nn.Module, cfg, accelerator, n_micro_batches: int, s
     if ckpt is not None:
         step = load_checkpoint(ckpt, model, optimizer, scheduler, accelerator)["step"]
         accelerator.print(f"resumed from {ckpt} (step {step})")
-    return model, optimizer, scheduler, per_step, total_steps, step
+    return TrainLoop(model, optimizer, scheduler, accelerator, per_step, total_steps, step)
+
+
+def train_steps(loop: TrainLoop, cfg, micros: list[list[int]], n_examples: int, micro_loss: MicroLoss,
+                log) -> dict[str, Any]:
+    """The optimizer steps of a loop driven by a ``TrainLoopConfig`` (SFT, reward model, DPO), from
+    ``loop.step`` to ``loop.total_steps``. Each step: this process's share of the step's micro-batches of
+    ``micros`` (``micro_batches``), each through ``micro_loss`` and backward (gradients synchronised on the
+    last one only) -> clip (``cfg.max_grad_norm``) -> optimizer and schedule step -> one row to ``log`` (a
+    ``MetricsLogger``): the stats summed over micro-batches and averaged over processes, ``train/grad_norm``,
+    ``train/learning_rate``, ``train/epoch`` (passes over the ``n_examples``) -> a checkpoint every
+    ``cfg.save_every`` steps and after the last. Returns the last row ({} when no step was left)."""
+    acc, model = loop.accelerator, loop.model
+    row: dict[str, Any] = {}
+    model.train()
+    while loop.step < loop.total_steps:
+        mine = micros[loop.step * loop.per_step:(loop.step + 1) * loop.per_step][acc.process_index::acc.num_processes]
+        stats: dict[str, float] = {}
+        for i, idx in enumerate(mine):
+            with contextlib.nullcontext() if i == len(mine) - 1 else acc.no_sync(model):
+                loss, micro_stats = micro_loss(idx, mine)
+                acc.backward(loss)
+            for k, v in micro_stats.items():
+                stats[k] = stats.get(k, 0.0) + float(v)
+        grad_norm = clip_gradients(acc, model, cfg.max_grad_norm)
+        loop.optimizer.step()
+        loop.scheduler.step()
+        loop.optimizer.zero_grad(set_to_none=True)
+        loop.step += 1
+        row = {**mean_over_processes(acc, stats), "train/grad_norm": grad_norm,
+               "train/learning_rate": loop.scheduler.get_last_lr()[0],
+               "train/epoch": round(loop.step * loop.per_step * cfg.batch_size / n_examples, 4)}
+        log.log(loop.step, row)
+        if (cfg.save_every and loop.step % cfg.save_every == 0) or loop.step == loop.total_steps:
+            save_checkpoint(cfg.output_dir, loop.step, model, loop.optimizer, loop.scheduler,
+                            {"examples": n_examples}, acc)
+    return row
+
+
+def mean_over_processes(accelerator, stats: dict[str, float]) -> dict[str, float]:
+    """``stats`` averaged over the processes of a multi-process run (every process must call it with the
+    same keys); unchanged with one process."""
+    if accelerator.num_processes == 1:
+        return stats
+    vals = accelerator.reduce(torch.tensor(list(stats.values()), dtype=torch.float64, device=accelerator.device),
+                              "mean")
+    return dict(zip(stats, vals.tolist()))
 
 
 def clip_gradients(accelerator, model: torch.nn.Module, max_grad_norm: float) -> float:
@@ -290,22 +373,21 @@ def clip_gradients(accelerator, model: torch.nn.Module, max_grad_norm: float) ->
     return float(accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or float("inf")))
 
 
-def finish_run(stage: str, cfg, outputs: dict[str, Any], t0: float, accelerator=None) -> dict[str, Any]:
+def finish_run(stage: str, cfg, result: StageResult, t0: float, accelerator=None) -> StageResult:
     """The end every loop shares: drop checkpoints/ unless ``cfg.keep_checkpoints``, write the stage's
-    ``manifest.json`` (``write_stage_manifest``, as a recipe does) and return ``outputs`` with
-    ``output_dir`` first."""
+    ``manifest.json`` with ``result`` as its outputs (``write_stage_manifest``, as a recipe does) and return
+    ``result``: the stage's result record."""
     import time
 
     from rlhaif.manifest import write_stage_manifest
 
-    outputs = {"output_dir": str(cfg.output_dir), **outputs}
     if accelerator is not None:
         accelerator.wait_for_everyone()
     if accelerator is None or accelerator.is_main_process:
         if not cfg.keep_checkpoints:
             shutil.rmtree(Path(cfg.output_dir) / CKPT_DIR, ignore_errors=True)
-        write_stage_manifest(stage, cfg, outputs, round(time.time() - t0, 2))
-    return outputs
+        write_stage_manifest(stage, cfg, result, round(time.time() - t0, 2))
+    return result
 
 
 def trainable_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -150,15 +150,15 @@ class StageCommand:
     """A command that runs one stage: its options come from the stage's config class.
 
     ``stage``: a key of ``rlhaif.pipeline.STAGES`` or ``module:function`` (the function takes the config,
-    found from its annotation, exactly as a recipe stage). ``report``: what to print from its result.
-    ``call``: how to call the function (default ``fn(cfg)``)."""
+    found from its annotation, exactly as a recipe stage). ``report``: what to print from its result (the
+    stage's result record). ``call``: how to call the function (default ``fn(cfg)``)."""
 
     path: tuple[str, ...]
     stage: str
     help: str
-    report: Callable[[dict, Any], Optional[str]]
+    report: Callable[[Any, Any], Optional[str]]
     flags: dict[str, list[str]] = field(default_factory=dict)
-    call: Optional[Callable[[Callable, Any], dict]] = None
+    call: Optional[Callable[[Callable, Any], Any]] = None
 
     def command(self) -> click.Command:
         return _LazyStageCommand(self)
@@ -194,6 +194,6 @@ class _LazyStageCommand(click.Command):
         overrides = {f.name: f.convert(values[f.option.name], f.option.opts[0]) for f in self._fields}
         cfg = cls.from_sources(config, overrides)
         result = self.spec.call(fn, cfg) if self.spec.call else fn(cfg)
-        line = self.spec.report(result or {}, cfg)
+        line = self.spec.report(result, cfg)
         if line:
             click.echo(line)

@@ -8,7 +8,7 @@ Shapes (one JSON object per line):
 - ``PairRecord``       {"prompt", "chosen", "rejected", "p", "weight", "margin", "source"}
 - ``UnpairedRecord``   {"prompt", "completion", "label", "weight", "source"}   one response judged alone (KTO)
 
-``PairRecord.p`` is the probability that ``chosen`` is preferred (DESIGN.md): 1.0 for a hard human
+``PairRecord.p`` is the probability that ``chosen`` is preferred (docs/architecture.md): 1.0 for a hard human
 label, the judge's normalized probability for AI feedback, 0.5 for a tie.
 """
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional, Sequence
 
@@ -142,9 +143,27 @@ def _resolve_ref(cfg: EvaluateConfig, baseline: str) -> str:
 # ----------------------------------------------------------------------------------------------- the stage
 
 
-def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
-    """Sample, score and measure every model; write samples, report.json and report.html. Returns the
-    paths and the per-model summary."""
+@dataclass(frozen=True)
+class EvaluateResult:
+    """What `rlhaif evaluate` made (also its manifest's ``outputs``)."""
+
+    report: str
+    """report.html (report.json beside it)."""
+    models: dict[str, dict[str, Any]]
+    """Per model: ``path``, ``length``, ``distinct_1``, ``distinct_2``, ``refusal_rate``, ``finished_share`` and,
+    where measured, ``proxy`` / ``gold`` / ``kl`` (each ``mean_and_ci``) and ``win_rate``."""
+    leaderboard: Any
+    """report.json's leaderboard."""
+    precision: dict[str, Any]
+    wall_time_s: float
+    objectives: Any = None
+    """report.json's table of paired gains per (gold objective × prompt group)."""
+    labeler: Optional[dict[str, Any]] = None
+    """The AI labeler's measured agreement with people, when ``ai_labeler`` names an ai_label stage."""
+
+
+def run_evaluate(cfg: EvaluateConfig) -> EvaluateResult:
+    """Sample, score and measure every model; write samples, report.json and report.html."""
     from rlhaif.data.io import write_jsonl
     from rlhaif.evaluate import metrics as M
     from rlhaif.evaluate.report import write_report
@@ -250,12 +269,12 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
                           extra={"score_length_correlation": length_corr, "precision": prec.as_manifest()},
                           labeler=labeler)
     relative_paths_in_report(out / "report.json")
-    result = {"report": str(out / "report.html"), **({"labeler": report["labeler"]} if labeler else {}),
-              "objectives": report.get("objectives"),
-              "models": {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in results.items()},
-              "leaderboard": report.get("leaderboard"), "precision": prec.as_manifest(),
-              "wall_time_s": round(time.time() - t0, 1)}
-    write_stage_manifest("evaluate", cfg, result, wall_time_s=result["wall_time_s"])
+    summaries = {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in results.items()}
+    result = EvaluateResult(report=str(out / "report.html"), models=summaries,
+                            leaderboard=report.get("leaderboard"), precision=prec.as_manifest(),
+                            wall_time_s=round(time.time() - t0, 1), objectives=report.get("objectives"),
+                            labeler=report["labeler"] if labeler else None)
+    write_stage_manifest("evaluate", cfg, result, wall_time_s=result.wall_time_s)
     return result
 
 

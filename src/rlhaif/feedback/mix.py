@@ -5,8 +5,9 @@ feed a reward model or DPO, and how the CAI recipe mixes AI and human labels).""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from rlhaif.config import StageConfig
 
@@ -26,8 +27,19 @@ class PairsConfig(StageConfig):
     """Drop hh-rlhf records whose last replies are empty (a handful exist in the public data)."""
 
 
-def run_pairs(cfg: PairsConfig) -> dict[str, Any]:
-    """Write <output_dir>/pairs.jsonl; returns ``pairs`` (the file), ``n_pairs`` and the count per input."""
+@dataclass(frozen=True)
+class PairsResult:
+    """What the pairs stage made (also its manifest's ``outputs``)."""
+
+    pairs: str
+    """The pairs.jsonl written."""
+    n_pairs: int
+    per_input: dict[str, int]
+    """Pairs taken from each input file."""
+
+
+def run_pairs(cfg: PairsConfig) -> PairsResult:
+    """Write <output_dir>/pairs.jsonl."""
     from rlhaif.data.formats import file_pairs_format, read_hh_rlhf, read_pairs
     from rlhaif.data.io import write_records
     from rlhaif.manifest import write_stage_manifest
@@ -46,6 +58,6 @@ def run_pairs(cfg: PairsConfig) -> dict[str, Any]:
         pairs += got
     out = Path(cfg.output_dir) / "pairs.jsonl"
     write_records(out, pairs)
-    result = {"pairs": str(out), "n_pairs": len(pairs), "per_input": counts}
+    result = PairsResult(pairs=str(out), n_pairs=len(pairs), per_input=counts)
     write_stage_manifest("pairs", cfg, result, wall_time_s=round(time.time() - t0, 2))
     return result

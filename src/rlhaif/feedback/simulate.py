@@ -14,8 +14,9 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -121,7 +122,31 @@ def _msg(m: dict):
     return Message(**m)
 
 
-def run_simulated_panel(config: SimulatedPanelConfig, scorer: Scorer | None = None) -> dict:
+@dataclass(frozen=True)
+class FeedbackResult:
+    """What a feedback stage made (also its manifest's ``outputs``): the simulated panel's, and the human
+    stage's (``rlhaif.feedback.human.collect``), so a recipe can swap one for the other."""
+
+    pairs: str
+    """The pairs.jsonl exported."""
+    n_pairs: int
+
+
+@dataclass(frozen=True)
+class SimulateResult(FeedbackResult):
+    """What `rlhaif feedback simulate` made."""
+
+    judgments: int
+    """Simulated judgments made."""
+    flagged: list[str]
+    """Annotators flagged as unreliable (their labels left out of the pairs)."""
+    agreement: Any
+    """report.json's agreement between annotators."""
+    alpha: Any
+    """report.json's Krippendorff's alpha."""
+
+
+def run_simulated_panel(config: SimulatedPanelConfig, scorer: Scorer | None = None) -> SimulateResult:
     """Label a campaign (or a completions file) with the panel; write pairs.jsonl and report.json."""
     import json
 
@@ -154,7 +179,7 @@ def run_simulated_panel(config: SimulatedPanelConfig, scorer: Scorer | None = No
         (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     finally:
         store.close()
-    result = {"judgments": made, "pairs": str(out / "pairs.jsonl"), "n_pairs": exported["pairs"],
-              "flagged": report["flagged"], "agreement": report["agreement"], "alpha": report["alpha"]}
+    result = SimulateResult(pairs=str(out / "pairs.jsonl"), n_pairs=exported["pairs"], judgments=made,
+                            flagged=report["flagged"], agreement=report["agreement"], alpha=report["alpha"])
     write_stage_manifest("simulate", config, result, wall_time_s=round(time.time() - t0, 2))
     return result

@@ -10,7 +10,6 @@ The losses live in ``policy/dpo_losses.py``; Accelerate set-up, checkpoints and 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -18,6 +17,7 @@ import math
 import os
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
@@ -31,6 +31,7 @@ from rlhaif.data.records import PairRecord
 from rlhaif.errors import ConfigError, DataError
 from rlhaif.policy.dpo_losses import LOSSES, chosen_nll_loss, smooth_labels
 from rlhaif.policy.kto import kto_pairs
+from rlhaif.training import TrainResult
 
 REF_CACHE = "ref_logprobs.pt"
 
@@ -257,13 +258,23 @@ def evaluate(cfg: DPOConfig, accelerator, model, encoded, pairs, ref: torch.Tens
 
 # ---------------------------------------------------------------- the loop
 
-def run_dpo(cfg: DPOConfig) -> dict:
-    """Train with DPO / IPO / cDPO on ``cfg.pairs``. Returns ``output_dir``, ``model`` (the saved model
-    folder), ``metrics`` (the last step's row and the held-out ``eval/*``), ``eval``, ``steps``, ``train_pairs``."""
+@dataclass(frozen=True)
+class DPOResult(TrainResult):
+    """What `rlhaif dpo` made, with any of its losses (DPO, IPO, cDPO, KTO); also its manifest's ``outputs``.
+    ``metrics``: the last step's row and the held-out ``eval/*``."""
+
+    eval: dict[str, Any]
+    """eval.json: the held-out ``eval/*`` (``eval/pairs`` 0 without held-out data)."""
+    train_pairs: int
+    """Training rows: pairs, or with ``loss: kto`` desirable and undesirable examples."""
+
+
+def run_dpo(cfg: DPOConfig) -> DPOResult:
+    """Train with DPO / IPO / cDPO / KTO on ``cfg.pairs``; write the model, eval.json and metrics.jsonl."""
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import add_lora, is_adapter_folder, load_causal_lm
-    from rlhaif.training import (clip_gradients, finish_run, make_accelerator, micro_batches, save_checkpoint,
-                                 save_pretrained_atomic, seed_everything, start_loop)
+    from rlhaif.training import (finish_run, make_accelerator, micro_batches, save_pretrained_atomic,
+                                 seed_everything, start_loop, train_steps)
 
     t0 = time.time()
     out = Path(cfg.output_dir)
@@ -301,54 +312,33 @@ def run_dpo(cfg: DPOConfig) -> dict:
             ref_all = reference_cache(cfg, accelerator, policy, tok, train_enc + eval_enc, train_pairs + eval_pairs)
             ref["train"], ref["eval"] = ref_all[: len(train_pairs)], ref_all[len(train_pairs):]
 
-    model, optimizer, scheduler, per_step, total, step = start_loop(model, cfg, accelerator, len(micros), "dpo",
-                                                                    before_resume=reference_before_resume)
+    loop = start_loop(model, cfg, accelerator, len(micros), "dpo", before_resume=reference_before_resume)
     ref_train, ref_eval = ref["train"], ref["eval"]
     loss_fn = loss_function(cfg)
+
+    def micro_loss(idx: list[int], step_batches: list[list[int]]) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = _to(collate_pairs([train_enc[i] for i in idx], [train_pairs[i] for i in idx], pad_id,
+                                  cfg.label_smoothing), accelerator.device)
+        logprobs = pair_logprobs(loop.model, batch)  # (2B,) [chosen; rejected]
+        if ref_train is not None:
+            ref_logprobs = torch.cat([ref_train[idx, 0], ref_train[idx, 1]]).to(logprobs.device)
+        else:
+            ref_logprobs = adapter_ref_logprobs(accelerator, loop.model, batch)
+        loss, stats = loss_fn(logprobs.float(), ref_logprobs.float(), cfg.beta, batch["p"], batch["weights"])
+        if cfg.nll_alpha:
+            B = len(idx)
+            lengths = batch["loss_mask"][:B].sum(-1)
+            nll, nll_stats = chosen_nll_loss(logprobs[:B].float(), lengths, batch["weights"])
+            loss = loss + cfg.nll_alpha * nll
+            stats.update(nll_stats)
+        n = len(step_batches)  # the step's loss and stats: means over its micro-batches
+        return loss / n, {k: float(v) / n for k, v in stats.items()}
+
     show = ("dpo/loss", "rewards/accuracy", "rewards/margin")
-    row: dict[str, Any] = {}
-    with MetricsLogger(out, total_steps=total, description="dpo", accelerator=accelerator, show=show,
-                       start_step=step) as log:
-        model.train()
-        while step < total:
-            mine = micros[step * per_step:(step + 1) * per_step][accelerator.process_index::world]
-            sums: dict[str, float] = {}
-            for micro, idx in enumerate(mine):
-                pairs = [train_pairs[i] for i in idx]
-                batch = _to(collate_pairs([train_enc[i] for i in idx], pairs, pad_id, cfg.label_smoothing),
-                            accelerator.device)
-                sync = accelerator.no_sync(model) if micro < len(mine) - 1 else contextlib.nullcontext()
-                with sync:
-                    logprobs = pair_logprobs(model, batch)  # (2B,) [chosen; rejected]
-                    if ref_train is not None:
-                        ref_logprobs = torch.cat([ref_train[idx, 0], ref_train[idx, 1]]).to(logprobs.device)
-                    else:
-                        ref_logprobs = adapter_ref_logprobs(accelerator, model, batch)
-                    loss, stats = loss_fn(logprobs.float(), ref_logprobs.float(), cfg.beta, batch["p"], batch["weights"])
-                    if cfg.nll_alpha:
-                        n = len(idx)
-                        lengths = batch["loss_mask"][:n].sum(-1)
-                        nll, nll_stats = chosen_nll_loss(logprobs[:n].float(), lengths, batch["weights"])
-                        loss = loss + cfg.nll_alpha * nll
-                        stats.update(nll_stats)
-                    accelerator.backward(loss / len(mine))
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) / len(mine)
-            grad_norm = clip_gradients(accelerator, model, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-
-            if world > 1:
-                vals = accelerator.reduce(torch.tensor(list(sums.values()), device=accelerator.device), "mean")
-                sums = dict(zip(sums, vals.tolist()))
-            row = {**sums, "train/grad_norm": grad_norm, "train/learning_rate": scheduler.get_last_lr()[0],
-                   "train/epoch": round(step * per_step * cfg.batch_size / len(train_pairs), 4)}
-            log.log(step, row)
-            if (cfg.save_every and step % cfg.save_every == 0) or step == total:
-                save_checkpoint(out, step, model, optimizer, scheduler, {"pairs": len(train_pairs)}, accelerator)
-
+    with MetricsLogger(out, total_steps=loop.total_steps, description="dpo", accelerator=accelerator, show=show,
+                       start_step=loop.step) as log:
+        row = train_steps(loop, cfg, micros, len(train_pairs), micro_loss, log)
+        model, step = loop.model, loop.step
         results = evaluate(cfg, accelerator, model, eval_enc, eval_pairs, ref_eval, pad_id)
         if eval_pairs:
             log.log(step, results, advance=0)
@@ -359,7 +349,7 @@ def run_dpo(cfg: DPOConfig) -> dict:
     model_dir = save_pretrained_atomic(model, tok, out / "model", merge_lora=merge, accelerator=accelerator)
     if accelerator.is_main_process:
         (out / "eval.json").write_text(json.dumps(results, indent=2))
-    outputs = finish_run("dpo", cfg, {"model": str(model_dir), "metrics": {**row, **results}, "eval": results,
-                                      "steps": step, "train_pairs": len(train_pairs)}, t0, accelerator)
+    result = finish_run("dpo", cfg, DPOResult(output_dir=str(out), model=str(model_dir), metrics={**row, **results},
+                                              eval=results, steps=step, train_pairs=len(train_pairs)), t0, accelerator)
     accelerator.end_training()
-    return outputs
+    return result

@@ -43,6 +43,7 @@ from rlhaif.policy.group_advantages import check_group_settings
 from rlhaif.policy.importance import tis_weights
 from rlhaif.policy.losses import entropy_from_logprobs
 from rlhaif.policy.rollout import Rollout
+from rlhaif.training import TrainResult
 
 Scorer = Callable[[list, list], list]
 
@@ -813,13 +814,9 @@ def write_samples(path: Path, step: int, exp: Experience, n: int = 4) -> None:
 
 
 @dataclass(frozen=True)
-class PPOResult:
-    """What `run_ppo` returns (and its manifest.json's ``outputs``)."""
+class PPOResult(TrainResult):
+    """What `run_ppo` returns (and its manifest.json's ``outputs``): the training stages' fields, then these."""
 
-    output_dir: str
-    model: str  # the saved policy's folder
-    metrics: dict[str, float]  # the last step's row
-    steps: int  # the last step run
     resumed_from: int  # the checkpoint's step, 0 for a fresh start
     precision: dict  # the rollout sampler's precision choice
     rank: int
@@ -908,11 +905,11 @@ def run_ppo(cfg: PPOConfig) -> PPOResult:
     if engine is not None:
         engine.close()
     model_dir, checksum = save_final(cfg, acc, model, tok)
-    result = finish_run("ppo", cfg, {"model": str(model_dir), "metrics": row, "steps": step, "resumed_from": start,
-                                     "precision": prec.as_manifest(), "rank": rank, "param_checksum": checksum},
-                        t_start, acc)
+    result = finish_run("ppo", cfg, PPOResult(output_dir=str(cfg.output_dir), model=str(model_dir), metrics=row,
+                                              steps=step, resumed_from=start, precision=prec.as_manifest(),
+                                              rank=rank, param_checksum=checksum), t_start, acc)
     acc.end_training()
-    return PPOResult(**result)
+    return result
 
 
 def save_final(cfg: PPOConfig, acc, model, tok) -> tuple[Path, float]:

@@ -1,8 +1,8 @@
 """`rlhaif sft`: supervised fine-tuning on demonstrations, cross-entropy on response tokens only.
 
 The loop reads top to bottom: load demonstrations -> tokenize with the chat template (prompt masked) ->
-for each optimizer step: micro-batches -> ``sft_loss`` -> backward -> step -> log -> checkpoint ->
-``save_pretrained`` (full model, LoRA adapter, or adapter merged into the base).
+``rlhaif.training.train_steps`` (micro-batches through ``sft_loss`` -> backward -> clip -> step -> log ->
+checkpoint) -> ``save_pretrained`` (full model, LoRA adapter, or adapter merged into the base).
 
 Loss normalization: the summed token NLL of every micro-batch is divided by the number of response tokens
 in the whole optimizer step, so k accumulated micro-batches give the same gradient as one batch k times
@@ -11,15 +11,17 @@ larger. Data order is a seeded permutation per epoch; a resumed run skips exactl
 
 from __future__ import annotations
 
-import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from rlhaif.config import LoRAConfig, TrainLoopConfig
+from rlhaif.data.collate import Encoded
+from rlhaif.training import TrainResult
 
 IGNORE = -100
 
@@ -47,6 +49,15 @@ class SFTConfig(TrainLoopConfig, LoRAConfig):
     """Weights dtype when loading the model."""
 
 
+@dataclass(frozen=True)
+class SFTResult(TrainResult):
+    """What `rlhaif sft` made (also its manifest's ``outputs``); ``metrics``: ``sft/loss``, ``sft/tokens``,
+    ``train/*``."""
+
+    examples: int
+    """Demonstrations trained on."""
+
+
 def make_labels(input_ids: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
     """Labels for causal-LM cross-entropy: the token ids where ``loss_mask`` is 1, ``-100`` on prompt
     and padding (ignored). (B, T)."""
@@ -67,18 +78,21 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor, num_tokens: int | None 
     return loss, {"sft/nll_sum": float(nll_sum.detach()), "sft/tokens": n_here}
 
 
-def run_sft(config: SFTConfig) -> dict[str, Any]:
-    """Fine-tune ``config.model`` on ``config.data``; write the model to ``config.output_dir``/model.
+def learned_tokens(e: Encoded) -> int:
+    """The response tokens of ``e`` the loss scores: all of them, less the first when there is no prompt
+    (a sequence's first token is predicted from nothing)."""
+    return len(e.response_ids) - int(not e.prompt_ids and bool(e.response_ids))
 
-    Returns ``output_dir``, ``model`` (the saved model folder), ``metrics`` (the last step's row), ``steps``,
-    ``examples``."""
+
+def run_sft(config: SFTConfig) -> SFTResult:
+    """Fine-tune ``config.model`` on ``config.data``; write the model to ``config.output_dir``/model."""
     from rlhaif.data.collate import encode_prompt_response, pad_batch
     from rlhaif.data.io import read_records
     from rlhaif.data.records import DemoRecord
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import add_lora, load_causal_lm
-    from rlhaif.training import (clip_gradients, finish_run, make_accelerator, micro_batches, save_checkpoint,
-                                 save_pretrained_atomic, seed_everything, start_loop)
+    from rlhaif.training import (finish_run, make_accelerator, micro_batches, save_pretrained_atomic,
+                                 seed_everything, start_loop, train_steps)
 
     t0 = time.time()
     cfg = config
@@ -92,41 +106,24 @@ def run_sft(config: SFTConfig) -> dict[str, Any]:
     if hasattr(model.config, "use_cache"):
         model.config.use_cache = False
 
-    acc = make_accelerator(1, cfg.mixed_precision, cfg.log_with, out)  # accumulation is done by hand below
+    acc = make_accelerator(1, cfg.mixed_precision, cfg.log_with, out)  # accumulation is done by train_steps
     micros = micro_batches(len(encoded), cfg.batch_size, cfg.epochs, cfg.seed)
-    model, optimizer, scheduler, per_step, total_steps, step = start_loop(model, cfg, acc, len(micros), "sft")
+    loop = start_loop(model, cfg, acc, len(micros), "sft")
+    learned = [learned_tokens(e) for e in encoded]
 
-    model.train()
-    row: dict[str, Any] = {}
-    with MetricsLogger(out, total_steps, "sft", acc, show=("sft/loss",), start_step=step) as log:
-        while step < total_steps:
-            mine = micros[step * per_step:(step + 1) * per_step][acc.process_index::acc.num_processes]
-            batches = [pad_batch([encoded[j] for j in idx], tok.pad_token_id, side="right") for idx in mine]
-            step_tokens = sum(int(b["loss_mask"][:, 1:].sum()) for b in batches)
-            loss_sum, tokens = 0.0, 0
-            for i, b in enumerate(batches):
-                b = {k: v.to(acc.device) for k, v in b.items()}
-                sync = i == len(batches) - 1
-                with contextlib.nullcontext() if sync else acc.no_sync(model):
-                    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits  # (B, T, V)
-                    loss, stats = sft_loss(logits, make_labels(b["input_ids"], b["loss_mask"]), step_tokens)
-                    acc.backward(loss)
-                loss_sum += stats["sft/nll_sum"]
-                tokens += stats["sft/tokens"]
-            grad_norm = clip_gradients(acc, model, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            row = {"sft/loss": loss_sum / max(1, tokens), "sft/tokens": tokens, "train/grad_norm": grad_norm,
-                   "train/learning_rate": scheduler.get_last_lr()[0],
-                   "train/epoch": step * per_step * cfg.batch_size / len(encoded)}
-            log.log(step, row)
-            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
-                save_checkpoint(out, step, model, optimizer, scheduler, {"examples": len(encoded)}, acc)
+    def micro_loss(idx: list[int], step_batches: list[list[int]]) -> tuple[torch.Tensor, dict[str, float]]:
+        step_tokens = sum(learned[j] for b in step_batches for j in b)  # the optimizer step's response tokens
+        b = {k: v.to(acc.device) for k, v in pad_batch([encoded[j] for j in idx], tok.pad_token_id,
+                                                        side="right").items()}
+        logits = loop.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits  # (B, T, V)
+        loss, stats = sft_loss(logits, make_labels(b["input_ids"], b["loss_mask"]), step_tokens)
+        return loss, {"sft/loss": stats["sft/nll_sum"] / max(1, step_tokens), "sft/tokens": stats["sft/tokens"]}
 
-    save_pretrained_atomic(model, tok, out / "model", merge_lora=cfg.merge_lora, accelerator=acc)
-    result = finish_run("sft", cfg, {"model": str(out / "model"), "metrics": row, "steps": step,
-                                     "examples": len(encoded)}, t0, acc)
+    with MetricsLogger(out, loop.total_steps, "sft", acc, show=("sft/loss",), start_step=loop.step) as log:
+        row = train_steps(loop, cfg, micros, len(encoded), micro_loss, log)
+
+    save_pretrained_atomic(loop.model, tok, out / "model", merge_lora=cfg.merge_lora, accelerator=acc)
+    result = finish_run("sft", cfg, SFTResult(output_dir=str(out), model=str(out / "model"), metrics=row,
+                                              steps=loop.step, examples=len(encoded)), t0, acc)
     acc.end_training()
     return result

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -93,7 +94,30 @@ class RewardScoreConfig(StageConfig):
     """Sequences scored together."""
 
 
-def run_reward_eval(config: RewardEvalConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RewardEvalResult:
+    """What `rlhaif reward eval` made."""
+
+    report: dict[str, Any]
+    """``evaluate_pairs``' report: ``n_pairs``, ``n_decided``, ``accuracy``, ``mean_margin``,
+    ``mean_margin_normalized``, ``ece``, ``calibration``."""
+    output: Optional[str]
+    """The file the report went to (None: printed only)."""
+
+
+@dataclass(frozen=True)
+class RewardScoreResult:
+    """What `rlhaif reward score` made."""
+
+    output: str
+    """The scored completions file."""
+    n: int
+    """Completions scored."""
+    mean_score: float
+    """Their mean normalized score."""
+
+
+def run_reward_eval(config: RewardEvalConfig) -> RewardEvalResult:
     """Score a pairs file and report accuracy, mean margin and calibration (written to ``output``)."""
     from rlhaif.reward.model import load_reward_model
     from rlhaif.reward.pairs import load_pairs, parse_lines
@@ -106,10 +130,10 @@ def run_reward_eval(config: RewardEvalConfig) -> dict[str, Any]:
 
         with atomic_write(config.output) as f:
             f.write(json.dumps(report, indent=2))
-    return report
+    return RewardEvalResult(report=report, output=config.output)
 
 
-def run_reward_score(config: RewardScoreConfig) -> dict[str, Any]:
+def run_reward_score(config: RewardScoreConfig) -> RewardScoreResult:
     """Add ``score`` (normalized) and ``raw_score`` to every completion; write ``output``."""
     from rlhaif.data.io import parse_record, read_jsonl, write_jsonl
     from rlhaif.data.records import CompletionRecord
@@ -130,4 +154,4 @@ def run_reward_score(config: RewardScoreConfig) -> dict[str, Any]:
         row["score"] = (s - rm.mean) / rm.std
     write_jsonl(Path(config.output), rows)
     scores = [r["score"] for r in rows]
-    return {"n": len(rows), "mean_score": sum(scores) / len(scores), "output": config.output}
+    return RewardScoreResult(output=config.output, n=len(rows), mean_score=sum(scores) / len(scores))

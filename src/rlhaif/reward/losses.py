@@ -4,7 +4,7 @@ Pure functions of tensors (only torch needed). Shapes: every argument is (B,), o
 
 With r the reward model's raw scores, Δ = r_c − r_r and the model's preference probability P(chosen ≻ rejected) = σ(Δ − m):
 
-    ℓ_i = −[ p_i·log σ(Δ_i − m_i) + (1 − p_i)·log σ(−(Δ_i − m_i)) ]          (DESIGN.md, soft labels)
+    ℓ_i = −[ p_i·log σ(Δ_i − m_i) + (1 − p_i)·log σ(−(Δ_i − m_i)) ]          (soft labels; docs/architecture.md)
     L   = Σ w_i ℓ_i / Σ w_i  +  η · mean_i (r_c,i + r_r,i)²                   (weights; centering)
 
 The margin m shifts the Bradley–Terry logit in both terms (it is one logit, Δ − m): with p = 1 this is

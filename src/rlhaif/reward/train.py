@@ -1,15 +1,15 @@
 """`rlhaif reward train`: preference pairs -> a Bradley–Terry reward model, held-out report, normalization.
 
-The loop reads top to bottom: load pairs -> build the model -> for each optimizer step: encode the
-micro-batch as ``[chosen; rejected]`` (one forward), ``bradley_terry_loss``, backward -> step -> log ->
-checkpoint. Then normalization over a reference set and the held-out report (eval.json) beside the model.
+The loop reads top to bottom: load pairs -> build the model -> ``rlhaif.training.train_steps`` (each
+micro-batch encoded as ``[chosen; rejected]``, one forward, ``bradley_terry_loss``, backward -> clip -> step ->
+log -> checkpoint). Then normalization over a reference set and the held-out report (eval.json) beside the model.
 Data order is a seeded permutation per epoch, so a resumed run skips exactly the batches it consumed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -19,7 +19,7 @@ from rlhaif.config import TrainLoopConfig
 from rlhaif.data.records import PairRecord
 from rlhaif.errors import ConfigError, DataError
 from rlhaif.reward.pairs import load_pairs, parse_lines
-from rlhaif.training import epoch_order
+from rlhaif.training import TrainResult, epoch_order
 
 
 class RewardTrainConfig(TrainLoopConfig):
@@ -73,14 +73,27 @@ class RewardTrainConfig(TrainLoopConfig):
     (``ensemble:PATH[:mean|:mean_minus_std[:ALPHA]|:min]``, or the bare folder: the mean)."""
 
 
+@dataclass(frozen=True)
+class RewardTrainResult(TrainResult):
+    """What `rlhaif reward train` made (also its manifest's ``outputs``); ``model`` is ``output_dir``, the
+    reward model folder; ``metrics``: ``rm/*``, ``train/*``."""
+
+    train_pairs: int
+    eval_pairs: int
+    eval: dict[str, Any]
+    """eval.json: ``steps``, ``train_pairs``, ``eval_pairs`` and, with held-out pairs, their ``pair_metrics``
+    (``accuracy``, ``n_decided``, ``mean_margin``, ``mean_margin_normalized``, ``ece``, ``calibration``);
+    for an ensemble, ``accuracy`` is the members' mean."""
+    members: Optional[tuple["RewardTrainResult", ...]] = None
+    """An ensemble's members (``ensemble`` > 1), each a reward model of its own in ``member-<m>``."""
+
+
 # -- the loop ---------------------------------------------------------------------------------------------
 
-def run_reward_train(config: RewardTrainConfig, split_seed: Optional[int] = None) -> dict[str, Any]:
+def run_reward_train(config: RewardTrainConfig, split_seed: Optional[int] = None) -> RewardTrainResult:
     """Train the reward model; write it, reward_normalization.json, eval.json and metrics.jsonl to
-    ``config.output_dir`` (the model folder itself). Returns ``output_dir``, ``model`` (= output_dir: the
-    reward model folder), ``metrics`` (the last step's row), ``steps``, ``eval`` (the held-out report) and
-    the report's keys at the top level (``accuracy``, ``train_pairs``, ...) as before. ``ensemble`` > 1:
-    ``run_reward_ensemble``. ``split_seed`` seeds the held-out split (default ``seed``)."""
+    ``config.output_dir`` (the model folder itself). ``ensemble`` > 1: ``run_reward_ensemble``.
+    ``split_seed`` seeds the held-out split (default ``seed``)."""
     if config.ensemble > 1:
         return run_reward_ensemble(config)
     if config.ensemble < 1:
@@ -89,8 +102,7 @@ def run_reward_train(config: RewardTrainConfig, split_seed: Optional[int] = None
     from rlhaif.reward.evaluate import compute_normalization, evaluate_pairs
     from rlhaif.reward.losses import bradley_terry_loss
     from rlhaif.reward.model import build_reward_model
-    from rlhaif.training import (clip_gradients, finish_run, make_accelerator, micro_batches, save_checkpoint,
-                                 seed_everything, start_loop)
+    from rlhaif.training import finish_run, make_accelerator, micro_batches, seed_everything, start_loop, train_steps
 
     t0 = time.time()
     cfg = config
@@ -112,56 +124,40 @@ def run_reward_train(config: RewardTrainConfig, split_seed: Optional[int] = None
 
     seed_everything(cfg.seed)
     rm = build_reward_model(cfg.backbone, cfg.max_length, cfg.truncation_side, cfg.text_format)
-    acc = make_accelerator(1, cfg.mixed_precision, cfg.log_with, out)  # accumulation is done by hand below
+    acc = make_accelerator(1, cfg.mixed_precision, cfg.log_with, out)  # accumulation is done by train_steps
     lengths = None
     if cfg.group_by_length:  # a pair's length is its longer side: chosen and rejected share one padded batch
         prompts = [p.prompt for p in pairs]
         lengths = [max(a, b) for a, b in zip(rm.token_lengths(prompts, [p.chosen for p in pairs]),
                                              rm.token_lengths(prompts, [p.rejected for p in pairs]))]
     micros = micro_batches(len(pairs), cfg.batch_size, cfg.epochs, cfg.seed, lengths)
-    model, optimizer, scheduler, per_step, total_steps, step = start_loop(rm.model, cfg, acc, len(micros), "reward")
+    loop = start_loop(rm.model, cfg, acc, len(micros), "reward")
 
-    model.train()
-    row: dict[str, Any] = {}
-    with MetricsLogger(out, total_steps, "reward", acc, show=("rm/loss", "rm/accuracy"), start_step=step) as log:
-        while step < total_steps:
-            mine = micros[step * per_step:(step + 1) * per_step][acc.process_index::acc.num_processes]
-            stats_sum: dict[str, float] = {}
-            for i, idx in enumerate(mine):
-                batch_pairs = [pairs[j] for j in idx]
-                prompts = [p.prompt for p in batch_pairs]
-                # [chosen; rejected] in one forward: rows 0..B-1 are chosen, B..2B-1 rejected.
-                enc = rm.encode(prompts + prompts, [p.chosen for p in batch_pairs] + [p.rejected for p in batch_pairs])
-                enc = {k: v.to(acc.device) for k, v in enc.items()}
-                sync = i == len(mine) - 1
-                with contextlib.nullcontext() if sync else acc.no_sync(model):
-                    scores = rm.forward_scores(enc, model)  # (2B,) raw
-                    B = len(batch_pairs)
-                    tensor = lambda vals: torch.tensor(vals, dtype=torch.float32, device=acc.device)
-                    loss, stats = bradley_terry_loss(
-                        scores[:B], scores[B:], p=tensor([p.p for p in batch_pairs]),
-                        margin=tensor([p.margin for p in batch_pairs]) if cfg.use_margin else None,
-                        weights=tensor([p.weight for p in batch_pairs]), center_coef=cfg.center_coef)
-                    acc.backward(loss / len(mine))
-                for k, v in stats.items():
-                    stats_sum[k] = stats_sum.get(k, 0.0) + v / len(mine)
-            grad_norm = clip_gradients(acc, model, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            row = {**stats_sum, "train/grad_norm": grad_norm, "train/learning_rate": scheduler.get_last_lr()[0],
-                   "train/epoch": step * per_step * cfg.batch_size / len(pairs)}
-            log.log(step, row)
-            if (cfg.save_every and step % cfg.save_every == 0) or step == total_steps:
-                save_checkpoint(out, step, model, optimizer, scheduler, {"epoch_pairs": len(pairs)}, acc)
+    def micro_loss(idx: list[int], step_batches: list[list[int]]) -> tuple[torch.Tensor, dict[str, float]]:
+        batch_pairs = [pairs[j] for j in idx]
+        prompts = [p.prompt for p in batch_pairs]
+        # [chosen; rejected] in one forward: rows 0..B-1 are chosen, B..2B-1 rejected.
+        enc = rm.encode(prompts + prompts, [p.chosen for p in batch_pairs] + [p.rejected for p in batch_pairs])
+        scores = rm.forward_scores({k: v.to(acc.device) for k, v in enc.items()}, loop.model)  # (2B,) raw
+        B = len(batch_pairs)
+        tensor = lambda vals: torch.tensor(vals, dtype=torch.float32, device=acc.device)  # noqa: E731
+        loss, stats = bradley_terry_loss(
+            scores[:B], scores[B:], p=tensor([p.p for p in batch_pairs]),
+            margin=tensor([p.margin for p in batch_pairs]) if cfg.use_margin else None,
+            weights=tensor([p.weight for p in batch_pairs]), center_coef=cfg.center_coef)
+        n = len(step_batches)  # the step's loss and stats: means over its micro-batches
+        return loss / n, {k: v / n for k, v in stats.items()}
 
-    rm.model = acc.unwrap_model(model)
+    with MetricsLogger(out, loop.total_steps, "reward", acc, show=("rm/loss", "rm/accuracy"),
+                       start_step=loop.step) as log:
+        row = train_steps(loop, cfg, micros, len(pairs), micro_loss, log)
+
+    rm.model = acc.unwrap_model(loop.model)
     rm.model.eval()
     if cfg.normalize:
         prompts, responses = _reference_texts(cfg, pairs)
         rm.mean, rm.std = compute_normalization(rm, prompts, responses)
-    report: dict[str, Any] = {"steps": step, "train_pairs": len(pairs), "eval_pairs": len(eval_pairs)}
+    report: dict[str, Any] = {"steps": loop.step, "train_pairs": len(pairs), "eval_pairs": len(eval_pairs)}
     if eval_pairs:
         report.update(evaluate_pairs(rm, eval_pairs, batch_size=2 * cfg.batch_size))
     if acc.is_main_process:
@@ -171,16 +167,18 @@ def run_reward_train(config: RewardTrainConfig, split_seed: Optional[int] = None
 
         with atomic_write(out / "eval.json") as f:
             f.write(json.dumps(report, indent=2))
-    result = finish_run("reward", cfg, {"model": str(out), "metrics": row, **report, "eval": report}, t0, acc)
+    result = finish_run("reward", cfg, RewardTrainResult(output_dir=str(out), model=str(out), metrics=row,
+                                                         steps=loop.step, train_pairs=len(pairs),
+                                                         eval_pairs=len(eval_pairs), eval=report), t0, acc)
     acc.end_training()
     return result
 
 
-def run_reward_ensemble(cfg: RewardTrainConfig) -> dict[str, Any]:
+def run_reward_ensemble(cfg: RewardTrainConfig) -> RewardTrainResult:
     """Train ``cfg.ensemble`` reward models, member m with seed ``seed + m`` into ``output_dir/member-<m>`` (the
     held-out split is the same for all: seeded by ``seed``), then write ``output_dir/ensemble.json`` (members,
-    seeds, held-out accuracies) and the stage manifest. Returns ``model`` (= output_dir: the ensemble folder, a
-    scorer), ``members`` (each member's result) and ``accuracy`` (the members' mean held-out accuracy)."""
+    seeds, held-out accuracies) and the stage manifest. The result's ``model`` is output_dir (the ensemble
+    folder, a scorer), ``members`` each member's result and ``eval['accuracy']`` the members' mean."""
     import json
 
     from rlhaif.data.io import atomic_write
@@ -193,15 +191,19 @@ def run_reward_ensemble(cfg: RewardTrainConfig) -> dict[str, Any]:
     for m in range(cfg.ensemble):
         member = cfg.model_copy(update={"ensemble": 1, "seed": cfg.seed + m, "output_dir": str(out / f"member-{m}")})
         members.append(run_reward_train(member, split_seed=cfg.seed))
-    accuracy = [r.get("accuracy") for r in members]
+    accuracy = [r.eval.get("accuracy") for r in members]
     manifest = {"members": [f"member-{m}" for m in range(cfg.ensemble)],
                 "seeds": [cfg.seed + m for m in range(cfg.ensemble)], "accuracy": accuracy}
     with atomic_write(out / ENSEMBLE_MANIFEST) as f:
         f.write(json.dumps(manifest, indent=2))
     known = [a for a in accuracy if a is not None]
-    result = {"output_dir": str(out), "model": str(out), "members": members,
-              "accuracy": sum(known) / len(known) if known else None, "wall_time_s": round(time.time() - t0, 1)}
-    write_stage_manifest("reward", cfg, result, wall_time_s=result["wall_time_s"])
+    first = members[0]
+    result = RewardTrainResult(output_dir=str(out), model=str(out), metrics=first.metrics,
+                               steps=sum(r.steps for r in members), train_pairs=first.train_pairs,
+                               eval_pairs=first.eval_pairs,
+                               eval={"accuracy": sum(known) / len(known) if known else None, "member_accuracy": accuracy},
+                               members=tuple(members))
+    write_stage_manifest("reward", cfg, result, wall_time_s=round(time.time() - t0, 1))
     return result
 
 

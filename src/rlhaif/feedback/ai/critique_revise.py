@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -92,7 +93,31 @@ def as_turns(prompt: Prompt) -> list[Message]:
     return [Message(role="user", content=prompt)] if isinstance(prompt, str) else list(prompt)
 
 
-def run_revise(cfg: ReviseConfig, model=None, tokenizer=None) -> dict:
+@dataclass(frozen=True)
+class ReviseResult:
+    """What `rlhaif cai revise` made (also its manifest's ``outputs``)."""
+
+    output_dir: str
+    revisions: str
+    """revisions.jsonl: every critique and revision round."""
+    demos: str
+    """sft.jsonl: each prompt's last revision as a demonstration."""
+    pairs: str
+    """pairs.jsonl: last revision ≻ original answer."""
+    prompts: int
+    generated: int
+    """Prompts answered, critiqued and revised in this run."""
+    resumed: int
+    """Prompts whose rounds an earlier run had written."""
+    rounds: int
+    """Rows of revisions.jsonl."""
+    n_demos: int
+    n_pairs: int
+    empty_generations: int
+    wall_time_s: float
+
+
+def run_revise(cfg: ReviseConfig, model=None, tokenizer=None) -> ReviseResult:
     """Run critique → revision for every prompt not yet done; write revisions, SFT data and pairs."""
     import torch
 
@@ -188,10 +213,9 @@ def run_revise(cfg: ReviseConfig, model=None, tokenizer=None) -> dict:
                                     source="cai-revision", id=p.id))
     write_records(out / "sft.jsonl", sft)
     write_records(out / "pairs.jsonl", pairs)
-    stats = {"prompts": len(prompts), "generated": len(todo), "resumed": len(done_ids), "rounds": len(rows),
-             "n_demos": len(sft), "n_pairs": len(pairs), "empty_generations": empty}
-    wall = round(time.time() - t0, 2)
-    result = {"output_dir": str(out), "revisions": str(out / "revisions.jsonl"), "demos": str(out / "sft.jsonl"),
-              "pairs": str(out / "pairs.jsonl"), **stats, "wall_time_s": wall}
-    write_stage_manifest("revise", cfg, result, wall_time_s=wall)
+    result = ReviseResult(output_dir=str(out), revisions=str(out / "revisions.jsonl"), demos=str(out / "sft.jsonl"),
+                          pairs=str(out / "pairs.jsonl"), prompts=len(prompts), generated=len(todo),
+                          resumed=len(done_ids), rounds=len(rows), n_demos=len(sft), n_pairs=len(pairs),
+                          empty_generations=empty, wall_time_s=round(time.time() - t0, 2))
+    write_stage_manifest("revise", cfg, result, wall_time_s=result.wall_time_s)
     return result

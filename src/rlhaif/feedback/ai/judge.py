@@ -326,7 +326,42 @@ def measure_on_calibration(cfg: AILabelConfig, cache: LabelCache, constitution: 
         raise DataError(cfg.calibration, None, "p", str(e)) from None
 
 
-def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
+@dataclass(frozen=True)
+class AILabelResult:
+    """What `rlhaif feedback ai-label` made (also its manifest's ``outputs``)."""
+
+    pairs: str
+    """The pairs.jsonl written (soft labels p, source ai:<model>:<principle>)."""
+    n_pairs: int
+    input_kind: str
+    """What the pairs were read from: 'store' (--db), 'completions' or 'pairs' (the input file's kind)."""
+    cache_hits: int
+    """Pairs whose labels came from the cache."""
+    judged: int
+    """Pairs the judge labelled in this run."""
+    p_mean: float
+    """Mean confidence max(p, 1 − p) of the labels."""
+    position_bias: float
+    """Share of single-order judgments that prefer option (A); 0.5 = none."""
+    order_consistency: float
+    """Share of pairs whose two orders agree on the winner."""
+    wall_time_s: float
+    agreement: Optional[float] = None
+    """Agreement with the input's prior labels (``prior_p``), when it has them."""
+    stored_in: Optional[str] = None
+    """The store and campaign the labels also went to (--db)."""
+    judge_mode: str = "logprobs"
+    """How the labels were read: 'logprobs', or 'verdicts' (sampled answers, for endpoints without them)."""
+    verdicts_asked: Optional[int] = None
+    verdicts_unparsed: Optional[int] = None
+    """Verdict mode: answers asked for, and those naming no option."""
+    labeler: Optional[dict] = None
+    """The judge measured against the calibration set (rlhaif.feedback.ai.calibration.LabelerCheck)."""
+    calibrated: Optional[bool] = None
+    """Whether the labels were rescaled by the calibration set's temperature."""
+
+
+def run_ai_label(cfg: AILabelConfig, backend=None) -> AILabelResult:
     """Judge every pair and write ``pairs.jsonl``. ``backend`` overrides the one built from ``cfg`` (tests).
     With ``calibration``, the judge is first measured on human-labelled pairs (and may stop there)."""
     from rlhaif.data.io import write_records
@@ -391,23 +426,19 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
                                       "p": c["p"], "p_orders": [c["p_ab"], c["p_ba"]]}
                                      for r, pr, c in zip(rows, principles, labels))
         store.close()
-    stats = {"n_pairs": len(pairs), "input_kind": kind, "cache_hits": hits, "judged": judged_now,
-             "p_mean": _mean([max(c["p"], 1 - c["p"]) for c in labels]),
-             "position_bias": _mean([(c["p_ab"] > 0.5) + (c["p_ba"] > 0.5) for c in labels]) / 2,
-             "order_consistency": _mean([float((c["p_ab"] > 0.5) == (c["p_ba"] < 0.5)) for c in labels]),
-             "judge_mode": cache.mode}
-    if any(c.get("mode") == "verdicts" for c in labels):
-        stats["verdicts_unparsed"] = sum(c.get("failures", 0) for c in labels)
-        stats["verdicts_asked"] = sum(2 * cfg.verdicts for c in labels if c.get("mode") == "verdicts")
-    if agree:
-        stats["agreement"] = _mean(agree)
-    if check is not None:
-        stats["labeler"] = check.as_dict()
-        stats["calibrated"] = cfg.calibrate
-    if store is not None:
-        stats["stored_in"] = f"{cfg.db} (campaign {cfg.campaign!r}, {stored} AI labels)"
     wall = round(time.time() - t0, 2)
-    result = {"pairs": str(out / "pairs.jsonl"), **stats, "wall_time_s": wall}
+    verdicts = [c for c in labels if c.get("mode") == "verdicts"]
+    result = AILabelResult(
+        pairs=str(out / "pairs.jsonl"), n_pairs=len(pairs), input_kind=kind, cache_hits=hits, judged=judged_now,
+        p_mean=_mean([max(c["p"], 1 - c["p"]) for c in labels]),
+        position_bias=_mean([(c["p_ab"] > 0.5) + (c["p_ba"] > 0.5) for c in labels]) / 2,
+        order_consistency=_mean([float((c["p_ab"] > 0.5) == (c["p_ba"] < 0.5)) for c in labels]),
+        wall_time_s=wall, agreement=_mean(agree) if agree else None,
+        stored_in=f"{cfg.db} (campaign {cfg.campaign!r}, {stored} AI labels)" if store is not None else None,
+        judge_mode=cache.mode, verdicts_asked=2 * cfg.verdicts * len(verdicts) if verdicts else None,
+        verdicts_unparsed=sum(c.get("failures", 0) for c in verdicts) if verdicts else None,
+        labeler=check.as_dict() if check is not None else None,
+        calibrated=cfg.calibrate if check is not None else None)
     write_stage_manifest("ai_label", cfg, result, wall_time_s=wall)
     return result
 

@@ -5,6 +5,7 @@ simulated panel."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -12,6 +13,7 @@ from pydantic import Field
 
 from rlhaif.config import StageConfig
 from rlhaif.errors import RlhaifError
+from rlhaif.feedback.simulate import FeedbackResult
 
 
 class HumanFeedbackConfig(StageConfig):
@@ -41,7 +43,19 @@ class HumanFeedbackConfig(StageConfig):
     """What an annotator's hour costs: the manifest's ``costs`` then holds the cost per usable pair."""
 
 
-def run_human_feedback(cfg: HumanFeedbackConfig) -> dict[str, Any]:
+@dataclass(frozen=True)
+class HumanFeedbackResult(FeedbackResult):
+    """What the human stage made: the pairs (as the simulated panel's) and how far you got."""
+
+    labelled: int
+    """Tasks you labelled."""
+    tasks: int
+    """Tasks assigned to you."""
+    costs: Optional[dict[str, Any]] = None
+    """What the labels cost (rlhaif.feedback.costs): judgments, median seconds, usable pairs, cost."""
+
+
+def run_human_feedback(cfg: HumanFeedbackConfig) -> HumanFeedbackResult:
     import threading
 
     from rlhaif.data.io import read_records
@@ -93,8 +107,7 @@ def run_human_feedback(cfg: HumanFeedbackConfig) -> dict[str, Any]:
         thread.join(timeout=10)
     done, total = store.progress_of(me.id)
     counts = export_pairs(store, out / "pairs.jsonl", cfg.campaign)
-    # the same keys as the simulated panel's result, so a recipe can swap one stage for the other
-    result = {"pairs": str(out / "pairs.jsonl"), "n_pairs": counts.get("pairs"), "labelled": done, "tasks": total,
-              "costs": campaign_costs(store, cfg.campaign, cfg.cost_per_hour)[cfg.campaign]}
+    result = HumanFeedbackResult(pairs=str(out / "pairs.jsonl"), n_pairs=counts.get("pairs"), labelled=done,
+                                 tasks=total, costs=campaign_costs(store, cfg.campaign, cfg.cost_per_hour)[cfg.campaign])
     write_stage_manifest("human", cfg, result, wall_time_s=round(time.time() - t0, 2))
     return result
