@@ -102,7 +102,7 @@ def stage_config(tmp_path, **kw):
 
 def test_a_judge_at_chance_is_flagged(tmp_path, capsys):
     result = run_ai_label(stage_config(tmp_path), backend=CoinJudge())
-    lab = result["labeler"]
+    lab = result.labeler
     assert lab["n"] == 120 and lab["at_chance"] is True
     assert lab["low"] <= 0.5
     assert "not better than chance" in capsys.readouterr().out
@@ -114,7 +114,7 @@ def test_a_judge_at_chance_is_flagged(tmp_path, capsys):
 
 def test_a_judge_that_copies_the_people_is_not_flagged(tmp_path, capsys):
     result = run_ai_label(stage_config(tmp_path), backend=CopyingJudge())
-    lab = result["labeler"]
+    lab = result.labeler
     assert lab["agreement"] == 1.0 and lab["at_chance"] is False
     assert lab["first_slot_share"] == pytest.approx(0.5)  # always picks 'good', shown first half the time
     out = capsys.readouterr().out
@@ -130,10 +130,10 @@ def test_min_agreement_stops_before_labeling(tmp_path):
 def test_calibrate_rescales_the_written_labels(tmp_path):
     # The copying judge is right every time at p = σ(2): temperature scaling sharpens it (T < 1).
     result = run_ai_label(stage_config(tmp_path, calibrate=True), backend=CopyingJudge())
-    assert result["labeler"]["temperature"] < 1.0
+    assert result.labeler["temperature"] < 1.0
     pair = json.loads((tmp_path / "out" / "pairs.jsonl").read_text().splitlines()[0])
     assert pair["chosen"] == "good one"
-    assert pair["p"] == pytest.approx(apply_temperature(1 / (1 + math.exp(-2)), result["labeler"]["temperature"]),
+    assert pair["p"] == pytest.approx(apply_temperature(1 / (1 + math.exp(-2)), result.labeler["temperature"]),
                                       abs=1e-4)
     assert pair["p"] > 1 / (1 + math.exp(-2))
 

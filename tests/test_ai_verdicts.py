@@ -54,8 +54,8 @@ def test_auto_mode_switches_to_verdicts_when_the_endpoint_has_no_logprobs(tmp_pa
                             for i, r in enumerate(["one", "two"])))
     cfg = AILabelConfig(input=str(comp), output_dir=str(tmp_path / "out"), api="chat", base_url="http://x/v1")
     result = run_ai_label(cfg, backend=VotingJudge())
-    assert result["judge_mode"] == "verdicts"
-    assert result["verdicts_unparsed"] == 2 and result["verdicts_asked"] == 10
+    assert result.judge_mode == "verdicts"
+    assert result.verdicts_unparsed == 2 and result.verdicts_asked == 10
     assert "sampled verdicts" in capsys.readouterr().out
     with pytest.raises(NoLogprobs):  # asked for log-probabilities explicitly: no silent switch
         run_ai_label(cfg.model_copy(update={"judge_mode": "logprobs", "output_dir": str(tmp_path / "o2")}),

@@ -93,7 +93,7 @@ def test_report_leads_with_the_labeler_at_chance(tiny_setup, tmp_path):  # noqa:
     res = run_evaluate(cfg)
     rep = json.loads((tmp_path / "run" / "evaluate" / "report.json").read_text())
     assert list(rep)[:2] == ["labeler", "objectives"] and rep["labeler"]["at_chance"] is True
-    assert res["labeler"]["agreement"] == rep["labeler"]["agreement"]
+    assert res.labeler["agreement"] == rep["labeler"]["agreement"]
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert {k: rep["labeler"][k] for k in manifest["outputs"]["labeler"]} == manifest["outputs"]["labeler"]
     at_chance = rep["labeler"]["lines"][1]

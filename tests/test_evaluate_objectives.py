@@ -49,7 +49,7 @@ def test_evaluate_by_objective_and_prompt_field(tiny_setup):  # noqa: F811
                          training_metrics={"ppo": str(d / "ppo" / "metrics.jsonl")})
     res = run_evaluate(cfg)
     rep = json.loads((d / "by_kind" / "report.json").read_text())
-    assert list(rep)[0] == "objectives" and res["objectives"] == rep["objectives"]
+    assert list(rep)[0] == "objectives" and res.objectives == rep["objectives"]
     keys = [(r["model"], r["objective"], r["group"]) for r in rep["objectives"]]
     assert keys == [("tuned", o, g) for o in ("helpful", "good") for g in ("everyday", "red-team", "all")]
     # recompute the helpful gain on the red-team prompts from the written samples (per-prompt means of 2)
