@@ -19,6 +19,10 @@ def _print_report(summary: dict) -> None:
             break
 
 
+FORCE_HELP = ("Replace results that another recipe (or a stage run alone) left in a stage's folder, instead of "
+              "stopping; a re-run of the same recipe redoes a stage whose config changed without it.")
+
+
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @app.command("run")
     def run_cmd(
@@ -29,6 +33,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                            "the others must have finished before."),
         check: bool = typer.Option(False, "--check", help="Only check the recipe (stages exist, keys are "
                                    "valid); run nothing."),
+        force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     ):
         """Run a recipe: every stage in order, skipping finished ones, resuming an interrupted one."""
         from rlhaif.pipeline import check_recipe, load_recipe, run_recipe
@@ -39,7 +44,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 typer.echo(line)
             typer.echo(f"{recipe}: ok ({len(r.stages)} stages, {r.rounds} round(s))")
             return
-        summary = run_recipe(r, only=only.split(",") if only else None, log=lambda m: typer.echo(m, err=True))
+        summary = run_recipe(r, only=only.split(",") if only else None, log=lambda m: typer.echo(m, err=True),
+                             force=force)
         _print_report(summary)
 
     @app.command("demo")
@@ -49,13 +55,17 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         cai: bool = typer.Option(False, "--cai", help="Run the Constitutional AI recipe instead."),
         hh_rlhf: Optional[str] = typer.Option(None, "--hh-rlhf", help="Train the gold reward model on this "
                                               "hh-rlhf file (.jsonl or .jsonl.gz) instead of the bundled pairs."),
-        run_dir: str = typer.Option("runs/demo", help="Where every stage writes."),
+        run_dir: Optional[str] = typer.Option(None, help="Where every stage writes [default: runs/demo; "
+                                              "runs/demo-cai with --cai, runs/demo-hh with --hh-rlhf, "
+                                              "-human added with --human]."),
         check: bool = typer.Option(False, "--check", help="Only check the demo's recipe (with --human / --cai "
                                    "as given); run nothing."),
+        force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     ):
         """The whole loop on SmolLM2-135M-Instruct + LoRA on bundled prompts; prints where report.html is."""
-        from rlhaif.pipeline import check_recipe, demo_recipe, run_recipe
+        from rlhaif.pipeline import check_recipe, demo_recipe, demo_run_dir, run_recipe
 
+        run_dir = run_dir or demo_run_dir(cai=cai, hh_rlhf=bool(hh_rlhf), human=human)
         recipe = demo_recipe("cai" if cai else "rlhf", run_dir=run_dir, hh_rlhf=hh_rlhf, human=human)
         if check:
             for line in check_recipe(recipe):
@@ -63,5 +73,5 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             typer.echo(f"demo ({'cai' if cai else 'rlhf'}{', human feedback' if human else ''}): ok, "
                        f"{len(recipe.stages)} stages into {run_dir}")
             return
-        summary = run_recipe(recipe, log=lambda m: typer.echo(m, err=True))
+        summary = run_recipe(recipe, log=lambda m: typer.echo(m, err=True), force=force)
         _print_report(summary)
