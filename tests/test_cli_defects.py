@@ -81,3 +81,95 @@ def test_each_demo_has_its_own_folder(capsys):
         folders[" ".join(flags[:1])] = out.strip().splitlines()[-1].rsplit(" into ", 1)[1]
     assert folders == {"": "runs/demo", "--cai": "runs/demo-cai", "--hh-rlhf": "runs/demo-hh",
                        "--human": "runs/demo-human"}
+
+
+def write_tiny_gguf(path: Path) -> Path:
+    """A tiny llama GGUF (1 layer, width 16, a byte-level BPE vocabulary of 260): what the built-in SmolLM2
+    is, at a size that converts in a second."""
+    import gguf
+    import numpy as np
+
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    byte_chars = [chr(b) for b in printable] + [chr(256 + i) for i in range(len(extra))]  # GPT-2's byte map
+    tokens = byte_chars + ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+    hidden, ffn, vocab = 16, 32, len(tokens)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_context_length(128)
+    w.add_embedding_length(hidden)
+    w.add_block_count(1)
+    w.add_feed_forward_length(ffn)
+    w.add_head_count(2)
+    w.add_head_count_kv(2)
+    w.add_rope_dimension_count(hidden // 2)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(vocab)
+    w.add_tokenizer_model("gpt2")
+    w.add_token_list(tokens)
+    w.add_token_types([1] * 256 + [3] * 4)
+    w.add_token_scores([0.0] * vocab)
+    w.add_token_merges([])
+    w.add_bos_token_id(257)
+    w.add_eos_token_id(258)
+    rng = np.random.default_rng(0)
+    shapes = {"token_embd.weight": (vocab, hidden), "blk.0.attn_q.weight": (hidden, hidden),
+              "blk.0.attn_k.weight": (hidden, hidden), "blk.0.attn_v.weight": (hidden, hidden),
+              "blk.0.attn_output.weight": (hidden, hidden), "blk.0.ffn_gate.weight": (ffn, hidden),
+              "blk.0.ffn_up.weight": (ffn, hidden), "blk.0.ffn_down.weight": (hidden, ffn)}
+    for name, shape in shapes.items():
+        w.add_tensor(name, (0.1 * rng.standard_normal(shape)).astype(np.float32))
+    for name in ("blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "output_norm.weight"):
+        w.add_tensor(name, np.ones(hidden, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _adapter(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model" / "adapter_model.safetensors"))
+
+
+def test_a_stage_draws_the_same_random_numbers_on_the_converting_load_and_a_cached_one(tmp_path, monkeypatch):
+    """SFT with LoRA from a GGUF, once with an empty model cache (the load converts the GGUF) and once with
+    the converted model cached: the same seed gives the same adapter (the first demo's SFT used to get another
+    LoRA initialisation, so its generations matched no later run)."""
+    import torch
+
+    from rlhaif.policy.sft import SFTConfig, run_sft
+
+    model = write_tiny_gguf(tmp_path / "tiny.gguf")
+    data = tmp_path / "demos.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"say {w}", "response": f"{w} {w}"}) + "\n"
+                            for w in ("cat", "dog", "sun", "tea")))
+    monkeypatch.setenv("RLHAIF_CACHE", str(tmp_path / "cache"))
+    runs = []
+    for name in ("cold", "warm"):
+        torch.manual_seed(123)  # whatever came before the stage: the stage seeds itself
+        run_sft(SFTConfig(model=str(model), data=str(data), output_dir=str(tmp_path / name), lora_r=2,
+                          batch_size=2, max_steps=2, learning_rate=1e-2))
+        runs.append(_adapter(tmp_path / name))
+    assert len(list((tmp_path / "cache" / "models").iterdir())) == 1  # converted once, by the cold run
+    assert runs[0].keys() == runs[1].keys() and runs[0]
+    for key in runs[0]:
+        assert torch.equal(runs[0][key], runs[1][key]), key
+
+
+def test_the_converting_load_shows_no_gguf_progress_bar(tmp_path, monkeypatch, capfd):
+    """`rlhaif generate` on a GGUF with an empty model cache: the conversion draws no tqdm bar, and the
+    command's own summary is there."""
+    model = write_tiny_gguf(tmp_path / "tiny.gguf")
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "hello"}) + "\n")
+    monkeypatch.setenv("RLHAIF_CACHE", str(tmp_path / "cache"))
+    code = 0
+    try:
+        main(["generate", "--model", str(model), "--prompts", str(tmp_path / "p.jsonl"), "-k", "2",
+              "--max-new-tokens", "3", "--output-dir", str(tmp_path / "gen")])
+    except SystemExit as e:
+        code = e.code
+    out, err = capfd.readouterr()
+    assert code == 0 and "wrote 2 completions" in out, (out, err)
+    assert "Converting and de-quantizing" not in err and "it/s" not in err, err
