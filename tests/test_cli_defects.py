@@ -173,3 +173,65 @@ def test_the_converting_load_shows_no_gguf_progress_bar(tmp_path, monkeypatch, c
     out, err = capfd.readouterr()
     assert code == 0 and "wrote 2 completions" in out, (out, err)
     assert "Converting and de-quantizing" not in err and "it/s" not in err, err
+
+
+def test_a_bad_hyper_parameter_is_refused_before_anything_loads(tmp_path, capsys):
+    """A negative learning rate used to pass validation and die after the model loaded with torch's raw
+    `ValueError: Invalid learning rate`: now the flag, the YAML file and `rlhaif run --check` name it."""
+    data = tmp_path / "demos.jsonl"
+    data.write_text(json.dumps({"prompt": "hi", "response": "hello"}) + "\n")
+    out_dir = tmp_path / "sft"
+    code, out, err = _cli(["sft", "--model", "no-such-model", "--data", data, "--lr", "-1e-3", "-o", out_dir], capsys)
+    assert (code, err.strip()) == (2, "error: --learning-rate: must be > 0 (got -0.001)")
+    assert not out_dir.exists()
+    cfg = tmp_path / "ppo.yaml"
+    cfg.write_text("prompts: p.jsonl\nreward_model: length\nclip_range: 0\n")
+    code, out, err = _cli(["ppo", "--config", cfg], capsys)
+    assert (code, err.strip()) == (2, f"error: {cfg}: key 'clip_range': must be > 0 (got 0.0)")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "policy": "no-such-model", "stages": [
+        {"stage": "sft", "model": "${policy}", "data": str(data), "epochs": 1},
+        {"stage": "dpo", "model": "${policy}", "pairs": "${sft}/pairs.jsonl", "learning_rate": -1e-3}]}))
+    code, out, err = _cli(["run", recipe, "--check"], capsys)
+    assert (code, err.strip()) == (2, f"error: {recipe}: stage 'dpo': key 'learning_rate': must be > 0 (got -0.001)")
+    recipe.write_text(recipe.read_text().replace("epochs: 1", "epochs: many"))
+    code, out, err = _cli(["run", recipe, "--check"], capsys)
+    assert code == 2 and f"{recipe}: stage 'sft': key 'epochs': Input should be a valid number" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_numeric_setting_of_every_stage_has_its_range():
+    """Each int or float field of every stage's config (and of the configs inside them) has a range in
+    config.RANGES, or is one of the few that take any value."""
+    import types
+    import typing
+
+    from pydantic import BaseModel
+
+    from rlhaif.cli.stages import COMMANDS
+    from rlhaif.config import RANGES
+    from rlhaif.pipeline import STAGES, stage_function
+
+    any_value = {"position_bias", "length_bias", "missing_eos_penalty", "score_threshold"}
+    numeric: set[str] = set()
+
+    def walk(cls):
+        for name, info in cls.model_fields.items():
+            tp = info.annotation
+            args = typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType, list) else (tp,)
+            if any(a in (int, float) for a in args):
+                numeric.add(name)
+            for a in args:
+                if isinstance(a, type) and issubclass(a, BaseModel):
+                    walk(a)
+
+    for kind in {*STAGES, *(c.stage for c in COMMANDS)}:
+        walk(stage_function(kind)[1])
+    assert len(numeric) > 50
+    assert sorted(numeric - set(RANGES) - any_value) == ["noise"]  # AnnotatorSpec's own Field(ge=0):
+    from rlhaif.errors import ConfigError
+    from rlhaif.feedback.simulate import SimulatedPanelConfig
+
+    with pytest.raises(ConfigError, match=r"^p.yaml: key 'annotators.0.noise': Input should be greater than or "
+                                          r"equal to 0$"):
+        SimulatedPanelConfig.validate_dict({"output_dir": "x", "annotators": [{"name": "a", "noise": -1}]}, "p.yaml")

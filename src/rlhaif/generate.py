@@ -70,8 +70,9 @@ class GenerateConfig(StageConfig):
 
     @model_validator(mode="after")
     def _best_of_needs_a_scorer(self) -> "GenerateConfig":
-        if self.best_of is not None and (self.best_of < 1 or not self.scorer):
-            raise ValueError("best_of must be at least 1 and needs a scorer (e.g. a reward-model folder)")
+        if self.best_of is not None and not self.scorer:
+            raise ValueError(f"best_of {self.best_of} needs a scorer to rank the responses by (scorer, --scorer: a "
+                             "reward-model folder, classifier:PATH:LABEL or python:FILE:FUNCTION)")
         if self.best_of is not None and self.k < self.best_of:
             raise ValueError(f"best_of {self.best_of} keeps the best of {self.best_of} responses per prompt: set k to "
                              f"at least {self.best_of} (it is {self.k})")

@@ -421,14 +421,16 @@ def _restore(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, source
 
 
 def check_recipe(recipe: Recipe) -> list[str]:
-    """Without running anything: every stage kind is known and importable, and every setting is a field of
-    its config (typos fail with a suggestion). Returns one line per stage."""
+    """Without running anything: every stage kind is known and importable, every setting is a field of its
+    config (typos fail with a suggestion) and every setting without a ``${...}`` reference has a valid value
+    (type and range). Returns one line per stage."""
     from rlhaif.config import check_keys
 
     lines = []
     for spec in recipe.stages:
         _, cfg_cls = stage_function(spec.stage, recipe.source)
         check_keys(cfg_cls, spec.settings, f"{recipe.source}: stage '{spec.name}'")
+        cfg_cls.check_values(spec.settings, f"{recipe.source}: stage '{spec.name}'")
         lines.append(f"{spec.name}: {spec.stage} ({cfg_cls.__name__})" + (" [every round]" if spec.repeat else ""))
     return lines
 
