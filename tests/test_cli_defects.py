@@ -235,3 +235,39 @@ def test_every_numeric_setting_of_every_stage_has_its_range():
     with pytest.raises(ConfigError, match=r"^p.yaml: key 'annotators.0.noise': Input should be greater than or "
                                           r"equal to 0$"):
         SimulatedPanelConfig.validate_dict({"output_dir": "x", "annotators": [{"name": "a", "noise": -1}]}, "p.yaml")
+
+
+def test_resume_says_what_happens_and_the_demo_sft_checkpoints(tmp_path, capsys, crash_after_logging):
+    """An interrupted SFT stage: a re-run resumes from the checkpoint it saved, and says so with its step;
+    interrupted before its first checkpoint, the re-run says it runs again (it used to claim a resume)."""
+    from rlhaif.models.tiny import save_tiny
+
+    model = save_tiny(tmp_path / "lm", "llama", seed=0)
+    data = tmp_path / "demos.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"say {w}", "response": f"{w} {w}"}) + "\n"
+                            for w in ("cat", "dog", "sun", "tea", "sky", "sea")))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"), "policy": str(model), "stages": [
+        {"stage": "sft", "model": "${policy}", "data": str(data), "batch_size": 1, "max_steps": 4, "save_every": 2,
+         "learning_rate": 1e-3}]}))
+    crash_after_logging(1)  # killed before the first checkpoint (step 2)
+    assert _cli(["run", recipe], capsys)[0] == 130
+    crash_after_logging(3)  # runs again from the start, saves step 2, killed after step 3
+    code, out, err = _cli(["run", recipe], capsys)
+    assert code == 130 and (f"[rerun] sft: interrupted before with the same config, with no checkpoint saved; it runs again in "
+            f"{tmp_path / 'run' / 'sft'}") in err and "[resume]" not in err
+    crash_after_logging(None)
+    code, out, err = _cli(["run", recipe], capsys)
+    assert code == 0 and "[resume] sft: interrupted before with the same config; resumes from its checkpoint at " \
+                         "step 2" in err, err
+    rows = [json.loads(l) for l in (tmp_path / "run" / "sft" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+
+    # the demo's SFT saves checkpoints before it ends (save_every 200 never did in its 22 steps)
+    from rlhaif.pipeline import ASSETS, demo_recipe
+    from rlhaif.training import micro_batches
+
+    sft = next(s for s in demo_recipe("rlhf").stages if s.name == "sft").settings
+    demos = (ASSETS / "demos" / "demo_sft.jsonl").read_text().splitlines()
+    steps = len(micro_batches(len(demos), sft["batch_size"], sft["epochs"], 0))
+    assert steps == 22 and 0 < sft["save_every"] < steps

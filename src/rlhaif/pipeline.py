@@ -233,8 +233,7 @@ def _prepare_dir(out_dir: Path, fp: dict[str, Any], name: str, run_dir: str, log
     fp_json = json.loads(json.dumps(fp, default=str))
     if _is_main_process():
         if _started_fingerprint(out_dir) == fp_json:
-            log(f"[resume] {name}: interrupted before with the same config; the stage starts again in "
-                f"{out_dir} (it resumes from its last checkpoint when it saved one)")
+            log(_resume_line(out_dir, fp_json, name))
         elif (out_dir / "manifest.json").exists() or started.exists():
             inside = Path(run_dir).resolve() in out_dir.resolve().parents
             if not inside:  # never delete a folder the recipe does not own
@@ -257,6 +256,19 @@ def _prepare_dir(out_dir: Path, fp: dict[str, Any], name: str, run_dir: str, log
         with atomic_write(started) as f:
             json.dump({**fp, "recipe": recipe}, f, default=str)
     _wait_for_file(lambda: _started_fingerprint(out_dir) == fp_json)
+
+
+def _resume_line(out_dir: Path, fp: dict[str, Any], name: str) -> str:
+    """What a re-run does with a stage interrupted before with the same config: resume from the checkpoint it
+    saved (what a training stage does, rlhaif.training.start_run), or run again when it saved none."""
+    from rlhaif.training import latest_checkpoint
+
+    ckpt = latest_checkpoint(out_dir) if fp.get("config", {}).get("resume", True) else None
+    if ckpt is not None:
+        step = json.loads((ckpt / "trainer_state.json").read_text()).get("step")
+        return f"[resume] {name}: interrupted before with the same config; resumes from its checkpoint at step {step}"
+    return (f"[rerun] {name}: interrupted before with the same config, with no checkpoint saved; it runs again in "
+            f"{out_dir}")
 
 
 def _wait_for_file(check: Callable[[], bool]) -> None:
