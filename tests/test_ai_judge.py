@@ -331,3 +331,33 @@ def test_cli_ai_label_into_a_store_then_export_and_suggest(tmp_path, judge, caps
     assert "wrote 0 pairs" in run("feedback", "export", "--db", db, "-o", str(tmp_path / "h.jsonl"), "--no-ai")
     assert "shown" in run("feedback", "suggestions", "c", "--on", "--db", db)
     assert Store(db).campaign("c").show_ai_suggestions
+
+
+def test_cli_ai_label_a_store_whose_prompts_are_chat_messages(tmp_path, judge, capsys):
+    """A campaign imported from completions whose prompt is a list of chat messages (docs/quickstart.md's
+    format): `feedback ai-label --db` labels it (it crashed in as_messages on the stored JSON dicts)."""
+    from rlhaif.cli import main
+    from rlhaif.data.records import CompletionRecord, Message
+    from rlhaif.feedback.human.store import Store
+
+    model, tok = judge
+    model.save_pretrained(tmp_path / "judge")
+    tok.save_pretrained(tmp_path / "judge")
+    db = str(tmp_path / "f.db")
+    store = Store(db)
+    store.migrate()
+    store.create_campaign("c", "pairwise")
+    chat = [Message(role="system", content="be kind"), Message(role="user", content=CONV)]
+    store.import_completions("c", [CompletionRecord(prompt_id="q", prompt=chat, response=r, index=i)
+                                   for i, r in enumerate([Y1, Y2])])
+    store.close()
+    try:
+        main(["feedback", "ai-label", "--db", db, "--campaign", "c", "--judge-model", str(tmp_path / "judge"),
+              "-o", str(tmp_path / "ai")])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    (pair,) = [json.loads(line) for line in (tmp_path / "ai" / "pairs.jsonl").read_text().splitlines()]
+    assert pair["prompt"] == [m.model_dump() for m in chat] and pair["source"].startswith("ai:judge:")

@@ -212,8 +212,12 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
 
         store = Store(cfg.db)
         store.check_ready()
+        from rlhaif.data.records import parse_prompt
+
         kind, rows = "store", store.pairwise_items(cfg.campaign)
         rows = rows[:cfg.limit] if cfg.limit else rows
+        for r in rows:  # the store keeps a chat prompt as plain JSON: back to messages
+            r["prompt"] = parse_prompt(r["prompt"], f"{cfg.db}: campaign '{cfg.campaign}', task {r['task']}")
     else:
         kind, rows = load_items(cfg.input, cfg.limit, cfg.skip_invalid)
     rng = random.Random(cfg.seed)
