@@ -271,3 +271,38 @@ def test_resume_says_what_happens_and_the_demo_sft_checkpoints(tmp_path, capsys,
     demos = (ASSETS / "demos" / "demo_sft.jsonl").read_text().splitlines()
     steps = len(micro_batches(len(demos), sft["batch_size"], sft["epochs"], 0))
     assert steps == 22 and 0 < sft["save_every"] < steps
+
+
+def test_feedback_serve_prints_where_it_listens_and_each_request(tmp_path):
+    """`rlhaif feedback serve` used to print nothing: now its address first, then one line per request
+    (without the query string)."""
+    import re
+    import select
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen([sys.executable, "-m", "rlhaif.cli", "feedback", "serve", "--db", str(tmp_path / "f.db"),
+                             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert select.select([proc.stdout], [], [], 60)[0], "printed nothing in 60 s"
+        first = proc.stdout.readline()
+        m = re.fullmatch(r"listening on (http://127\.0\.0\.1:(\d+)) \(store .*f\.db; Ctrl-C stops\)\n", first)
+        assert m and int(m.group(2)) > 0, (first, proc.poll())
+        deadline = time.monotonic() + 60
+        while True:  # the socket is bound before the line is printed; the app answers once started
+            try:
+                with urllib.request.urlopen(m.group(1) + "/login?next=secret", timeout=10) as r:
+                    assert r.status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+        assert select.select([proc.stdout], [], [], 30)[0], "no request line in 30 s"
+        line = proc.stdout.readline()
+        assert re.fullmatch(r"GET /login 200 \d+ ms\n", line), line
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert "Traceback" not in proc.stderr.read()
