@@ -3,6 +3,7 @@ what it prints."""
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -306,3 +307,50 @@ def test_feedback_serve_prints_where_it_listens_and_each_request(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     assert "Traceback" not in proc.stderr.read()
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_folder(tmp_path_factory):
+    from rlhaif.models.tiny import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("lm") / "lm", "llama", seed=0)
+
+
+def _prompts(path: Path, n: int) -> Path:
+    path.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"tell me about the cat {i}"}) + "\n"
+                            for i in range(n)))
+    return path
+
+
+def test_generate_shows_progress_and_best_of_counts_what_it_wrote(tmp_path, tiny_lm_folder, capsys):
+    prompts = _prompts(tmp_path / "p.jsonl", 2)
+    code, out, err = _cli(["generate", "--model", tiny_lm_folder, "--prompts", prompts, "-k", 4,
+                           "--max-new-tokens", 3, "--batch-size", 2, "--output-dir", tmp_path / "all"], capsys)
+    assert code == 0 and re.search(r"generate .* 8/8", out) and "wrote 8 completions to" in out, (out, err)
+    # best of 4: 2 lines written, and the summary says 2 (it said "wrote 8 completions")
+    code, out, err = _cli(["generate", "--model", tiny_lm_folder, "--prompts", prompts, "-k", 4, "--best-of", 4,
+                           "--scorer", "length", "--max-new-tokens", 3, "--output-dir", tmp_path / "best"], capsys)
+    written = (tmp_path / "best" / "completions.jsonl").read_text().splitlines()
+    assert code == 0 and len(written) == 2, (out, err)
+    assert f"wrote 2 completions to {tmp_path / 'best' / 'completions.jsonl'}, the best of each prompt's first 4 " \
+           f"of 8 sampled" in out, out
+    # --best-of without --scorer: one message naming both (it was "<flags>: key '': ...")
+    code, out, err = _cli(["generate", "--model", tiny_lm_folder, "--prompts", prompts, "-k", 4, "--best-of", 4],
+                          capsys)
+    assert (code, err.strip()) == (2, "error: the flags: best_of 4 needs a scorer to rank the responses by (scorer, "
+                                      "--scorer: a reward-model folder, classifier:PATH:LABEL or python:FILE:FUNCTION)")
+
+
+def test_cai_revise_progress_moves_with_every_generation(tmp_path, tiny_lm_folder, capsys, monkeypatch):
+    """The bar counts answers, critiques and revisions and moves after each batch of them (it moved only when
+    a whole batch of prompts had been through every round: minutes of silence)."""
+    from rlhaif import metrics
+
+    moves = []
+    real = metrics.MetricsLogger.advance
+    monkeypatch.setattr(metrics.MetricsLogger, "advance", lambda self, n: moves.append(n) or real(self, n))
+    code, out, err = _cli(["cai", "revise", "--model", tiny_lm_folder, "--prompts", _prompts(tmp_path / "p.jsonl", 3),
+                           "--rounds", 2, "--batch-size", 2, "--max-new-tokens", 3, "-o", tmp_path / "cai"], capsys)
+    assert code == 0, err
+    assert moves == [2] * 5 + [1] * 5  # a batch of 2 prompts: answer, then critique + revision twice; then 1 prompt
+    assert re.search(r"cai revise .* 15/15", out), out

@@ -329,11 +329,14 @@ def run_generate(cfg: GenerateConfig, progress=None) -> dict[str, Any]:
     from rlhaif.precision import choose_precision
 
     prec = choose_precision(cfg.precision, next(model.parameters()).device)
+    from rlhaif.metrics import progress_bar
+
     try:
-        completions, stats = generate_completions(model, tok, recs, cfg.k, sampling, cfg.batch_size, cfg.seed,
-                                                  model_name=cfg.model, max_prompt_length=cfg.max_prompt_length,
-                                                  progress=progress, precision=None if engine else prec,
-                                                  engine=engine)
+        with progress_bar("generate", len(recs) * cfg.k, enabled=progress is None) as bar:
+            completions, stats = generate_completions(model, tok, recs, cfg.k, sampling, cfg.batch_size, cfg.seed,
+                                                      model_name=cfg.model, max_prompt_length=cfg.max_prompt_length,
+                                                      progress=progress or bar, precision=None if engine else prec,
+                                                      engine=engine)
     finally:
         if engine is not None:
             engine.close()
@@ -343,7 +346,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> dict[str, Any]:
         from rlhaif.best_of_n import apply_best_of_n
 
         completions = apply_best_of_n(completions, cfg.scorer, cfg.best_of)
-        stats["best_of"] = cfg.best_of
+        stats.update(best_of=cfg.best_of, sampled=stats["responses"], responses=len(completions))
     write_records(cfg.output, completions)
     with atomic_write(out_dir / "generate_stats.json") as f:
         f.write(json.dumps(stats, indent=2))

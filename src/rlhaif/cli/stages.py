@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import click
 
 from rlhaif.cli.options import StageCommand
 
@@ -60,25 +59,17 @@ def _simulate(res: dict, cfg: Any) -> str:
 
 
 def _generate(res: dict, cfg: Any) -> str:
-    return (f"wrote {res['responses']} completions to {res['completions']} "
+    kept = (f", the best of each prompt's first {res['best_of']} of {res['sampled']} sampled" if res.get("best_of")
+            else "")
+    return (f"wrote {res['responses']} completions to {res['completions']}{kept} "
             f"({res['tokens_per_second']} new tokens/s, {res['finished_share']:.0%} reached EOS)")
-
-
-def _generate_with_progress(fn, cfg) -> dict:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    click.echo(f"loading {cfg.model} ...", err=True)
-    with Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as bar:
-        task = bar.add_task("generate", total=None)
-        return fn(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 COMMANDS = [
     StageCommand(("sft",), "sft", "Supervised fine-tuning: cross-entropy on response tokens (prompt masked), "
                  "full or LoRA.", _sft),
     StageCommand(("generate",), "generate", "Sample K responses per prompt and write completions.jsonl (with "
-                 "the sampling settings).", _generate, call=_generate_with_progress,
+                 "the sampling settings).", _generate,
                  flags={"output_dir": ["--output-dir"]}),  # -o: the completions file, as before
     StageCommand(("reward", "train"), "reward", "Train a Bradley–Terry reward model on preference pairs; writes "
                  "the model, eval.json, metrics.", _reward_train),
