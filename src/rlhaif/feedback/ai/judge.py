@@ -232,6 +232,7 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
         backend = make_backend(cfg.judge_model, cfg.api, cfg.base_url, cfg.api_key_env, cfg.dtype, cfg.max_length,
                                cfg.batch_size, cfg.timeout, cfg.max_retries, cfg.concurrency, cfg.requests_per_second)
     chunk = max(cfg.batch_size * 4, 16)
+    confidence: list[float] = []  # p of the preferred response of each pair judged here: the bar's running mean
     with MetricsLogger(out, total_steps=len(todo), description="ai-label") as log:
         for step, start in enumerate(range(0, len(todo), chunk)):
             idx = todo[start:start + chunk]
@@ -242,7 +243,8 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
                 cache[keys[i]] = {"key": keys[i], "p_ab": j.p_ab, "p_ba": j.p_ba, "p": j.p,
                                   **({"reasoning": list(j.reasoning)} if j.reasoning else {})}
                 append_jsonl(cache_path, cache[keys[i]])  # flushed per label: a crash loses nothing paid for
-            log.log(step, {"ai/p_mean": sum(j.p for j in judged) / len(judged),
+            confidence += [max(j.p, 1 - j.p) for j in judged]
+            log.log(step, {"ai/p_chosen_mean": _mean(confidence),
                            "ai/position_bias": sum((j.p_ab > 0.5) + (j.p_ba > 0.5) for j in judged) / (2 * len(judged))},
                     advance=len(idx))
 
@@ -265,7 +267,7 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> dict:
         store.close()
     judged_all = [cache[k] for k in keys]
     stats = {"n_pairs": len(pairs), "input_kind": kind, "cache_hits": hits, "judged": len(todo),
-             "p_mean": _mean([max(c["p"], 1 - c["p"]) for c in judged_all]),
+             "p_chosen_mean": _mean([max(c["p"], 1 - c["p"]) for c in judged_all]),
              "position_bias": _mean([(c["p_ab"] > 0.5) + (c["p_ba"] > 0.5) for c in judged_all]) / 2,
              "order_consistency": _mean([float((c["p_ab"] > 0.5) == (c["p_ba"] < 0.5)) for c in judged_all])}
     if agree:
