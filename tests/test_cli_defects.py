@@ -354,3 +354,48 @@ def test_cai_revise_progress_moves_with_every_generation(tmp_path, tiny_lm_folde
     assert code == 0, err
     assert moves == [2] * 5 + [1] * 5  # a batch of 2 prompts: answer, then critique + revision twice; then 1 prompt
     assert re.search(r"cai revise .* 15/15", out), out
+
+
+def test_dpo_kto_counts_rows_and_one_step_is_singular(tmp_path, tiny_lm_folder, capsys):
+    """`dpo --loss kto` trains on rows (each response judged alone) and said "pairs"; "trained 1 steps"."""
+    rows = [{"prompt": f"tell me about the cat {i}", "completion": "the cat is kind" if i % 2 else "no",
+             "label": bool(i % 2)} for i in range(10)]
+    data = tmp_path / "kto.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    code, out, err = _cli(["dpo", "--loss", "kto", "--pairs", data, "--model", tiny_lm_folder, "--max-steps", 1,
+                           "--batch-size", 4, "--eval-fraction", 0.2, "--lora-r", 0, "-o", tmp_path / "kto"], capsys)
+    assert code == 0, err
+    last = out.strip().splitlines()[-1]
+    assert re.fullmatch(rf"dpo \(kto loss\): trained 1 step on 8 rows; held-out accuracy [0-9.]+ on 2 rows, "
+                        rf"implicit-reward margin -?[0-9.]+ -> {re.escape(str(tmp_path / 'kto' / 'model'))}", last), out
+    assert "held-out accuracy" in out and " pairs" not in out
+
+
+def test_reward_eval_with_an_output_file_prints_a_short_summary(tmp_path, capsys):
+    from rlhaif.models.tiny import save_tiny
+
+    rm = save_tiny(tmp_path / "rm", "llama", seed=0, reward=True)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"q{i}", "chosen": "the cat is kind", "rejected": "no"}) + "\n"
+                             for i in range(5)))
+    code, out, err = _cli(["reward", "eval", "--model", rm, "--data", pairs, "-o", tmp_path / "ev.json"], capsys)
+    report = json.loads((tmp_path / "ev.json").read_text())
+    assert code == 0 and report["n_pairs"] == 5, err
+    acc = f"{report['accuracy']:.1%}" if report["accuracy"] is not None else "n/a"
+    assert out.strip() == (f"accuracy {acc} on {report['n_decided']} decided pair{'' if report['n_decided'] == 1 else 's'}"
+                           f" (of 5), mean margin {report['mean_margin']:.3f}, calibration error {report['ece']:.3f}; "
+                           f"report -> {tmp_path / 'ev.json'}")
+    code, out, err = _cli(["reward", "eval", "--model", rm, "--data", pairs], capsys)  # no file: the report itself
+    assert code == 0 and json.loads(out) == report
+
+
+def test_ppo_summary_says_what_its_kl_is_and_counts_one_step(tmp_path, tiny_lm_folder, capsys):
+    (tmp_path / "reward.py").write_text("def length(prompts, responses):\n"
+                                        "    return [float(len(r.split())) for r in responses]\n")
+    code, out, err = _cli(["ppo", "--model", tiny_lm_folder, "--prompts", _prompts(tmp_path / "p.jsonl", 4),
+                           "--reward-fn", f"{tmp_path / 'reward.py'}:length", "--steps", 1, "--batch-size", 4,
+                           "--mini-batch-size", 4, "--ppo-epochs", 1, "--max-new-tokens", 3, "--lora-r", 0,
+                           "-o", tmp_path / "ppo"], capsys)
+    assert code == 0, err
+    assert re.search(r"^ppo: 1 step, score -?[0-9.]+, kl -?[0-9.]+ \(k1 estimate: can dip below 0 when the KL is "
+                     r"small\); policy saved to ", out, re.M), out

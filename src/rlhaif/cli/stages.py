@@ -16,32 +16,56 @@ def _json(result: dict, cfg: Any) -> str:
     return json.dumps(result, indent=2, default=str)
 
 
+def count(n: int, noun: str) -> str:
+    """``1 step``, ``2 steps``: a count and its noun, plural when it is not 1."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _sft(out: dict, cfg: Any) -> str:
-    return (f"trained {out['steps']} steps on {out['examples']} examples (last loss {out['final_loss']:.4f}) "
-            f"-> {out['model']}")
+    return (f"trained {count(out['steps'], 'step')} on {count(out['examples'], 'example')} "
+            f"(last loss {out['final_loss']:.4f}) -> {out['model']}")
 
 
 def _reward_train(rep: dict, cfg: Any) -> str:
     acc = rep.get("accuracy")
-    return (f"trained {rep['steps']} steps on {rep['train_pairs']} pairs -> {cfg.output_dir}"
-            + (f"; held-out accuracy {acc:.1%} on {rep['n_decided']} pairs, mean margin {rep['mean_margin']:.3f}"
-               if acc is not None else ""))
+    return (f"trained {count(rep['steps'], 'step')} on {count(rep['train_pairs'], 'pair')} -> {cfg.output_dir}"
+            + (f"; held-out accuracy {acc:.1%} on {count(rep['n_decided'], 'pair')}, mean margin "
+               f"{rep['mean_margin']:.3f}" if acc is not None else ""))
+
+
+def _reward_eval(rep: dict, cfg: Any) -> str:
+    """The whole report (calibration buckets and all) when it is not written to a file; with ``-o``, where it
+    went and its headline figures."""
+    if not cfg.output:
+        return _json(rep, cfg)
+    acc = "n/a" if rep["accuracy"] is None else f"{rep['accuracy']:.1%}"
+    margin = "n/a" if rep["mean_margin"] is None else f"{rep['mean_margin']:.3f}"
+    ece = "n/a" if rep.get("ece") is None else f"{rep['ece']:.3f}"
+    return (f"accuracy {acc} on {count(rep['n_decided'], 'decided pair')} (of {rep['n_pairs']}), mean margin "
+            f"{margin}, calibration error {ece}; report -> {cfg.output}")
 
 
 def _reward_score(out: dict, cfg: Any) -> str:
-    return f"scored {out['n']} completions -> {out['output']} (mean score {out['mean_score']:.3f})"
+    return f"scored {count(out['n'], 'completion')} -> {out['output']} (mean score {out['mean_score']:.3f})"
 
 
 def _ppo(res: dict, cfg: Any) -> str | None:
     m = res["metrics"]
     if res["rank"] != 0:
         return None
-    return (f"ppo: {res['steps']} steps, score {m.get('objective/score', float('nan')):.4f}, "
-            f"kl {m.get('objective/kl', float('nan')):.4f}; policy saved to {res['model']}")
+    return (f"ppo: {count(res['steps'], 'step')}, score {m.get('objective/score', float('nan')):.4f}, "
+            f"kl {m.get('objective/kl', float('nan')):.4f} (k1 estimate: can dip below 0 when the KL is small); "
+            f"policy saved to {res['model']}")
 
 
 def _dpo(res: dict, cfg: Any) -> str:
-    return json.dumps({"model": res["model"], "steps": res["steps"], **res["eval"]})
+    """One line; ``loss: kto`` trains on rows (one response judged alone), not pairs."""
+    unit = "row" if cfg.loss == "kto" else "pair"
+    ev = res["eval"]
+    held = (f"; held-out accuracy {ev['eval/accuracy']:.3f} on {count(ev['eval/pairs'], unit)}, implicit-reward "
+            f"margin {ev['eval/margin']:.4f}" if ev.get("eval/pairs") else "")
+    return (f"dpo ({cfg.loss} loss): trained {count(res['steps'], 'step')} on {count(res['train_pairs'], unit)}{held} "
+            f"-> {res['model']}")
 
 
 def _evaluate(res: dict, cfg: Any) -> str:
@@ -54,14 +78,14 @@ def _evaluate(res: dict, cfg: Any) -> str:
 
 
 def _simulate(res: dict, cfg: Any) -> str:
-    return (f"{res['judgments']} simulated judgments -> {res['n_pairs']} pairs in {res['pairs']}; "
+    return (f"{count(res['judgments'], 'simulated judgment')} -> {count(res['n_pairs'], 'pair')} in {res['pairs']}; "
             f"flagged: {', '.join(res['flagged']) or 'none'}")
 
 
 def _generate(res: dict, cfg: Any) -> str:
     kept = (f", the best of each prompt's first {res['best_of']} of {res['sampled']} sampled" if res.get("best_of")
             else "")
-    return (f"wrote {res['responses']} completions to {res['completions']}{kept} "
+    return (f"wrote {count(res['responses'], 'completion')} to {res['completions']}{kept} "
             f"({res['tokens_per_second']} new tokens/s, {res['finished_share']:.0%} reached EOS)")
 
 
@@ -74,7 +98,7 @@ COMMANDS = [
     StageCommand(("reward", "train"), "reward", "Train a Bradley–Terry reward model on preference pairs; writes "
                  "the model, eval.json, metrics.", _reward_train),
     StageCommand(("reward", "eval"), "rlhaif.reward.evaluate:run_reward_eval", "Accuracy, mean margin and "
-                 "calibration of a reward model on a pairs file.", _json),
+                 "calibration of a reward model on a pairs file.", _reward_eval),
     StageCommand(("reward", "score"), "rlhaif.reward.evaluate:run_reward_score", "Add `score` (normalized) and "
                  "`raw_score` to every completion.", _reward_score),
     StageCommand(("ppo",), "ppo", "Optimise the policy against a reward model (or a Python reward) with PPO and "
