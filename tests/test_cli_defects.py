@@ -399,3 +399,20 @@ def test_ppo_summary_says_what_its_kl_is_and_counts_one_step(tmp_path, tiny_lm_f
     assert code == 0, err
     assert re.search(r"^ppo: 1 step, score -?[0-9.]+, kl -?[0-9.]+ \(k1 estimate: can dip below 0 when the KL is "
                      r"small\); policy saved to ", out, re.M), out
+
+
+def test_a_blank_line_in_a_txt_prompt_file_does_not_shift_the_ids(tmp_path, tiny_lm_folder, capsys):
+    """Ids are the lines' 0-based indices, as for JSONL: a blank line is skipped, not renumbered around."""
+    txt = tmp_path / "p.txt"
+    txt.write_text("first prompt\n\nthird prompt\n   \nfifth prompt\n")
+    code, out, err = _cli(["generate", "--model", tiny_lm_folder, "--prompts", txt, "-k", 1, "--max-new-tokens", 2,
+                           "--output-dir", tmp_path / "gen"], capsys)
+    assert code == 0, err
+    rows = [json.loads(l) for l in (tmp_path / "gen" / "completions.jsonl").read_text().splitlines()]
+    assert [(r["prompt_id"], r["prompt"]) for r in rows] == [("0", "first prompt"), ("2", "third prompt"),
+                                                             ("4", "fifth prompt")]
+    jsonl = tmp_path / "p.jsonl"  # the same file as JSONL gives the same ids
+    jsonl.write_text('{"prompt": "first prompt"}\n\n{"prompt": "third prompt"}\n   \n{"prompt": "fifth prompt"}\n')
+    from rlhaif.generate import read_prompts
+
+    assert [(p.id, p.prompt) for p in read_prompts(jsonl)] == [(r["prompt_id"], r["prompt"]) for r in rows]

@@ -279,7 +279,7 @@ def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: i
 
 def read_prompts(path) -> list[PromptRecord]:
     """Prompts from JSONL ({"prompt": ...}; also accepts completions or pairs files) or plain text,
-    one prompt per line."""
+    one prompt per line. A prompt without an id gets its line's 0-based index (blank lines count)."""
 
     from rlhaif.data.io import parse_record, read_jsonl
 
@@ -287,8 +287,9 @@ def read_prompts(path) -> list[PromptRecord]:
     if path.suffix in (".txt",):
         if not path.exists():
             raise RlhaifError(f"{path}: file not found")
-        lines = [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-        out = [PromptRecord(id=str(i), prompt=l) for i, l in enumerate(lines)]
+        # id: the line's 0-based index, as a JSONL prompt without an id gets; blank lines are skipped, not renumbered
+        out = [PromptRecord(id=str(i), prompt=l.strip())
+               for i, l in enumerate(path.read_text(encoding="utf-8").splitlines()) if l.strip()]
     else:
         out, seen = [], {}
         for lineno, obj in read_jsonl(path):
