@@ -416,3 +416,30 @@ def test_a_blank_line_in_a_txt_prompt_file_does_not_shift_the_ids(tmp_path, tiny
     from rlhaif.generate import read_prompts
 
     assert [(p.id, p.prompt) for p in read_prompts(jsonl)] == [(r["prompt_id"], r["prompt"]) for r in rows]
+
+
+def test_stage_outputs_get_the_umask_modes(tmp_path, tiny_lm_folder, capsys, monkeypatch):
+    """Everything a recipe's stages write is 0644 / 0755 under umask 022 (atomic writes and the model folders
+    renamed into place were 0600 / 0700 beside 0644 files); only secrets (a token file) are 0600."""
+    import stat
+
+    prompts = _prompts(tmp_path / "p.jsonl", 2)
+    data = tmp_path / "demos.jsonl"
+    data.write_text(json.dumps({"prompt": "hi", "response": "hello there"}) + "\n")
+    recipe = tmp_path / "r.yaml"
+    run = tmp_path / "run"
+    recipe.write_text(yaml.safe_dump({"run_dir": str(run), "policy": str(tiny_lm_folder), "stages": [
+        {"stage": "sft", "model": "${policy}", "data": str(data), "max_steps": 1, "lora_r": 2,
+         "keep_checkpoints": True},
+        {"stage": "generate", "model": "${policy}", "prompts": str(prompts), "k": 2, "max_new_tokens": 2}]}))
+    old = os.umask(0o022)
+    try:
+        code, out, err = _cli(["run", recipe], capsys)
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    modes = {str(p.relative_to(run)): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*")}
+    assert {"sft/model/adapter_model.safetensors", "sft/checkpoints/step-000001/trainable.safetensors",
+            "generate/completions.jsonl", "generate/manifest.json"} <= set(modes)
+    wrong = {p: oct(m) for p, m in modes.items() if m != (0o755 if (run / p).is_dir() else 0o644)}
+    assert not wrong, wrong

@@ -28,6 +28,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from rlhaif.data.io import umask_mode
+
 CKPT_DIR = "checkpoints"
 RUN_CONFIG = "train_config.json"  # the stage and settings a run started with: a resume is checked against it
 LOG_FILES = ("metrics.jsonl", "samples.jsonl")  # per-step rows, cut back to the checkpoint on resume
@@ -361,6 +363,7 @@ def save_checkpoint(out_dir: str | os.PathLike, step: int, model: torch.nn.Modul
     if accelerator is not None:
         accelerator.wait_for_everyone()
     if main:
+        umask_mode(tmp)  # safetensors writes 0600
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -428,6 +431,7 @@ def save_pretrained_atomic(model, tokenizer, out_dir: str | os.PathLike, merge_l
         to_save.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        umask_mode(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

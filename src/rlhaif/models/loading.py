@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from rlhaif.data.io import umask_mode
 from rlhaif.errors import RlhaifError
 
 # PEFT (0.21) reads `model.is_gradient_checkpointing` whenever it wraps a model (a new adapter or a saved one
@@ -121,6 +122,7 @@ def _convert_gguf_quietly(folder: Path, gguf_file: str, dest: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     plain.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    umask_mode(tmp)
     if dest.exists():
         shutil.rmtree(dest)
     try:
