@@ -303,19 +303,10 @@ def test_relabel_hh_file_with_a_malformed_record(tmp_path, judge, capsys):
 
 def test_cli_ai_label_into_a_store_then_export_and_suggest(tmp_path, judge, capsys):
     from rlhaif.cli import main
-    from rlhaif.data.records import CompletionRecord
     from rlhaif.feedback.human.store import Store
 
-    model, tok = judge
-    model.save_pretrained(tmp_path / "judge")
-    tok.save_pretrained(tmp_path / "judge")
     db = str(tmp_path / "f.db")
-    store = Store(db)
-    store.migrate()
-    store.create_campaign("c", "pairwise")
-    store.import_completions("c", [CompletionRecord(prompt_id="q", prompt=CONV, response=r, index=i)
-                                   for i, r in enumerate([Y1, Y2])])
-    store.close()
+    assert _label_a_store(tmp_path, judge, capsys, CONV)[0] == 0
 
     def run(*args):
         try:
@@ -324,8 +315,6 @@ def test_cli_ai_label_into_a_store_then_export_and_suggest(tmp_path, judge, caps
             assert e.code == 0
         return capsys.readouterr().out
 
-    run("feedback", "ai-label", "--db", db, "--campaign", "c", "--judge-model", str(tmp_path / "judge"),
-        "-o", str(tmp_path / "ai"))
     assert "1 AI labels" in run("feedback", "export", "--db", db, "-o", str(tmp_path / "p.jsonl"))
     (pair,) = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert pair["source"].startswith("ai:judge:") and 0.5 <= pair["p"] <= 1.0

@@ -10,19 +10,7 @@ import pytest
 import yaml
 
 from rlhaif.cli import main
-
-TOY = '''
-from pathlib import Path
-from rlhaif.config import StageConfig
-
-class ToyConfig(StageConfig):
-    output_dir: str
-    value: int = 0
-
-def run_toy(cfg: ToyConfig) -> dict:
-    Path(cfg.output_dir, "out.txt").write_text(str(cfg.value))
-    return {"value": cfg.value}
-'''
+from test_pipeline import TOY  # a stage writing out.txt (the recipe runner's tests)
 
 
 def _cli(argv, capsys):
@@ -53,7 +41,8 @@ def test_another_recipes_results_are_never_cleared_silently(tmp_path, monkeypatc
     assert _cli(["run", first], capsys)[0] == 0
     code, out, err = _cli(["run", second], capsys)
     assert code == 2, (out, err)
-    assert f"{run / 'sft'} holds results of the recipe {first}" in err and "--run-dir" in err and "--force" in err
+    assert f"stage 'sft': {run / 'sft'} holds results of the recipe {first}, with another config; refusing to " \
+           f"clear them. Give this run its own folder (--run-dir), or pass --force to replace them" in err
     assert (run / "sft" / "out.txt").read_text() == "1"
     # the same recipe with a changed config redoes its own stage, and says so
     _toy_recipe(first, run, 3)
@@ -70,7 +59,7 @@ def test_another_recipes_results_are_never_cleared_silently(tmp_path, monkeypatc
     del man["recipe"]
     (run / "sft" / "manifest.json").write_text(json.dumps(man))
     code, out, err = _cli(["run", first], capsys)
-    assert code == 2 and "holds results of a stage run outside this recipe" in err
+    assert code == 2 and "holds results this recipe did not write (a stage run alone" in err
     assert (run / "sft" / "out.txt").read_text() == "2"
 
 
@@ -255,8 +244,8 @@ def test_resume_says_what_happens_and_the_demo_sft_checkpoints(tmp_path, capsys,
     assert _cli(["run", recipe], capsys)[0] == 130
     crash_after_logging(3)  # runs again from the start, saves step 2, killed after step 3
     code, out, err = _cli(["run", recipe], capsys)
-    assert code == 130 and (f"[rerun] sft: interrupted before with the same config, with no checkpoint saved; it runs again in "
-            f"{tmp_path / 'run' / 'sft'}") in err and "[resume]" not in err
+    assert code == 130 and (f"[rerun] sft: interrupted before with the same config, with no checkpoint saved; it "
+                            f"runs again in {tmp_path / 'run' / 'sft'}") in err and "[resume]" not in err
     crash_after_logging(None)
     code, out, err = _cli(["run", recipe], capsys)
     assert code == 0 and "[resume] sft: interrupted before with the same config; resumes from its checkpoint at " \
@@ -382,9 +371,9 @@ def test_reward_eval_with_an_output_file_prints_a_short_summary(tmp_path, capsys
     report = json.loads((tmp_path / "ev.json").read_text())
     assert code == 0 and report["n_pairs"] == 5, err
     acc = f"{report['accuracy']:.1%}" if report["accuracy"] is not None else "n/a"
-    assert out.strip() == (f"accuracy {acc} on {report['n_decided']} decided pair{'' if report['n_decided'] == 1 else 's'}"
-                           f" (of 5), mean margin {report['mean_margin']:.3f}, calibration error {report['ece']:.3f}; "
-                           f"report -> {tmp_path / 'ev.json'}")
+    decided = f"{report['n_decided']} decided pair{'' if report['n_decided'] == 1 else 's'}"
+    assert out.strip() == (f"accuracy {acc} on {decided} (of 5), mean margin {report['mean_margin']:.3f}, "
+                           f"calibration error {report['ece']:.3f}; report -> {tmp_path / 'ev.json'}")
     code, out, err = _cli(["reward", "eval", "--model", rm, "--data", pairs], capsys)  # no file: the report itself
     assert code == 0 and json.loads(out) == report
 

@@ -23,12 +23,12 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def _rich_progress(transient: bool = False):
+def _rich_progress():
     """The progress line every stage shows: description, bar, done/total, time left, then an info field."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[info]}"), transient=transient)
+                    TextColumn("{task.fields[info]}"), transient=False)
 
 
 @contextlib.contextmanager

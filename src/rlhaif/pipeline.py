@@ -242,12 +242,13 @@ def _prepare_dir(out_dir: Path, fp: dict[str, Any], name: str, run_dir: str, log
             owner = (_read_json(out_dir / "manifest.json").get("recipe")
                      or _read_json(started).get("recipe"))
             if owner != recipe and not force:
-                made_by = f"the recipe {owner}" if owner else "a stage run outside this recipe"
+                made_by = (f"results of the recipe {owner}" if owner else "results this recipe did not write (a "
+                           "stage run alone, or a run of an rlhaif that did not record its recipe)")
                 raise RlhaifError(
-                    f"stage '{name}': {out_dir} holds results of {made_by}, with another config; refusing to "
-                    f"clear them. Give this run its own folder (--run-dir), or pass --force to replace them")
+                    f"stage '{name}': {out_dir} holds {made_by}, with another config; refusing to clear them. "
+                    f"Give this run its own folder (--run-dir), or pass --force to replace them")
             why = ("its config or inputs changed" if owner == recipe
-                   else f"--force, replacing the results of {owner or 'a stage run alone'}")
+                   else f"--force, replacing the results of {owner or 'another run'}")
             log(f"[redo] {name}: {why}; clearing {out_dir}")
             shutil.rmtree(out_dir)
         else:

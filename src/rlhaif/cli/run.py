@@ -31,8 +31,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         rounds: Optional[int] = typer.Option(None, help="Override the recipe's rounds (iterated RLHF)."),
         only: Optional[str] = typer.Option(None, help="Run only these stages (comma-separated names); "
                                            "the others must have finished before."),
-        check: bool = typer.Option(False, "--check", help="Only check the recipe (stages exist, keys are "
-                                   "valid); run nothing."),
+        check: bool = typer.Option(False, "--check", help="Only check the recipe (stages exist, keys and "
+                                   "their values are valid); run nothing."),
         force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     ):
         """Run a recipe: every stage in order, skipping finished ones, resuming an interrupted one."""

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 from rlhaif.cli.options import StageCommand
 
 
