@@ -188,6 +188,8 @@ def test_a_bad_hyper_parameter_is_refused_before_anything_loads(tmp_path, capsys
     code, out, err = _cli(["run", recipe, "--check"], capsys)
     assert code == 2 and f"{recipe}: stage 'sft': key 'epochs': Input should be a valid number" in err
     assert not (tmp_path / "run").exists()
+    code, out, err = _cli(["sft", "--help"], capsys)  # the range is in the flag's help too
+    assert code == 0 and "LoRA likes ~1e-4. Must be > 0. [default: 2e-05]" in re.sub(r"\s+", " ", out)
 
 
 def test_every_numeric_setting_of_every_stage_has_its_range():

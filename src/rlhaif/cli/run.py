@@ -55,9 +55,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         cai: bool = typer.Option(False, "--cai", help="Run the Constitutional AI recipe instead."),
         hh_rlhf: Optional[str] = typer.Option(None, "--hh-rlhf", help="Train the gold reward model on this "
                                               "hh-rlhf file (.jsonl or .jsonl.gz) instead of the bundled pairs."),
-        run_dir: Optional[str] = typer.Option(None, help="Where every stage writes [default: runs/demo; "
+        run_dir: Optional[str] = typer.Option(None, help="Where every stage writes (default: runs/demo; "
                                               "runs/demo-cai with --cai, runs/demo-hh with --hh-rlhf, "
-                                              "-human added with --human]."),
+                                              "-human added with --human)."),
         check: bool = typer.Option(False, "--check", help="Only check the demo's recipe (with --human / --cai "
                                    "as given); run nothing."),
         force: bool = typer.Option(False, "--force", help=FORCE_HELP),
