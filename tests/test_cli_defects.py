@@ -410,8 +410,9 @@ def test_a_blank_line_in_a_txt_prompt_file_does_not_shift_the_ids(tmp_path, tiny
 
 
 def test_stage_outputs_get_the_umask_modes(tmp_path, tiny_lm_folder, capsys, monkeypatch):
-    """Everything a recipe's stages write is 0644 / 0755 under umask 022 (atomic writes and the model folders
-    renamed into place were 0600 / 0700 beside 0644 files); only secrets (a token file) are 0600."""
+    """Everything a recipe's stages write gets the umask's modes: 0640 / 0750 under umask 027, as 0644 / 0755
+    under the usual 022 (atomic writes, the model folders renamed into place and safetensors files were 0600 /
+    0700 beside 0644 files); only secrets (a token file) are written 0600 whatever the umask."""
     import stat
 
     prompts = _prompts(tmp_path / "p.jsonl", 2)
@@ -423,7 +424,7 @@ def test_stage_outputs_get_the_umask_modes(tmp_path, tiny_lm_folder, capsys, mon
         {"stage": "sft", "model": "${policy}", "data": str(data), "max_steps": 1, "lora_r": 2,
          "keep_checkpoints": True},
         {"stage": "generate", "model": "${policy}", "prompts": str(prompts), "k": 2, "max_new_tokens": 2}]}))
-    old = os.umask(0o022)
+    old = os.umask(0o027)
     try:
         code, out, err = _cli(["run", recipe], capsys)
     finally:
@@ -432,5 +433,5 @@ def test_stage_outputs_get_the_umask_modes(tmp_path, tiny_lm_folder, capsys, mon
     modes = {str(p.relative_to(run)): stat.S_IMODE(p.stat().st_mode) for p in run.rglob("*")}
     assert {"sft/model/adapter_model.safetensors", "sft/checkpoints/step-000001/trainable.safetensors",
             "generate/completions.jsonl", "generate/manifest.json"} <= set(modes)
-    wrong = {p: oct(m) for p, m in modes.items() if m != (0o755 if (run / p).is_dir() else 0o644)}
+    wrong = {p: oct(m) for p, m in modes.items() if m != (0o750 if (run / p).is_dir() else 0o640)}
     assert not wrong, wrong
