@@ -22,11 +22,11 @@ C = TypeVar("C", bound="StageConfig")
 _POSITIVE, _NON_NEGATIVE, _AT_LEAST_1, _SHARE, _PROBABILITY = "> 0", ">= 0", ">= 1", ">= 0, < 1", "> 0, <= 1"
 RANGES: dict[str, str] = {
     **dict.fromkeys(("learning_rate", "epochs", "clip_range", "clip_range_value", "kl_target", "kl_ceiling",
-                     "score_clip", "tis_cap", "timeout", "requests_per_second", "beta", "lora_alpha"), _POSITIVE),
+                     "score_clip", "tis_cap", "timeout", "requests_per_second", "beta"), _POSITIVE),
     **dict.fromkeys(("max_grad_norm", "weight_decay", "warmup_steps", "save_every", "lora_r", "temperature",
                      "top_k", "vf_coef", "entropy_coef", "kl_coef", "kl_loss_coef", "nll_alpha", "center_coef",
                      "kto_lambda_d", "kto_lambda_u", "max_retries", "sample_every", "samples_in_report",
-                     "bootstrap_rounds", "normalize_samples", "seed"), _NON_NEGATIVE),
+                     "bootstrap_rounds", "normalize_samples", "seed", "lora_alpha"), _NON_NEGATIVE),
     **dict.fromkeys(("batch_size", "eval_batch_size", "mini_batch_size", "gradient_accumulation_steps", "max_steps",
                      "steps", "ppo_epochs", "k", "num_generations", "max_length", "max_new_tokens",
                      "max_prompt_length", "cot_max_new_tokens", "n_rounds", "kl_horizon", "concurrency", "overlap",
