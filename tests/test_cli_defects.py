@@ -263,6 +263,14 @@ def test_resume_says_what_happens_and_the_demo_sft_checkpoints(tmp_path, capsys,
     demos = (ASSETS / "demos" / "demo_sft.jsonl").read_text().splitlines()
     steps = len(micro_batches(len(demos), sft["batch_size"], sft["epochs"], 0))
     assert steps == 22 and 0 < sft["save_every"] < steps
+    # the study recipe shares the demo's first six stages (run in runs/demo, it skips them): still the same
+    from rlhaif.pipeline import load_recipe
+
+    name = "study-overoptimization.yaml"  # packaged beside the demo's, or in the checkout's recipes/
+    study = load_recipe(next(p for p in (ASSETS / "recipes" / name, Path(__file__).parents[1] / "recipes" / name)
+                             if p.exists()))
+    demo = demo_recipe("rlhf")
+    assert [(s.name, s.settings) for s in study.stages[:6]] == [(s.name, s.settings) for s in demo.stages[:6]]
 
 
 def test_feedback_serve_prints_where_it_listens_and_each_request(tmp_path):
