@@ -3,6 +3,7 @@ normalization, order debiasing, batching with padding, chain-of-thought clamp, r
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -302,6 +303,31 @@ def test_relabel_hh_file_with_a_malformed_record(tmp_path, judge, capsys):
 
 def test_cli_ai_label_into_a_store_then_export_and_suggest(tmp_path, judge, capsys):
     from rlhaif.cli import main
+    from rlhaif.feedback.human.store import Store
+
+    db = str(tmp_path / "f.db")
+    assert _label_a_store(tmp_path, judge, capsys, CONV)[0] == 0
+
+    def run(*args):
+        try:
+            main(list(args))
+        except SystemExit as e:
+            assert e.code == 0
+        return capsys.readouterr().out
+
+    assert "1 AI labels" in run("feedback", "export", "--db", db, "-o", str(tmp_path / "p.jsonl"))
+    (pair,) = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert pair["source"].startswith("ai:judge:") and 0.5 <= pair["p"] <= 1.0
+    assert "wrote 0 pairs" in run("feedback", "export", "--db", db, "-o", str(tmp_path / "h.jsonl"), "--no-ai")
+    assert "shown" in run("feedback", "suggestions", "c", "--on", "--db", db)
+    assert Store(db).campaign("c").show_ai_suggestions
+
+
+
+def _label_a_store(tmp_path, judge, capsys, prompt, pairs=((Y1, Y2),)):
+    """`rlhaif feedback ai-label --db` on a new store of one campaign 'c' (each pair one prompt):
+    (exit code, stdout, stderr)."""
+    from rlhaif.cli import main
     from rlhaif.data.records import CompletionRecord
     from rlhaif.feedback.human.store import Store
 
@@ -312,22 +338,39 @@ def test_cli_ai_label_into_a_store_then_export_and_suggest(tmp_path, judge, caps
     store = Store(db)
     store.migrate()
     store.create_campaign("c", "pairwise")
-    store.import_completions("c", [CompletionRecord(prompt_id="q", prompt=CONV, response=r, index=i)
-                                   for i, r in enumerate([Y1, Y2])])
+    store.import_completions("c", [CompletionRecord(prompt_id=f"q{k}", prompt=prompt, response=r, index=i)
+                                   for k, pair in enumerate(pairs) for i, r in enumerate(pair)])
     store.close()
+    try:
+        main(["feedback", "ai-label", "--db", db, "--campaign", "c", "--judge-model", str(tmp_path / "judge"),
+              "-o", str(tmp_path / "ai")])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
-    def run(*args):
-        try:
-            main(list(args))
-        except SystemExit as e:
-            assert e.code == 0
-        return capsys.readouterr().out
 
-    run("feedback", "ai-label", "--db", db, "--campaign", "c", "--judge-model", str(tmp_path / "judge"),
-        "-o", str(tmp_path / "ai"))
-    assert "1 AI labels" in run("feedback", "export", "--db", db, "-o", str(tmp_path / "p.jsonl"))
-    (pair,) = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert pair["source"].startswith("ai:judge:") and 0.5 <= pair["p"] <= 1.0
-    assert "wrote 0 pairs" in run("feedback", "export", "--db", db, "-o", str(tmp_path / "h.jsonl"), "--no-ai")
-    assert "shown" in run("feedback", "suggestions", "c", "--on", "--db", db)
-    assert Store(db).campaign("c").show_ai_suggestions
+def test_cli_ai_label_a_store_whose_prompts_are_chat_messages(tmp_path, judge, capsys):
+    """A campaign imported from completions whose prompt is a list of chat messages (docs/quickstart.md's
+    format): `feedback ai-label --db` labels it (it crashed in as_messages on the stored JSON dicts)."""
+    from rlhaif.data.records import Message
+
+    chat = [Message(role="system", content="be kind"), Message(role="user", content=CONV)]
+    code, out, err = _label_a_store(tmp_path, judge, capsys, chat)
+    assert code == 0, err
+    (pair,) = [json.loads(line) for line in (tmp_path / "ai" / "pairs.jsonl").read_text().splitlines()]
+    assert pair["prompt"] == [m.model_dump() for m in chat] and pair["source"].startswith("ai:judge:")
+
+
+def test_ai_label_bar_and_summary_show_the_same_named_quantity(tmp_path, judge, capsys):
+    """The bar showed p_mean 0.48 (mean p(first better)) and the summary 0.55 (mean p of the preferred one):
+    both are now p_chosen_mean, the mean p of the preferred response (pairs.jsonl's p)."""
+    pairs = [(Y1, Y2), (Y2, Y1), ("the cat is kind", "no"), ("no", "food is good for the cat")]
+    code, out, err = _label_a_store(tmp_path, judge, capsys, CONV, pairs)
+    assert code == 0, err
+    bar = float(re.search(r"p_chosen_mean=([0-9.]+)", out).group(1))
+    summary = json.loads(out[out.index("{"):])
+    written = [json.loads(line)["p"] for line in (tmp_path / "ai" / "pairs.jsonl").read_text().splitlines()]
+    assert summary["p_chosen_mean"] == pytest.approx(sum(written) / 4, abs=1e-4) == pytest.approx(bar, abs=1e-3)
+    assert "p_mean" not in summary

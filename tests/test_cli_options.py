@@ -102,7 +102,7 @@ def test_flags_typed_and_left_out_flags_keep_the_yaml(tmp_path):
         _parse(["-o", "z", "--names", "p"])
     helps = {f.name: f.option.help for f in config_options(Toy)}
     assert helps["new_field"] == "A field added later shows up on the command line with this help.  [default: 3]"
-    assert helps["output_dir"] == "Where it goes.  [required]" and helps["limit"] == "At most this many."
+    assert helps["output_dir"] == "Where it goes.  [required]" and helps["limit"] == "At most this many. Must be >= 1."
 
 
 def test_help_and_the_annotation_commands_do_not_import_torch():

@@ -172,8 +172,10 @@ def test_cli_end_to_end(tiny_dir, toy_files, tmp_path):
            "--reference", "adapter", "--lora-r", "4"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    last = json.loads(done.stdout.strip().splitlines()[-1])
-    assert last["steps"] == 2 and "eval/accuracy" in last
+    last = done.stdout.strip().splitlines()[-1]
+    ev = json.loads((out / "eval.json").read_text())
+    assert last == (f"dpo (sigmoid loss): trained 2 steps on 48 pairs; held-out accuracy {ev['eval/accuracy']:.3f} on "
+                    f"{ev['eval/pairs']} pairs, implicit-reward margin {ev['eval/margin']:.4f} -> {out / 'model'}")
     assert (out / "model" / "adapter_config.json").exists()
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "hi", "chosen": "ok"}\n')

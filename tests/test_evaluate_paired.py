@@ -92,4 +92,5 @@ def test_report_leads_with_the_paired_gain_over_the_reference(tiny_setup):  # no
     assert pairs == {("base", "sft"), ("rl", "sft"), ("sft", "base"), ("rl", "base")}
     html = (d / "paired" / "report.html").read_text()
     assert html.index("Paired gains") < html.index("<h2>Models</h2>")
+    assert "KL: the k1 estimate" in html and "can come out slightly negative" in html  # a KL below 0 explained
     assert "rl over sft: " in html

@@ -120,7 +120,7 @@ def test_new_tokens_counted_and_text_decoded():
 def test_read_prompts_formats_and_errors(tmp_path):
     (tmp_path / "p.txt").write_text("first prompt\n\nsecond prompt\n", encoding="utf-8")
     assert [(r.id, r.prompt) for r in read_prompts(tmp_path / "p.txt")] == [("0", "first prompt"),
-                                                                             ("1", "second prompt")]
+                                                                             ("2", "second prompt")]  # line 3
     rows = [{"id": "a", "prompt": "x"}, {"prompt": "y"}, {"prompt_id": "c", "prompt": "z", "response": "r"}]
     (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     assert [r.id for r in read_prompts(tmp_path / "p.jsonl")] == ["a", "1", "c"]

@@ -7,22 +7,65 @@ A key that does not exist fails fast and names the closest real key:
 from __future__ import annotations
 
 import difflib
+import operator
 import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 from rlhaif.errors import ConfigError
 
 C = TypeVar("C", bound="StageConfig")
+
+_POSITIVE, _NON_NEGATIVE, _AT_LEAST_1, _SHARE, _PROBABILITY = "> 0", ">= 0", ">= 1", ">= 0, < 1", "> 0, <= 1"
+RANGES: dict[str, str] = {
+    **dict.fromkeys(("learning_rate", "epochs", "clip_range", "clip_range_value", "kl_target", "kl_ceiling",
+                     "score_clip", "tis_cap", "timeout", "requests_per_second", "beta"), _POSITIVE),
+    **dict.fromkeys(("max_grad_norm", "weight_decay", "warmup_steps", "save_every", "lora_r", "temperature",
+                     "top_k", "vf_coef", "entropy_coef", "kl_coef", "kl_loss_coef", "nll_alpha", "center_coef",
+                     "kto_lambda_d", "kto_lambda_u", "max_retries", "sample_every", "samples_in_report",
+                     "bootstrap_rounds", "normalize_samples", "seed", "lora_alpha"), _NON_NEGATIVE),
+    **dict.fromkeys(("batch_size", "eval_batch_size", "mini_batch_size", "gradient_accumulation_steps", "max_steps",
+                     "steps", "ppo_epochs", "k", "num_generations", "max_length", "max_new_tokens",
+                     "max_prompt_length", "cot_max_new_tokens", "n_rounds", "kl_horizon", "concurrency", "overlap",
+                     "max_prompts", "max_pairs", "limit", "best_of", "n", "per_prompt"), _AT_LEAST_1),
+    **dict.fromkeys(("eval_fraction",), _SHARE),
+    **dict.fromkeys(("top_p", "top_share"), _PROBABILITY),
+    "gamma": ">= 0, <= 1", "lam": ">= 0, <= 1", "label_smoothing": ">= 0, <= 0.5", "port": ">= 0, <= 65535",
+}
+"""The valid range of every numeric setting, by field name (a name means one thing in every stage, issue 14):
+``StageConfig`` checks it in every stage's config, so a YAML file, a flag or a recipe (``rlhaif run --check``)
+with a negative learning rate fails before anything loads. None (an unset optional) is not checked."""
+
+_COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+def range_error(name: str, value: Any) -> str | None:
+    """Why ``value`` is out of the range RANGES gives the field ``name`` (None when it is in range, unset, not a
+    number, or the field has no range)."""
+    if name not in RANGES or value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    for bound in RANGES[name].split(", "):
+        op, limit = bound.split(" ")
+        if not _COMPARE[op](value, float(limit)):
+            return f"must be {RANGES[name].replace(', ', ' and ')} (got {value})"
+    return None
 
 
 class StageConfig(BaseModel):
     """Base of every stage's config: unknown keys are errors, fields are validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _in_range(cls, value: Any, info: ValidationInfo) -> Any:
+        error = range_error(info.field_name, value)
+        if error:
+            raise ValueError(error)
+        return value
 
     @classmethod
     def from_sources(cls: type[C], yaml_path: str | os.PathLike | None = None,
@@ -31,6 +74,7 @@ class StageConfig(BaseModel):
         Flags left at ``None`` do not override."""
         data: dict[str, Any] = {}
         source = "<flags>"
+        flags = {k for k, v in (overrides or {}).items() if v is not None}
         if yaml_path:
             source = str(yaml_path)
             data = load_yaml(yaml_path)
@@ -38,21 +82,44 @@ class StageConfig(BaseModel):
                 data = data.get(where) or {}
                 if not isinstance(data, dict):
                     raise ConfigError(f"{source}: '{where}' must be a mapping of keys to values")
-        for k, v in (overrides or {}).items():
-            if v is not None:
-                data[k] = v
-        return cls.validate_dict(data, source)
+        for k in flags:
+            data[k] = overrides[k]  # type: ignore[index]
+        return cls.validate_dict(data, source, flags)
 
     @classmethod
-    def validate_dict(cls: type[C], data: dict[str, Any], source: str = "<config>") -> C:
+    def validate_dict(cls: type[C], data: dict[str, Any], source: str = "<config>",
+                      flags: set[str] | frozenset[str] = frozenset()) -> C:
+        """Validate ``data`` (from ``source``); an error names the key, or the flag for the keys in ``flags``
+        (given on the command line), or the source alone for a rule across keys."""
         check_keys(cls, data, source)
         try:
             return cls.model_validate(data)
         except ValidationError as e:
             err = e.errors()[0]
-            loc = ".".join(str(x) for x in err["loc"])
             msg = "is required" if err["type"] == "missing" else err["msg"].removeprefix("Value error, ")
+            if not err["loc"]:  # a rule across several keys (e.g. best_of needs a scorer): its message names them
+                where = source if not flags else "the flags" if source == "<flags>" else f"{source} with the flags"
+                raise ConfigError(f"{where}: {msg}") from None
+            loc = ".".join(str(x) for x in err["loc"])
+            if str(err["loc"][0]) in flags:
+                raise ConfigError(f"{'--' + loc.replace('_', '-')}: {msg}") from None
             raise ConfigError(f"{source}: key '{loc}': {msg}") from None
+
+    @classmethod
+    def check_values(cls, data: dict[str, Any], source: str) -> None:
+        """Check each value of ``data`` that holds no ``${...}`` reference against its field's type and range,
+        alone (``rlhaif run --check``: the references are known only when the stages before have run)."""
+        for key, value in data.items():
+            info = cls.model_fields.get(key)
+            if info is None or "${" in repr(value):
+                continue
+            try:
+                value = TypeAdapter(info.annotation).validate_python(value)
+            except ValidationError as e:
+                raise ConfigError(f"{source}: key '{key}': {e.errors()[0]['msg']}") from None
+            error = range_error(key, value)
+            if error:
+                raise ConfigError(f"{source}: key '{key}': {error}")
 
 
 class TrainConfig(StageConfig):

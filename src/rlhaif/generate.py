@@ -70,8 +70,9 @@ class GenerateConfig(StageConfig):
 
     @model_validator(mode="after")
     def _best_of_needs_a_scorer(self) -> "GenerateConfig":
-        if self.best_of is not None and (self.best_of < 1 or not self.scorer):
-            raise ValueError("best_of must be at least 1 and needs a scorer (e.g. a reward-model folder)")
+        if self.best_of is not None and not self.scorer:
+            raise ValueError(f"best_of {self.best_of} needs a scorer to rank the responses by (scorer, --scorer: a "
+                             "reward-model folder, classifier:PATH:LABEL or python:FILE:FUNCTION)")
         if self.best_of is not None and self.k < self.best_of:
             raise ValueError(f"best_of {self.best_of} keeps the best of {self.best_of} responses per prompt: set k to "
                              f"at least {self.best_of} (it is {self.k})")
@@ -278,7 +279,7 @@ def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: i
 
 def read_prompts(path) -> list[PromptRecord]:
     """Prompts from JSONL ({"prompt": ...}; also accepts completions or pairs files) or plain text,
-    one prompt per line."""
+    one prompt per line. A prompt without an id gets its line's 0-based index (blank lines count)."""
 
     from rlhaif.data.io import parse_record, read_jsonl
 
@@ -286,8 +287,9 @@ def read_prompts(path) -> list[PromptRecord]:
     if path.suffix in (".txt",):
         if not path.exists():
             raise RlhaifError(f"{path}: file not found")
-        lines = [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-        out = [PromptRecord(id=str(i), prompt=l) for i, l in enumerate(lines)]
+        # id: the line's 0-based index, as a JSONL prompt without an id gets; blank lines are skipped, not renumbered
+        out = [PromptRecord(id=str(i), prompt=l.strip())
+               for i, l in enumerate(path.read_text(encoding="utf-8").splitlines()) if l.strip()]
     else:
         out, seen = [], {}
         for lineno, obj in read_jsonl(path):
@@ -323,6 +325,8 @@ class GenerateResult:
     """The sampler's precision choice (rlhaif's sampler only)."""
     best_of: Optional[int] = None
     """N of best-of-N, when the completions are each prompt's best of N."""
+    sampled: Optional[int] = None
+    """Best-of-N: the responses sampled, of which ``responses`` were kept."""
 
 
 def run_generate(cfg: GenerateConfig, progress=None) -> GenerateResult:
@@ -350,11 +354,14 @@ def run_generate(cfg: GenerateConfig, progress=None) -> GenerateResult:
     from rlhaif.precision import choose_precision
 
     prec = choose_precision(cfg.precision, next(model.parameters()).device)
+    from rlhaif.metrics import progress_bar
+
     try:
-        completions, stats = generate_completions(model, tok, recs, cfg.k, sampling, cfg.batch_size, cfg.seed,
-                                                  model_name=cfg.model, max_prompt_length=cfg.max_prompt_length,
-                                                  progress=progress, precision=None if engine else prec,
-                                                  engine=engine)
+        with progress_bar("generate", len(recs) * cfg.k, enabled=progress is None) as bar:
+            completions, stats = generate_completions(model, tok, recs, cfg.k, sampling, cfg.batch_size, cfg.seed,
+                                                      model_name=cfg.model, max_prompt_length=cfg.max_prompt_length,
+                                                      progress=progress or bar, precision=None if engine else prec,
+                                                      engine=engine)
     finally:
         if engine is not None:
             engine.close()
@@ -364,7 +371,7 @@ def run_generate(cfg: GenerateConfig, progress=None) -> GenerateResult:
         from rlhaif.best_of_n import apply_best_of_n
 
         completions = apply_best_of_n(completions, cfg.scorer, cfg.best_of)
-        stats["best_of"] = cfg.best_of
+        stats.update(best_of=cfg.best_of, sampled=stats["responses"], responses=len(completions))
     write_records(cfg.output, completions)
     with atomic_write(out_dir / "generate_stats.json") as f:
         f.write(json.dumps(stats, indent=2))

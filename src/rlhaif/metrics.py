@@ -6,10 +6,11 @@ Trackers (TensorBoard, W&B) receive the same dict through Accelerate when the ru
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from rlhaif.data.io import append_jsonl
 
@@ -20,6 +21,27 @@ def _clean(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)
     return v
+
+
+def _rich_progress():
+    """The progress line every stage shows: description, bar, done/total, time left, then an info field."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[info]}"), transient=False)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None = None, enabled: bool = True
+                 ) -> Iterator[Callable[[int, int | None], None]]:
+    """A progress line for work that logs no metrics rows (sampling, say); yields ``update(done, total)``.
+    Disabled (``enabled`` false, e.g. on other processes than the main one), ``update`` does nothing."""
+    if not enabled:
+        yield lambda done, total=None: None
+        return
+    with _rich_progress() as bar:
+        task = bar.add_task(description, total=total, info="")
+        yield lambda done, total=None: bar.update(task, completed=done, **({"total": total} if total else {}))
 
 
 class MetricsLogger:
@@ -44,10 +66,7 @@ class MetricsLogger:
 
     def __enter__(self) -> "MetricsLogger":
         if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False)
+            self._progress = _rich_progress()
             self._progress.start()
             self._task = self._progress.add_task(self.description, total=self.total, completed=self.start_step,
                                                  info="")
@@ -68,6 +87,12 @@ class MetricsLogger:
             keys = self.show or tuple(k for k in metrics if isinstance(row.get(k), (int, float)))[:4]
             info = "  ".join(f"{k.split('/')[-1]}={row[k]:.4g}" for k in keys if isinstance(row.get(k), (int, float)))
             self._progress.update(self._task, advance=advance, info=info)
+
+    def advance(self, n: int) -> None:
+        """Move the progress bar by ``n`` without logging a row (work inside a step: a stage whose steps are
+        long shows it as it goes)."""
+        if self._progress is not None:
+            self._progress.update(self._task, advance=n)
 
     def print(self, *args: Any) -> None:
         if self.enabled:

@@ -22,7 +22,9 @@ the stage's config fields (the same keys as its command's --config YAML). ``outp
   the stage returned (also kept in its manifest.json ``outputs``), e.g. ``${ppo.model}``, ``${pairs.pairs}``.
 
 A stage whose manifest matches (same config, same input file hashes) is skipped on a re-run; a stage that
-was interrupted runs again and resumes from its own last checkpoint.
+was interrupted runs again and resumes from its own last checkpoint. A stage whose folder holds results of
+another config is redone only when this recipe wrote them (the ``recipe`` key of its manifest); another
+recipe's results stop the run unless ``force`` (``--force``).
 """
 
 from __future__ import annotations
@@ -176,6 +178,8 @@ class _Scope:
         self.vars: dict[str, Any] = {"run_dir": self.run_dir, "assets": str(ASSETS), "round": 1,
                                      "base": recipe.policy, "policy": recipe.policy}
         self.outputs: dict[str, dict[str, Any]] = {}  # stage name -> {"dir": ..., **returned}
+        self.recipe = recipe_identity(recipe)
+        self.force = False  # run_recipe(force=True): replace what other recipes wrote in run_dir
 
     def lookup(self, expr: str, where: str) -> Any:
         expr = expr.strip()
@@ -220,28 +224,75 @@ def _policy_of(outputs: dict[str, Any], where: str) -> str:
 STARTED = ".rlhaif_started.json"  # the fingerprint of a stage that started and has not finished (dot: not hashed)
 
 
-def _prepare_dir(out_dir: Path, fp: dict[str, Any], name: str, run_dir: str, log: Callable[[str], None]) -> None:
-    """Resume an interrupted stage only when it was started with the same fingerprint. A folder this runner
-    made for another config (finished or not) is emptied first: its checkpoints belong to other settings."""
+def recipe_identity(recipe: Recipe) -> str:
+    """What names a recipe in the folders it writes (the ``recipe`` key of their manifest.json and of
+    STARTED): its file, resolved, so the same recipe file is the same recipe from any working directory."""
+    return str(Path(recipe.source).resolve()) if Path(recipe.source).exists() else recipe.source
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        body = json.loads(path.read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _started_fingerprint(out_dir: Path) -> dict[str, Any] | None:
+    """The fingerprint in a stage folder's STARTED file (without the runner's ``recipe`` key), or None."""
     started = out_dir / STARTED
+    if not started.exists():
+        return None
+    return {k: v for k, v in _read_json(started).items() if k != "recipe"}
+
+
+def _prepare_dir(out_dir: Path, fp: dict[str, Any], name: str, run_dir: str, log: Callable[[str], None],
+                 recipe: str = "<recipe>", force: bool = False) -> None:
+    """Resume an interrupted stage only when it was started with the same fingerprint. A folder that holds
+    another config's run (finished or not) is emptied first, since its checkpoints belong to other settings,
+    but only when this recipe wrote it (its manifest or STARTED file names this recipe) or with ``force``:
+    another recipe's results, or ones written by a stage run alone, are never cleared silently."""
+    started = out_dir / STARTED
+    fp_json = json.loads(json.dumps(fp, default=str))
     if _is_main_process():
-        same = started.exists() and json.loads(started.read_text() or "{}") == json.loads(json.dumps(fp, default=str))
-        if same:
-            log(f"[resume] {name}: interrupted before with the same config; the stage resumes from its checkpoint")
+        if _started_fingerprint(out_dir) == fp_json:
+            log(_resume_line(out_dir, fp_json, name))
         elif (out_dir / "manifest.json").exists() or started.exists():
             inside = Path(run_dir).resolve() in out_dir.resolve().parents
             if not inside:  # never delete a folder the recipe does not own
                 raise RlhaifError(f"stage '{name}': {out_dir} holds a run with another config and lies outside "
                                   f"run_dir {run_dir}; delete it or choose another output_dir")
-            log(f"[redo] {name}: its config or inputs changed; clearing {out_dir}")
+            owner = (_read_json(out_dir / "manifest.json").get("recipe")
+                     or _read_json(started).get("recipe"))
+            if owner != recipe and not force:
+                made_by = (f"results of the recipe {owner}" if owner else "results this recipe did not write (a "
+                           "stage run alone, or a run of an rlhaif that did not record its recipe)")
+                raise RlhaifError(
+                    f"stage '{name}': {out_dir} holds {made_by}, with another config; refusing to clear them. "
+                    f"Give this run its own folder (--run-dir), or pass --force to replace them")
+            why = ("its config or inputs changed" if owner == recipe
+                   else f"--force, replacing the results of {owner or 'another run'}")
+            log(f"[redo] {name}: {why}; clearing {out_dir}")
             shutil.rmtree(out_dir)
         else:
             log(f"[run ] {name} -> {out_dir}")
         out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_write(started) as f:
-            json.dump(fp, f, default=str)
-    fp_json = json.loads(json.dumps(fp, default=str))
-    _wait_for_file(lambda: started.exists() and json.loads(started.read_text() or "{}") == fp_json)
+            json.dump({**fp, "recipe": recipe}, f, default=str)
+    _wait_for_file(lambda: _started_fingerprint(out_dir) == fp_json)
+
+
+def _resume_line(out_dir: Path, fp: dict[str, Any], name: str) -> str:
+    """What a re-run does with a stage interrupted before with the same config: resume from the checkpoint it
+    saved (what a training stage does, rlhaif.training.start_run), or run again when it saved none."""
+    from rlhaif.training import latest_checkpoint
+
+    ckpt = latest_checkpoint(out_dir) if fp.get("config", {}).get("resume", True) else None
+    if ckpt is not None:
+        step = json.loads((ckpt / "trainer_state.json").read_text()).get("step")
+        return f"[resume] {name}: interrupted before with the same config; resumes from its checkpoint at step {step}"
+    return (f"[rerun] {name}: interrupted before with the same config, with no checkpoint saved; it runs again in "
+            f"{out_dir}")
 
 
 def _wait_for_file(check: Callable[[], bool]) -> None:
@@ -280,15 +331,16 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
             log(f"[skip] {spec.name}: finished before with the same config and inputs ({out_dir})")
         status = "skipped"
     else:
-        _prepare_dir(out_dir, fp, spec.name, scope.run_dir, log)
+        _prepare_dir(out_dir, fp, spec.name, scope.run_dir, log, scope.recipe, scope.force)
         t0, c0 = time.time(), time.process_time()
         outputs, wall = stage_outputs(fn(cfg)), round(time.time() - t0, 2)
         cpu = round(time.process_time() - c0, 2)  # all threads of this process: wall ≈ cpu / threads when quiet
         if _is_main_process():
             if manifest_matches(out_dir, fp):  # the stage's own: the runner adds only its wall time
-                _record_wall_time(out_dir / "manifest.json", wall)
+                _record_runner(out_dir / "manifest.json", wall, scope.recipe)
             else:  # a stage that writes no manifest of its own (e.g. a module:function of yours)
                 write_manifest(out_dir, fp, seed=config.get("seed"), wall_time_s=wall, outputs=outputs)
+                _record_runner(out_dir / "manifest.json", wall, scope.recipe)
             (out_dir / STARTED).unlink(missing_ok=True)
             log(f"[done] {spec.name}{f' round {round_}' if repeated else ''}: {wall:.1f} s (cpu {cpu:.1f} s)")
         _wait_for_file(lambda: manifest_matches(out_dir, fp))  # nobody reads outputs before the manifest exists
@@ -301,20 +353,26 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
             "wall_time_s": wall, "cpu_time_s": cpu, "output_dir": str(out_dir), "outputs": outputs}
 
 
-def _record_wall_time(path: Path, wall: float) -> None:
+def _record_runner(path: Path, wall: float, recipe: str) -> None:
     """The runner's wall time of a stage in the manifest the stage wrote (a re-run that skips the stage
-    reports it), the rest as the stage wrote it."""
+    reports it) and the recipe that ran it (whose later runs may redo the stage), the rest as the stage
+    wrote it."""
     body = json.loads(path.read_text())
     body["wall_time_s"] = wall
+    body["recipe"] = recipe
     with atomic_write(path) as f:
         json.dump(body, f, indent=2, default=str)
 
 
-def run_recipe(recipe: Recipe, only: Optional[list[str]] = None, log: Callable[[str], None] = print) -> dict:
+def run_recipe(recipe: Recipe, only: Optional[list[str]] = None, log: Callable[[str], None] = print,
+               force: bool = False) -> dict:
     """Run every stage in order (the repeated block once per round). ``only``: run just these stage names;
     the stages before them must have finished (their manifests give the values later stages refer to), the
-    stages after the last of them are left alone."""
+    stages after the last of them are left alone. A stage whose folder holds results of another config is
+    redone when this recipe wrote them; results another recipe (or a stage run alone) wrote are an error
+    unless ``force``."""
     scope = _Scope(recipe)
+    scope.force = force
     done: list[dict[str, Any]] = []
     block = [i for i, s in enumerate(recipe.stages) if s.repeat]
     order: list[tuple[int, int, bool]] = []  # (stage index, round, repeated)
@@ -398,30 +456,34 @@ def _restore(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, source
 
 
 def check_recipe(recipe: Recipe) -> list[str]:
-    """Without running anything: every stage kind is known and importable, and every setting is a field of
-    its config (typos fail with a suggestion). Returns one line per stage."""
+    """Without running anything: every stage kind is known and importable, every setting is a field of its
+    config (typos fail with a suggestion) and every setting without a ``${...}`` reference has a valid value
+    (type and range). Returns one line per stage."""
     from rlhaif.config import check_keys
 
     lines = []
     for spec in recipe.stages:
         _, cfg_cls = stage_function(spec.stage, recipe.source)
         check_keys(cfg_cls, spec.settings, f"{recipe.source}: stage '{spec.name}'")
+        cfg_cls.check_values(spec.settings, f"{recipe.source}: stage '{spec.name}'")
         lines.append(f"{spec.name}: {spec.stage} ({cfg_cls.__name__})" + (" [every round]" if spec.repeat else ""))
     return lines
 
 
-DEMO_RUN_DIRS = {"rlhf": "runs/demo", "cai": "runs/demo-cai"}
-"""Where each demo writes by default: each its own folder, so one never redoes the other's stages."""
+def demo_run_dir(cai: bool = False, hh_rlhf: bool = False, human: bool = False) -> str:
+    """Each demo's own default folder (runs/demo, runs/demo-cai, runs/demo-hh, ...-human): one demo never
+    meets another's results in its stage folders."""
+    return "runs/demo" + ("-cai" if cai else "") + ("-hh" if hh_rlhf else "") + ("-human" if human else "")
 
 
 def demo_recipe(name: str = "rlhf", run_dir: Optional[str] = None, hh_rlhf: Optional[str] = None,
                 human: bool = False) -> Recipe:
     """The recipe `rlhaif demo` runs: the bundled ``assets/recipes/<name>.yaml`` with ``run_dir`` set (default
-    ``DEMO_RUN_DIRS[name]``); ``hh_rlhf`` trains the gold reward model on that hh-rlhf file instead of the
-    bundled pairs."""
+    ``demo_run_dir``); ``hh_rlhf`` trains the gold reward model on that hh-rlhf file instead of the bundled
+    pairs."""
     path = packaged_recipes()[name]
     data = load_yaml(path)
-    data["run_dir"] = run_dir or DEMO_RUN_DIRS.get(name, f"runs/demo-{name}")
+    data["run_dir"] = run_dir or demo_run_dir(cai=name == "cai", hh_rlhf=bool(hh_rlhf), human=human)
     for st in data["stages"]:
         if hh_rlhf and st.get("name") == "gold_pairs":
             if not Path(hh_rlhf).exists():

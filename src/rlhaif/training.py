@@ -31,6 +31,8 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 import torch
 
+from rlhaif.data.io import umask_mode
+
 StageResult = TypeVar("StageResult")  # a stage's result record (finish_run returns what it is given)
 CKPT_DIR = "checkpoints"
 RUN_CONFIG = "train_config.json"  # the stage and settings a run started with: a resume is checked against it
@@ -443,6 +445,7 @@ def save_checkpoint(out_dir: str | os.PathLike, step: int, model: torch.nn.Modul
     if accelerator is not None:
         accelerator.wait_for_everyone()
     if main:
+        umask_mode(tmp)  # safetensors writes 0600
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -510,6 +513,7 @@ def save_pretrained_atomic(model, tokenizer, out_dir: str | os.PathLike, merge_l
         to_save.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        umask_mode(tmp)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

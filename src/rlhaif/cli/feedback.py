@@ -12,6 +12,8 @@ from typing import Optional
 
 import typer
 
+from rlhaif.errors import RlhaifError
+
 DB_HELP = "Feedback store: a SQLite file path or a postgresql:// URL."
 TOKEN_FILE_HELP = "Write the token to this file, readable by you only (0600), instead of printing it."
 
@@ -38,6 +40,32 @@ def _cost_line(r: dict) -> str:
         per = "n/a" if r["cost_per_usable_pair"] is None else f"{r['cost_per_usable_pair']:.4g}"
         line += f", cost {r['cost']:.4g}, {per} per usable pair"
     return line
+
+
+def _request_log(app):
+    """The ASGI app ``app``, printing one line per HTTP request: ``GET /api/next 200 3 ms``. The query string
+    is left out (it is no business of a log)."""
+    import sys
+    import time
+
+    async def logged(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        t0, status = time.perf_counter(), [None]
+
+        async def send_noting_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_noting_status)
+        finally:
+            ms = (time.perf_counter() - t0) * 1000
+            print(f"{scope['method']} {scope['path']} {status[0] or 'no response'} {ms:.0f} ms", file=sys.stdout,
+                  flush=True)
+
+    return logged
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -172,14 +200,27 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                   cost_per_hour: Optional[float] = typer.Option(None, min=0, help="What an annotator's hour costs "
                                                                 "(the admin page shows cost per usable pair)."),
                   cost_per_judgment: Optional[float] = typer.Option(None, min=0, help="Or what one judgment costs.")):
-        """Serve the annotation app (migrates the store on startup)."""
+        """Serve the annotation app (migrates the store on startup); prints its address, then one line per
+        request (method, path without the query, status, time)."""
+        import socket
+
         import uvicorn
 
         from rlhaif.feedback.human.app import Settings, create_app
 
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise RlhaifError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        bound = sock.getsockname()[1]  # the port the system chose for --port 0
         settings = Settings(db=db, secure_cookies=secure_cookies, cost_per_hour=cost_per_hour,
                             cost_per_judgment=cost_per_judgment)
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+        app = _request_log(create_app(settings))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        typer.echo(f"listening on http://{f'[{host}]' if ':' in host else host}:{bound} (store {db}; Ctrl-C stops)")
+        server.run(sockets=[sock])
 
     @fb.command("suggestions")
     def suggestions_cmd(campaign: str = typer.Argument(..., help="The pairwise campaign."),

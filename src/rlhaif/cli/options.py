@@ -22,6 +22,7 @@ import click
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from rlhaif.config import RANGES
 from rlhaif.errors import ConfigError
 
 # Short names every command gives the same field.
@@ -130,6 +131,8 @@ def field_option(name: str, info: Any, doc: str, decls: list[str] | None = None)
         shown = ""
     else:
         shown = f"default: {info.default}"
+    if name in RANGES:  # checked by StageConfig: say it where the flag is described
+        note += f" Must be {RANGES[name].replace(', ', ' and ')}."
     kw["help"] = doc + note + (f"  [{shown}]" if shown else "")
     return FieldOption(name, click.Option(decls, **kw), convert)
 

@@ -21,6 +21,8 @@ def _print_report(summary: dict) -> None:
 
 # the names `rlhaif run NAME` takes (rlhaif.pipeline.packaged_recipes, listed here without importing the pipeline)
 PACKAGED = sorted(p.stem for p in (Path(__file__).parent.parent / "assets" / "recipes").glob("*.yaml"))
+FORCE_HELP = ("Replace results that another recipe (or a stage run alone) left in a stage's folder, instead of "
+              "stopping; a re-run of the same recipe redoes a stage whose config changed without it.")
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -32,8 +34,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         rounds: Optional[int] = typer.Option(None, help="Override the recipe's rounds (iterated RLHF)."),
         only: Optional[str] = typer.Option(None, help="Run only these stages (comma-separated names); "
                                            "the others must have finished before."),
-        check: bool = typer.Option(False, "--check", help="Only check the recipe (stages exist, keys are "
-                                   "valid); run nothing."),
+        check: bool = typer.Option(False, "--check", help="Only check the recipe (stages exist, keys and "
+                                   "their values are valid); run nothing."),
+        force: bool = typer.Option(False, "--force", help=FORCE_HELP),
         show: bool = typer.Option(False, "--show", help="Only print the recipe's YAML (`rlhaif run rlhf --show > "
                                   "my.yaml` copies a packaged recipe to edit); run nothing."),
     ):
@@ -49,7 +52,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 typer.echo(line)
             typer.echo(f"{recipe}: ok ({len(r.stages)} stages, {r.rounds} round(s))")
             return
-        summary = run_recipe(r, only=only.split(",") if only else None, log=lambda m: typer.echo(m, err=True))
+        summary = run_recipe(r, only=only.split(",") if only else None, log=lambda m: typer.echo(m, err=True),
+                             force=force)
         _print_report(summary)
 
     @app.command("demo")
@@ -59,14 +63,17 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         cai: bool = typer.Option(False, "--cai", help="Run the Constitutional AI recipe instead."),
         hh_rlhf: Optional[str] = typer.Option(None, "--hh-rlhf", help="Train the gold reward model on this "
                                               "hh-rlhf file (.jsonl or .jsonl.gz) instead of the bundled pairs."),
-        run_dir: Optional[str] = typer.Option(None, help="Where every stage writes (default runs/demo; "
-                                              "runs/demo-cai with --cai)."),
+        run_dir: Optional[str] = typer.Option(None, help="Where every stage writes (default: runs/demo; "
+                                              "runs/demo-cai with --cai, runs/demo-hh with --hh-rlhf, "
+                                              "-human added with --human)."),
         check: bool = typer.Option(False, "--check", help="Only check the demo's recipe (with --human / --cai "
                                    "as given); run nothing."),
+        force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     ):
         """The whole loop on SmolLM2-135M-Instruct + LoRA on bundled prompts; prints where report.html is."""
-        from rlhaif.pipeline import check_recipe, demo_recipe, run_recipe
+        from rlhaif.pipeline import check_recipe, demo_recipe, demo_run_dir, run_recipe
 
+        run_dir = run_dir or demo_run_dir(cai=cai, hh_rlhf=bool(hh_rlhf), human=human)
         recipe = demo_recipe("cai" if cai else "rlhf", run_dir=run_dir, hh_rlhf=hh_rlhf, human=human)
         if check:
             for line in check_recipe(recipe):
@@ -74,5 +81,5 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             typer.echo(f"demo ({'cai' if cai else 'rlhf'}{', human feedback' if human else ''}): ok, "
                        f"{len(recipe.stages)} stages into {recipe.run_dir}")
             return
-        summary = run_recipe(recipe, log=lambda m: typer.echo(m, err=True))
+        summary = run_recipe(recipe, log=lambda m: typer.echo(m, err=True), force=force)
         _print_report(summary)

@@ -8,8 +8,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
-
 from rlhaif.cli.options import StageCommand
 from rlhaif.manifest import stage_outputs
 
@@ -27,8 +25,13 @@ def _json(result: Any, cfg: Any) -> str:
     return json.dumps(stage_outputs(result), indent=2)
 
 
+def count(n: int, noun: str) -> str:
+    """``1 step``, ``2 steps``: a count and its noun, plural when it is not 1."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _sft(res: SFTResult, cfg: Any) -> str:
-    return (f"trained {res.steps} steps on {res.examples} examples "
+    return (f"trained {count(res.steps, 'step')} on {count(res.examples, 'example')} "
             f"(last loss {res.metrics.get('sft/loss', float('nan')):.4f}) -> {res.model}")
 
 
@@ -37,29 +40,45 @@ def _reward_train(res: RewardTrainResult, cfg: Any) -> str:
         return "\n".join([f"ensemble of {len(res.members)} reward models -> {res.model} (ensemble.json)"]
                          + [f"  {_reward_train(m, cfg)}" for m in res.members])
     acc = res.eval.get("accuracy")
-    return (f"trained {res.steps} steps on {res.train_pairs} pairs -> {res.model}"
-            + (f"; held-out accuracy {acc:.1%} on {res.eval['n_decided']} pairs, "
+    return (f"trained {count(res.steps, 'step')} on {count(res.train_pairs, 'pair')} -> {res.model}"
+            + (f"; held-out accuracy {acc:.1%} on {count(res.eval['n_decided'], 'pair')}, "
                f"mean margin {res.eval['mean_margin']:.3f}" if acc is not None else ""))
 
 
 def _reward_eval(res: RewardEvalResult, cfg: Any) -> str:
-    return json.dumps(res.report, indent=2)
+    """The whole report (calibration buckets and all) when it is not written to a file; with ``-o``, where it
+    went and its headline figures."""
+    rep = res.report
+    if not res.output:
+        return json.dumps(rep, indent=2)
+    acc = "n/a" if rep["accuracy"] is None else f"{rep['accuracy']:.1%}"
+    margin = "n/a" if rep["mean_margin"] is None else f"{rep['mean_margin']:.3f}"
+    ece = "n/a" if rep.get("ece") is None else f"{rep['ece']:.3f}"
+    return (f"accuracy {acc} on {count(rep['n_decided'], 'decided pair')} (of {rep['n_pairs']}), mean margin "
+            f"{margin}, calibration error {ece}; report -> {res.output}")
 
 
 def _reward_score(res: RewardScoreResult, cfg: Any) -> str:
-    return f"scored {res.n} completions -> {res.output} (mean score {res.mean_score:.3f})"
+    return f"scored {count(res.n, 'completion')} -> {res.output} (mean score {res.mean_score:.3f})"
 
 
 def _ppo(res: Any, cfg: Any) -> str | None:  # a rlhaif.policy.ppo.PPOResult
     m = res.metrics
     if res.rank != 0:
         return None
-    return (f"ppo: {res.steps} steps, score {m.get('objective/score', float('nan')):.4f}, "
-            f"kl {m.get('objective/kl', float('nan')):.4f}; policy saved to {res.model}")
+    return (f"ppo: {count(res.steps, 'step')}, score {m.get('objective/score', float('nan')):.4f}, "
+            f"kl {m.get('objective/kl', float('nan')):.4f} (k1 estimate: can dip below 0 when the KL is small); "
+            f"policy saved to {res.model}")
 
 
 def _dpo(res: DPOResult, cfg: Any) -> str:
-    return json.dumps({"model": res.model, "steps": res.steps, **res.eval})
+    """One line; ``loss: kto`` trains on rows (one response judged alone), not pairs."""
+    unit = "row" if cfg.loss == "kto" else "pair"
+    ev = res.eval
+    held = (f"; held-out accuracy {ev['eval/accuracy']:.3f} on {count(ev['eval/pairs'], unit)}, implicit-reward "
+            f"margin {ev['eval/margin']:.4f}" if ev.get("eval/pairs") else "")
+    return (f"dpo ({cfg.loss} loss): trained {count(res.steps, 'step')} on {count(res.train_pairs, unit)}{held} "
+            f"-> {res.model}")
 
 
 def _evaluate(res: EvaluateResult, cfg: Any) -> str:
@@ -72,30 +91,21 @@ def _evaluate(res: EvaluateResult, cfg: Any) -> str:
 
 
 def _simulate(res: SimulateResult, cfg: Any) -> str:
-    return (f"{res.judgments} simulated judgments -> {res.n_pairs} pairs in {res.pairs}; "
+    return (f"{count(res.judgments, 'simulated judgment')} -> {count(res.n_pairs, 'pair')} in {res.pairs}; "
             f"flagged: {', '.join(res.flagged) or 'none'}")
 
 
 def _generate(res: GenerateResult, cfg: Any) -> str:
-    return (f"wrote {res.responses} completions to {res.completions} "
+    kept = (f", the best of each prompt's first {res.best_of} of {res.sampled} sampled" if res.best_of else "")
+    return (f"wrote {count(res.responses, 'completion')} to {res.completions}{kept} "
             f"({res.tokens_per_second} new tokens/s, {res.finished_share:.0%} reached EOS)")
-
-
-def _generate_with_progress(fn, cfg) -> GenerateResult:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    click.echo(f"loading {cfg.model} ...", err=True)
-    with Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as bar:
-        task = bar.add_task("generate", total=None)
-        return fn(cfg, progress=lambda done, total: bar.update(task, completed=done, total=total))
 
 
 COMMANDS = [
     StageCommand(("sft",), "sft", "Supervised fine-tuning: cross-entropy on response tokens (prompt masked), "
                  "full or LoRA.", _sft),
     StageCommand(("generate",), "generate", "Sample K responses per prompt and write completions.jsonl (with "
-                 "the sampling settings).", _generate, call=_generate_with_progress,
+                 "the sampling settings).", _generate,
                  flags={"output_dir": ["--output-dir"]}),  # -o: the completions file, as before
     StageCommand(("reward", "train"), "reward", "Train a Bradley–Terry reward model on preference pairs; writes "
                  "the model, eval.json, metrics.", _reward_train),

@@ -85,13 +85,37 @@ def read_records(path: str | os.PathLike, model: type[R]) -> list[R]:
     return out
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (setting it to read it back would
+    let another thread create a file under the wrong umask meanwhile)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status", encoding="ascii") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
+def umask_mode(path: str | os.PathLike) -> None:
+    """Give a file made by ``tempfile`` (0600, for privacy while it is written), or a folder and everything in
+    it (``mkdtemp`` makes 0700; safetensors writes 0600), the mode a plain ``open`` or ``mkdir`` would (0644 /
+    0755 under umask 022), before it is renamed into place: a stage's outputs all get one mode. Secrets are
+    written otherwise (``feedback.human.store.write_secret``, 0600)."""
+    umask = _umask()
+    path = Path(path)
+    for p in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w"):
-    """Open a temporary file beside ``path``; on success fsync and rename it over ``path``."""
+    """Open a temporary file beside ``path``; on success fsync and rename it over ``path`` (with the mode a
+    plain ``open`` gives, ``umask_mode``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask_mode(tmp)
     try:
         if path.suffix == ".gz":
             f = io.TextIOWrapper(gzip.open(tmp, "wb"), encoding="utf-8")

@@ -51,6 +51,19 @@ def as_messages(prompt: Prompt) -> list[dict[str, str]]:
     return [m.model_dump() for m in prompt]
 
 
+def parse_prompt(value: Any, where: str) -> Prompt:
+    """A prompt read back as plain JSON (text, or a list of {role, content} mappings, as the feedback store
+    keeps it) as a ``Prompt`` the record helpers take; a bad one is a ``DataError`` naming ``where``."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from rlhaif.errors import DataError
+
+    try:
+        return _check_prompt(TypeAdapter(Prompt).validate_python(value))
+    except (ValidationError, ValueError) as e:
+        raise DataError(where, None, "prompt", str(e).splitlines()[0]) from None
+
+
 def _non_empty(v: str, name: str) -> str:
     if not isinstance(v, str) or not v.strip():
         raise ValueError(f"{name} must be a non-empty string")

@@ -331,6 +331,10 @@ def _html(report, plots, prompts, responses, per_model, n_samples, prompt_text) 
          f"<p>{report['prompts']} held-out prompts, {report['responses_per_model']} responses per model; "
          f"baseline <b>{e(report['baseline'])}</b>, KL measured to <b>{e(str(report['reference']))}</b> "
          f"(nats per response). Scores: mean ± 95 % interval.</p>",
+         "<p class='note'>KL: the k1 estimate, the mean over the sampled responses of Σ<sub>t</sub> "
+         "log π(a<sub>t</sub>) − log π<sub>ref</sub>(a<sub>t</sub>). It is unbiased for the KL, which is never "
+         "below 0, but one response's term can be; so a small KL can come out slightly negative. A value below 0 "
+         "means a KL near 0, within the noise, not an error.</p>" if any(k == "kl" for k, _ in cols) else "",
          "<h2>Models</h2><table><tr><th>model</th>" + "".join(f"<th>{e(t)}</th>" for _, t in cols) + "</tr>"]
     lead = [objectives_html(report["objectives"])] if report.get("objectives") else []  # the report leads
     if report.get("paired"):  # with the gains by objective and prompt group, then the paired gains

@@ -30,7 +30,7 @@ class AnnotatorSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     """Annotator name (stored as ``sim-<name>``; the export's source is ``human:sim-<name>``)."""
-    noise: float = 0.5
+    noise: float = Field(0.5, ge=0)
     """Standard deviation of the Gaussian noise added to each score."""
     position_bias: float = 0.0
     """Bonus to the response shown first."""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from rlhaif.data.io import umask_mode
 from rlhaif.errors import RlhaifError
 
 # PEFT (0.21) reads `model.is_gradient_checkpointing` whenever it wraps a model (a new adapter or a saved one
@@ -60,8 +61,49 @@ def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+@contextlib.contextmanager
+def _random_state_untouched():
+    """Run a block without moving torch's, numpy's or Python's global random streams (CPU and CUDA): what it
+    draws is undone. A stage seeds before loading its model, so a load must draw nothing from them."""
+    import random
+
+    import numpy as np
+
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count()) if torch.cuda.is_initialized() else []):
+        yield
+    random.setstate(py)
+    np.random.set_state(npy)
+
+
+@contextlib.contextmanager
+def _gguf_bars_off():
+    """transformers draws a tqdm bar over the GGUF tensors ("Converting and de-quantizing GGUF tensors...",
+    one redraw per tensor) on the load that converts; HF_HUB_DISABLE_PROGRESS_BARS does not reach it."""
+    import functools
+
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def _convert_gguf(folder: Path, gguf_file: str, dest: Path) -> Path:
-    """De-quantize a GGUF file once and cache it as a plain ``save_pretrained`` folder (atomic rename)."""
+    """De-quantize a GGUF file once and cache it as a plain ``save_pretrained`` folder (atomic rename).
+
+    Building the models initialises weights at random before the GGUF's are copied in (``from_config``, and
+    transformers' GGUF load): that drew from torch's global stream, so the first (converting) load of a
+    stage that seeded first gave it other random numbers (LoRA initialisation, sampling) than every later,
+    cached load. The conversion now leaves the global streams as it found them."""
+    with _random_state_untouched(), _gguf_bars_off():
+        return _convert_gguf_quietly(folder, gguf_file, dest)
+
+
+def _convert_gguf_quietly(folder: Path, gguf_file: str, dest: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file)
@@ -80,6 +122,7 @@ def _convert_gguf(folder: Path, gguf_file: str, dest: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     plain.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    umask_mode(tmp)
     if dest.exists():
         shutil.rmtree(dest)
     try:

@@ -342,7 +342,8 @@ def run_dpo(cfg: DPOConfig) -> DPOResult:
         results = evaluate(cfg, accelerator, model, eval_enc, eval_pairs, ref_eval, pad_id)
         if eval_pairs:
             log.log(step, results, advance=0)
-            log.print(f"held-out preference accuracy {results['eval/accuracy']:.3f} on {len(eval_pairs)} pairs, "
+            unit = "rows (kto: each response judged alone)" if cfg.loss == "kto" else "pairs"
+            log.print(f"held-out accuracy {results['eval/accuracy']:.3f} on {len(eval_pairs)} {unit}, "
                       f"implicit-reward margin {results['eval/margin']:.4f}")
 
     merge = cfg.merge_lora or (cfg.lora_r > 0 and started_from_adapter)  # the SFT adapter was merged into the base

@@ -25,6 +25,7 @@ from typing import Sequence
 
 import torch
 
+from rlhaif.data.io import umask_mode
 from rlhaif.data.records import Prompt, prompt_text
 from rlhaif.errors import RlhaifError
 
@@ -165,6 +166,7 @@ class RewardModel:
             self.tokenizer.save_pretrained(tmp)
             (tmp / NORM_FILE).write_text(json.dumps({"mean": self.mean, "std": self.std}, indent=2))
             (tmp / CONFIG_FILE).write_text(json.dumps(self.config_dict(), indent=2))
+            umask_mode(tmp)
             # reward_config.json goes last: its presence marks a complete save.
             for f in sorted(tmp.iterdir(), key=lambda f: f.name == CONFIG_FILE):
                 os.replace(f, out_dir / f.name)

@@ -163,9 +163,13 @@ def run_revise(cfg: ReviseConfig, model=None, tokenizer=None) -> ReviseResult:
         texts = [tokenizer.decode(r, skip_special_tokens=True).strip()
                  for r, _ in sample(model, tokenizer, ids, sampling, cfg.batch_size)]
         empty += sum(not t for t in texts)
+        log.advance(len(contexts))
         return texts
 
-    with MetricsLogger(out, total_steps=len(todo), description="cai revise") as log:
+    # The bar counts generations (each prompt's answer, then a critique and a revision per round) and moves
+    # after each batch of them: a batch of prompts takes 1 + 2 n_rounds generations (minutes on a CPU).
+    passes = 1 + 2 * cfg.n_rounds
+    with MetricsLogger(out, total_steps=len(todo) * passes, description="cai revise") as log:
         for step, start in enumerate(range(0, len(todo), cfg.batch_size)):
             idx = todo[start:start + cfg.batch_size]
             torch.manual_seed(cfg.seed * 100003 + idx[0])  # depends on the prompts, not on where a run resumed
@@ -192,8 +196,8 @@ def run_revise(cfg: ReviseConfig, model=None, tokenizer=None) -> ReviseResult:
                 for row in rounds[k]:
                     append_jsonl(path, row)
             log.log(step, {"cai/prompts_done": len(done_ids) + start + len(idx),
-                           "cai/empty_share": empty / max(1, (start + len(idx)) * (1 + 2 * cfg.n_rounds))},
-                    advance=len(idx))
+                           "cai/empty_share": empty / max(1, (start + len(idx)) * passes)},
+                    advance=0)
 
     rows = read_jsonl_tolerant(path)
     final: dict[str, dict] = {}

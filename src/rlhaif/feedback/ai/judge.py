@@ -264,7 +264,8 @@ class LabelCache:
     def judge(self, rows: Sequence[dict], principles: Sequence[Principle], keys: Sequence[str], log,
               prefix: str = "ai") -> int:
         """Judge the rows missing from the cache in chunks (one batched backend call each), logging the chunk's
-        mean confidence and first-slot share as ``<prefix>/confidence`` and ``<prefix>/first_slot``.
+        running ``<prefix>/p_chosen_mean`` (the mean p of the preferred response over the pairs judged so far,
+        what the summary reports over all) and ``<prefix>/position_bias`` (the chunk's share of (A) picks).
         Returns the number judged."""
         from rlhaif.data.io import append_jsonl
         from rlhaif.feedback.ai.backends import make_backend
@@ -275,6 +276,7 @@ class LabelCache:
                                         cfg.max_length, cfg.batch_size, cfg.timeout, cfg.max_retries, cfg.concurrency,
                                         cfg.requests_per_second)
         chunk = max(cfg.batch_size * 4, 16)
+        confidence: list[float] = []  # p of the preferred response of each pair judged here
         for step, start in enumerate(range(0, len(todo), chunk)):
             idx = todo[start:start + chunk]
             items = [(rows[i]["prompt"], rows[i]["first"], rows[i]["second"], principles[i]) for i in idx]
@@ -284,8 +286,9 @@ class LabelCache:
                                         **({"failures": j.failures} if self.mode == "verdicts" else {}),
                                         **({"reasoning": list(j.reasoning)} if j.reasoning else {})}
                 append_jsonl(self.path, self.labels[keys[i]])  # flushed per label: a crash loses nothing paid for
-            log.log(step, {f"{prefix}/confidence": _mean([max(j.p, 1 - j.p) for j in judged]),
-                           f"{prefix}/first_slot": sum((j.p_ab > 0.5) + (j.p_ba > 0.5) for j in judged) / (2 * len(judged))},
+            confidence += [max(j.p, 1 - j.p) for j in judged]
+            log.log(step, {f"{prefix}/p_chosen_mean": _mean(confidence),
+                           f"{prefix}/position_bias": sum((j.p_ab > 0.5) + (j.p_ba > 0.5) for j in judged) / (2 * len(judged))},
                     advance=len(idx))
         return len(todo)
 
@@ -339,8 +342,8 @@ class AILabelResult:
     """Pairs whose labels came from the cache."""
     judged: int
     """Pairs the judge labelled in this run."""
-    p_mean: float
-    """Mean confidence max(p, 1 − p) of the labels."""
+    p_chosen_mean: float
+    """Mean p of the preferred response, max(p, 1 − p) (pairs.jsonl's p), over every pair."""
     position_bias: float
     """Share of single-order judgments that prefer option (A); 0.5 = none."""
     order_consistency: float
@@ -382,8 +385,12 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> AILabelResult:
 
         store = Store(cfg.db)
         store.check_ready()
+        from rlhaif.data.records import parse_prompt
+
         kind, rows = "store", store.pairwise_items(cfg.campaign)
         rows = rows[:cfg.limit] if cfg.limit else rows
+        for r in rows:  # the store keeps a chat prompt as plain JSON: back to messages
+            r["prompt"] = parse_prompt(r["prompt"], f"{cfg.db}: campaign '{cfg.campaign}', task {r['task']}")
     else:
         kind, rows = load_items(cfg.input, cfg.limit, cfg.skip_invalid)
     rng = random.Random(cfg.seed)
@@ -430,7 +437,7 @@ def run_ai_label(cfg: AILabelConfig, backend=None) -> AILabelResult:
     verdicts = [c for c in labels if c.get("mode") == "verdicts"]
     result = AILabelResult(
         pairs=str(out / "pairs.jsonl"), n_pairs=len(pairs), input_kind=kind, cache_hits=hits, judged=judged_now,
-        p_mean=_mean([max(c["p"], 1 - c["p"]) for c in labels]),
+        p_chosen_mean=_mean([max(c["p"], 1 - c["p"]) for c in labels]),
         position_bias=_mean([(c["p_ab"] > 0.5) + (c["p_ba"] > 0.5) for c in labels]) / 2,
         order_consistency=_mean([float((c["p_ab"] > 0.5) == (c["p_ba"] < 0.5)) for c in labels]),
         wall_time_s=wall, agreement=_mean(agree) if agree else None,
