@@ -204,7 +204,11 @@ def test_every_numeric_setting_of_every_stage_has_its_range():
     from rlhaif.config import RANGES
     from rlhaif.pipeline import STAGES, stage_function
 
-    any_value = {"position_bias", "length_bias", "missing_eos_penalty", "score_threshold"}
+    # on a scorer's own scale: any value
+    any_value = {"position_bias", "length_bias", "missing_eos_penalty", "score_threshold", "cost_limit",
+                 "safety_threshold",
+                 # the 2025–2026 knobs: checked together by ppo.check_knob_settings (tests/test_ppo_knobs.py)
+                 "clip_range_high", "overlong_buffer", "overlong_penalty", "dynamic_sampling_max_rounds"}
     numeric: set[str] = set()
 
     def walk(cls):

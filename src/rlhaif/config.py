@@ -34,6 +34,11 @@ RANGES: dict[str, str] = {
     **dict.fromkeys(("eval_fraction",), _SHARE),
     **dict.fromkeys(("top_p", "top_share"), _PROBABILITY),
     "gamma": ">= 0, <= 1", "lam": ">= 0, <= 1", "label_smoothing": ">= 0, <= 0.5", "port": ">= 0, <= 65535",
+    # several objectives, the 2025–2026 knobs, the labeler check, label costs
+    **dict.fromkeys(("lagrange_lr", "verdict_temperature"), _POSITIVE),
+    **dict.fromkeys(("lagrange_init", "cost_per_hour"), _NON_NEGATIVE),
+    **dict.fromkeys(("ensemble", "verdicts", "calibration_limit"), _AT_LEAST_1),
+    "chance_level": ">= 0, <= 1", "min_agreement": ">= 0, <= 1",
 }
 """The valid range of every numeric setting, by field name (a name means one thing in every stage, issue 14):
 ``StageConfig`` checks it in every stage's config, so a YAML file, a flag or a recipe (``rlhaif run --check``)
