@@ -218,8 +218,8 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     skip = set(filter(None, a.skip.split(",")))
-    from rlhaif.generate import encode_prompts
     from rlhaif.models.loading import load_causal_lm
+    from rlhaif.tokens import encode_prompts
 
     up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"threads={torch.get_num_threads()} torch={torch.__version__} cpu={torch.backends.cpu.get_cpu_capability()}"

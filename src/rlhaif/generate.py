@@ -4,8 +4,8 @@ recipes' ``generate`` stage both run ``run_generate``).
 Batched HF ``generate`` with left padding, KV cache and stop at EOS; seeded; the chat template is applied
 when the tokenizer has one. With ``backend: vllm`` (or ``auto`` where vLLM is installed and a GPU is present)
 the real vLLM engine (``rlhaif.engines.vllm_engine.VLLMEngine``) samples instead, through the same ``sample``
-and the same records; ``rlhaif evaluate`` samples through ``sample`` too. ``encode_prompts``, ``left_pad``
-and ``sample`` are shared with the PPO rollout.
+and the same records; ``rlhaif evaluate`` samples through ``sample`` too: the one sampling interface every
+stage uses. The token helpers (``encode_prompts``, ``left_pad``, ``eos_ids``) live in ``rlhaif.tokens``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import torch
 from pydantic import model_validator
 
 from rlhaif.config import StageConfig
-from rlhaif.data.records import CompletionRecord, Prompt, PromptRecord, as_messages, prompt_text
+from rlhaif.data.records import CompletionRecord, PromptRecord
 from rlhaif.errors import DataError, RlhaifError
+from rlhaif.tokens import encode_prompts, eos_ids, left_pad
 
 
 class GenerateConfig(StageConfig):
@@ -90,40 +91,6 @@ class GenerateConfig(StageConfig):
         return data
 
 
-def encode_prompts(tokenizer, prompts: Sequence[Prompt], max_prompt_length: int | None = None,
-                   truncate: bool = False) -> list[list[int]]:
-    """Token ids of each prompt with the chat template's generation prompt appended (plain text when the
-    tokenizer has no chat template). Too-long prompts are an error, or left-truncated when ``truncate``."""
-    out = []
-    for i, p in enumerate(prompts):
-        if getattr(tokenizer, "chat_template", None):
-            ids = tokenizer.apply_chat_template(as_messages(p), add_generation_prompt=True, tokenize=True)
-            if isinstance(ids, dict) or hasattr(ids, "keys"):
-                ids = ids["input_ids"]
-        else:
-            ids = tokenizer(prompt_text(p), add_special_tokens=True)["input_ids"]
-        ids = list(ids)
-        if max_prompt_length and len(ids) > max_prompt_length:
-            if not truncate:
-                raise RlhaifError(f"prompt {i} is {len(ids)} tokens, longer than max_prompt_length="
-                                  f"{max_prompt_length}; raise max_prompt_length or shorten the prompt")
-            ids = ids[-max_prompt_length:]
-        out.append(ids)
-    return out
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), both (B, T), padded on the left so generation continues each row."""
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, T - len(s):] = 1
-    return ids.to(device), mask.to(device)
-
-
 @dataclass
 class SamplingConfig:
     """Settings passed to HF ``generate``; written into every CompletionRecord's ``sampling``."""
@@ -134,16 +101,6 @@ class SamplingConfig:
     top_k: int = 0
     do_sample: bool = True
     repetition_penalty: float = 1.0
-
-
-def eos_ids(tokenizer, model=None) -> list[int]:
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    gc = getattr(model, "generation_config", None)
-    if gc is not None and gc.eos_token_id is not None:
-        ids.update([gc.eos_token_id] if isinstance(gc.eos_token_id, int) else gc.eos_token_id)
-    return sorted(ids)
 
 
 def plain_sampling(sampling: SamplingConfig) -> bool:

@@ -133,9 +133,10 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from rlhaif.data.io import write_jsonl
     from rlhaif.evaluate import metrics as M
     from rlhaif.evaluate.report import write_report
-    from rlhaif.generate import SamplingConfig, encode_prompts, engine_for, read_prompts, sample, use_vllm
+    from rlhaif.generate import SamplingConfig, engine_for, read_prompts, sample, use_vllm
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import load_causal_lm
+    from rlhaif.tokens import encode_prompts
 
     if not cfg.models:
         raise ConfigError("evaluate: 'models' is empty; give at least one name: path")

@@ -236,7 +236,7 @@ def context_length(model) -> int | None:
 
 
 def encode_all_prompts(cfg: PPOConfig, tok, records, context: int | None) -> list[list[int]]:
-    from rlhaif.generate import encode_prompts
+    from rlhaif.tokens import encode_prompts
 
     try:
         ids = encode_prompts(tok, [r.prompt for r in records], cfg.max_prompt_length)
@@ -310,7 +310,7 @@ def forward_response(model, batch: dict, temperature: float, with_values: bool =
 
 def run_ppo(cfg: PPOConfig) -> dict:
     from rlhaif.data.io import append_jsonl
-    from rlhaif.generate import eos_ids, read_prompts
+    from rlhaif.generate import read_prompts
     from rlhaif.metrics import MetricsLogger
     from rlhaif.policy.advantages import gae, masked_mean, whiten
     from rlhaif.policy.group_advantages import (LOSS_AGGREGATION, group_advantages, group_prompt_indices,
@@ -322,6 +322,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     from rlhaif.policy.rollout import decode_responses, response_logprobs, sample_responses
     from rlhaif.precision import choose_precision, sampling_copy
     from rlhaif.scorers import load_scorer as load_spec
+    from rlhaif.tokens import eos_ids
     from rlhaif.training import (finish_run, load_checkpoint, make_accelerator, make_optimizer, save_checkpoint,
                                  save_pretrained_atomic, seed_everything, start_run)
 

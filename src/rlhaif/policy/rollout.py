@@ -19,9 +19,9 @@ from typing import Sequence
 
 import torch
 
-from rlhaif.generate import eos_ids, left_pad
 from rlhaif.policy.logprobs import selective_log_softmax
 from rlhaif.precision import PrecisionChoice, autocast
+from rlhaif.tokens import left_pad
 
 
 @dataclass
@@ -142,4 +142,4 @@ def decode_responses(tokenizer, rollout: Rollout) -> list[str]:
             for ids, mask in zip(rollout.response_ids.tolist(), rollout.response_mask.tolist())]
 
 
-__all__ = ["Rollout", "rollout_from_ids", "last_positions", "sample_categorical", "sample_responses", "response_logprobs", "decode_responses", "eos_ids"]
+__all__ = ["Rollout", "rollout_from_ids", "last_positions", "sample_categorical", "sample_responses", "response_logprobs", "decode_responses"]
