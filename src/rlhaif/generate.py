@@ -112,9 +112,13 @@ def plain_sampling(sampling: SamplingConfig) -> bool:
 
 @torch.no_grad()
 def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig,
-           batch_size: int = 16, precision=None, *, engine=None, seed: int = 0) -> list[tuple[list[int], bool]]:
+           batch_size: int = 16, precision=None, *, engine=None, seed: int = 0,
+           row_seeds: Sequence[int] | None = None) -> list[tuple[list[int], bool]]:
     """For each prompt, one sampled response: (response token ids without padding, reached EOS).
-    The EOS token is kept in the ids when reached. Seed with ``torch.manual_seed`` before.
+    The EOS token is kept in the ids when reached. ``row_seeds`` (one per prompt, e.g.
+    ``rlhaif.policy.rollout.row_seed(seed, prompt index, sample index)``) give each row of rlhaif's sampler its
+    own random stream, so a row's response does not depend on the batch it is in; without them, and for HF
+    ``generate``, the streams come from the global one: seed with ``torch.manual_seed`` before.
 
     With ``engine`` (a ``VLLMEngine`` holding ``model``'s weights) the engine samples every prompt in one call,
     each prompt with its own stream derived from ``seed``. Otherwise plain temperature sampling runs rlhaif's
@@ -135,7 +139,8 @@ def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: Samp
         sampler = sampling_copy(model, precision) if precision is not None else model
         for start in range(0, len(prompt_ids), batch_size):
             ro = sample_responses(sampler, prompt_ids[start:start + batch_size], tokenizer.pad_token_id, eos,
-                                  sampling.max_new_tokens, sampling.temperature)
+                                  sampling.max_new_tokens, sampling.temperature,
+                                  None if row_seeds is None else row_seeds[start:start + batch_size])
             for row, m, fin in zip(ro.response_ids.tolist(), ro.response_mask.tolist(), ro.eos_reached.tolist()):
                 results.append((row[:sum(m)], bool(fin)))
         model.train(was_training)
@@ -202,6 +207,7 @@ def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: i
     """K responses per prompt as CompletionRecords, plus throughput stats (new tokens per second).
     ``precision``: a ``rlhaif.precision.PrecisionChoice`` for rlhaif's sampler; with ``engine`` (a ``VLLMEngine``
     holding ``model``'s weights) the engine samples all of them in one call (see ``sample``)."""
+    from rlhaif.policy.rollout import row_seed
     from rlhaif.precision import sampling_copy
 
     torch.manual_seed(seed)
@@ -215,7 +221,7 @@ def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: i
     chunk = len(flat_ids) if engine is not None else batch_size  # the engine batches (and seeds) by itself
     for start in range(0, len(flat_ids), chunk):
         results += sample(sampler, tokenizer, flat_ids[start:start + chunk], sampling, batch_size, engine=engine,
-                          seed=seed)
+                          seed=seed, row_seeds=[row_seed(seed, i, j) for i, j in flat[start:start + chunk]])
         if progress is not None:
             progress(min(start + chunk, len(flat_ids)), len(flat_ids))
     elapsed = time.perf_counter() - t0

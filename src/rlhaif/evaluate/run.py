@@ -136,6 +136,7 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     from rlhaif.generate import SamplingConfig, engine_for, read_prompts, sample, use_vllm
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import load_causal_lm
+    from rlhaif.policy.rollout import row_seed
     from rlhaif.tokens import encode_prompts
 
     if not cfg.models:
@@ -172,9 +173,10 @@ def run_evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
             p_ids = encode_prompts(tok, prompts)
             if vllm:
                 engine = engine_for(model, tok, max(map(len, p_ids)) + cfg.max_new_tokens, cfg.seed, cfg.dtype, engine)
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(cfg.seed)  # every model draws with the same streams, row by row (paired samples)
             sampled = sample(model, tok, p_ids, sampling, cfg.batch_size, precision=prec, engine=engine,
-                             seed=cfg.seed)
+                             seed=cfg.seed, row_seeds=[row_seed(cfg.seed, i // cfg.k, i % cfg.k)
+                                                       for i in range(len(p_ids))])
             r_ids = [ids for ids, _ in sampled]
             texts = [tok.decode(ids, skip_special_tokens=True).strip() for ids in r_ids]
             lengths = [len(ids) - int(fin) for ids, fin in sampled]

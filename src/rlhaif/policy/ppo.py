@@ -319,7 +319,7 @@ def run_ppo(cfg: PPOConfig) -> dict:
     from rlhaif.policy.importance import tis_weights
     from rlhaif.policy.kl_control import AdaptiveKLController, FixedKLController
     from rlhaif.policy.losses import entropy_from_logprobs, explained_variance, policy_loss, value_loss
-    from rlhaif.policy.rollout import decode_responses, response_logprobs, sample_responses
+    from rlhaif.policy.rollout import decode_responses, response_logprobs, row_seed, sample_responses
     from rlhaif.precision import choose_precision, sampling_copy
     from rlhaif.scorers import load_scorer as load_spec
     from rlhaif.tokens import eos_ids
@@ -373,9 +373,10 @@ def run_ppo(cfg: PPOConfig) -> dict:
             core = acc.unwrap_model(model)
             if engine is None:  # the current weights: a bf16 copy (refreshed here) or the policy itself
                 sampler = sampling_copy(core.policy, prec, into=sampler)
+                seeds = [row_seed(cfg.seed, step, rank, r) for r in range(len(idx))]  # a stream per row
                 rollout, sampler_logprobs = sample_responses(sampler, [prompt_ids[i] for i in idx],
                                                              tok.pad_token_id, eos, cfg.max_new_tokens,
-                                                             cfg.temperature), None
+                                                             cfg.temperature, seeds), None
             else:
                 rollout, sampler_logprobs = engine_rollout(engine, cfg, [prompt_ids[i] for i in idx],
                                                            tok.pad_token_id, eos, step, rank, world, acc.device)
