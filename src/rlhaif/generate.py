@@ -113,9 +113,11 @@ def plain_sampling(sampling: SamplingConfig) -> bool:
 @torch.no_grad()
 def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig,
            batch_size: int = 16, precision=None, *, engine=None, seed: int = 0,
-           row_seeds: Sequence[int] | None = None) -> list[tuple[list[int], bool]]:
-    """For each prompt, one sampled response: (response token ids without padding, reached EOS).
-    The EOS token is kept in the ids when reached. ``row_seeds`` (one per prompt, e.g.
+           row_seeds: Sequence[int] | None = None, logprobs: bool = False) -> list[tuple]:
+    """For each prompt, one sampled response: (response token ids without padding, reached EOS), and with
+    ``logprobs`` a third element: rlhaif's sampler's own fp32 log-probability of each token (the distribution
+    that drew it), None where vLLM or HF ``generate`` drew. The EOS token is kept in the ids when reached.
+    ``row_seeds`` (one per prompt, e.g.
     ``rlhaif.policy.rollout.row_seed(seed, prompt index, sample index)``) give each row of rlhaif's sampler its
     own random stream, so a row's response does not depend on the batch it is in; without them, and for HF
     ``generate``, the streams come from the global one: seed with ``torch.manual_seed`` before.
@@ -127,9 +129,10 @@ def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: Samp
     anything else goes through HF ``generate`` in batches of ``batch_size``."""
     eos = eos_ids(tokenizer, model)
     if engine is not None:
-        return [(r[0].token_ids, r[0].finished) for r in engine.sample(prompt_ids, 1, sampling, eos, seed)]
+        return [(r[0].token_ids, r[0].finished) + ((None,) if logprobs else ())
+                for r in engine.sample(prompt_ids, 1, sampling, eos, seed)]
     device = next(model.parameters()).device
-    results: list[tuple[list[int], bool]] = []
+    results: list[tuple] = []
     was_training = model.training
     model.eval()
     if plain_sampling(sampling):
@@ -141,8 +144,9 @@ def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: Samp
             ro = sample_responses(sampler, prompt_ids[start:start + batch_size], tokenizer.pad_token_id, eos,
                                   sampling.max_new_tokens, sampling.temperature,
                                   None if row_seeds is None else row_seeds[start:start + batch_size])
-            for row, m, fin in zip(ro.response_ids.tolist(), ro.response_mask.tolist(), ro.eos_reached.tolist()):
-                results.append((row[:sum(m)], bool(fin)))
+            for row, m, fin, lp in zip(ro.response_ids.tolist(), ro.response_mask.tolist(),
+                                       ro.eos_reached.tolist(), ro.logprobs.tolist()):
+                results.append((row[:sum(m)], bool(fin)) + ((lp[:sum(m)],) if logprobs else ()))
         model.train(was_training)
         return results
     for start in range(0, len(prompt_ids), batch_size):
@@ -166,7 +170,7 @@ def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: Samp
             if not finished:
                 while resp and resp[-1] == tokenizer.pad_token_id and tokenizer.pad_token_id not in eos:
                     resp.pop()
-            results.append((resp, finished))
+            results.append((resp, finished) + ((None,) if logprobs else ()))
     if was_training:
         model.train()
     return results
