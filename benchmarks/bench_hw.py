@@ -45,13 +45,16 @@ from ppo_flops import trunk_macs_per_token  # noqa: E402
 PROMPT = "Write a short story about a cat who learns to swim."
 
 
+CLOCK = time.perf_counter  # time.process_time under --clock cpu: every rate and bound in CPU seconds
+
+
 def best_seconds(fn, reps: int) -> float:
     fn()  # warm-up
     best = float("inf")
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, CLOCK() - t0)
     return best
 
 
@@ -112,7 +115,7 @@ def sampler_at(rev: str):
 
 
 def decode_rate(kind: str, model, prompt_ids: list[int], batch: int, new_tokens: int, pad_id: int,
-                autocast: bool = False, sampler=None, clock=time.perf_counter) -> float:
+                autocast: bool = False, sampler=None) -> float:
     from rlhaif.policy.rollout import sample_responses
 
     sampler = sampler or sample_responses
@@ -129,9 +132,9 @@ def decode_rate(kind: str, model, prompt_ids: list[int], batch: int, new_tokens:
                 sampler(model, [prompt_ids] * batch, pad_id, [-1], n, 0.7)
 
     run(2)  # warm-up: a short run (kernels picked, caches allocated)
-    t0 = clock()
+    t0 = CLOCK()
     run(new_tokens)
-    return batch * new_tokens / (clock() - t0)
+    return batch * new_tokens / (CLOCK() - t0)
 
 
 def llama_cpp_rate(gguf: str, prompt_ids: list[int], new_tokens: int, threads: int) -> dict | None:
@@ -246,11 +249,13 @@ def main() -> None:
     ap.add_argument("--decode-reps", type=int, default=1, help="interleaved repetitions of each decode run "
                     "(the median is kept)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="decode rates per wall second, or per CPU second of this process (cpu: an A/B on a "
+                    help="rates and bounds per wall second, or per CPU second of this process (cpu: an A/B on a "
                     "loaded machine, where waiting for a core is not the sampler's time; with --threads 1)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json", help="also write the figures to this file")
     a = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if a.clock == "cpu" else time.perf_counter
     torch.set_num_threads(a.threads)
     skip = set(filter(None, a.skip.split(",")))
     from rlhaif.models.loading import load_causal_lm
@@ -281,9 +286,8 @@ def main() -> None:
     if "decode" not in skip:
         fig["decode"] = []
         params = param_count(model)
-        clock = time.process_time if a.clock == "cpu" else time.perf_counter
         if a.clock == "cpu":
-            print("decode rates per CPU second of this process (--clock cpu)")
+            print("rates and bounds per CPU second of this process (--clock cpu)")
         sides = {"hf": ("HF generate", None)} if "hf" not in skip else {}
         if a.baseline_rev:
             sides["baseline"] = (f"sampler @ {a.baseline_rev}", sampler_at(a.baseline_rev))
@@ -299,7 +303,7 @@ def main() -> None:
                 for _ in range(a.decode_reps):  # interleaved: load changes hit every side alike
                     for kind, (_, fn) in sides.items():
                         rates[kind].append(decode_rate("hf" if kind == "hf" else "rlhaif", m, prompt_ids, b,
-                                                       a.new_tokens, pad, sampler=fn, clock=clock))
+                                                       a.new_tokens, pad, sampler=fn))
                 for kind, (label, _) in sides.items():
                     r = sorted(rates[kind])[len(rates[kind]) // 2]
                     fig["decode"].append({"dtype": dt, "batch": b, "side": kind, "tokens_per_s": r,
