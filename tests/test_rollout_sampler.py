@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from rlhaif.models.tiny import make_tiny_causal_lm
-from rlhaif.policy.rollout import draw_tokens, response_logprobs, row_seed, sample_responses
+from rlhaif.policy.rollout import draw_tokens, response_logprobs, row_seed, sample_categorical, sample_responses
 from rlhaif.precision import PrecisionChoice, sampling_copy
 
 PAD = 0
@@ -123,3 +123,20 @@ def test_response_logprobs_with_index_positions_equal_the_slice_form():
         lp_slice, _, _ = forward_response(ActorCritic(lm), batch, 0.7)  # logits_to_keep=R + 1 (an int)
     m = ro.response_mask.bool()
     assert (lp - lp_slice)[m].abs().max() < 1e-5
+
+
+def test_the_two_level_draw_inverts_the_whole_cumulative_distribution_across_block_boundaries():
+    """The block-then-token draw gives, for every u, the token the flat float64 cumulative sum over the whole
+    vocabulary gives; empty tokens on either side of a block boundary (255 | 256, 511 | 512) are never drawn,
+    not even for u on a boundary exactly."""
+    V = 1024
+    p = torch.zeros(2, V)
+    p[:, [254, 257, 511, 1023]] = torch.tensor([0.25, 0.25, 0.25, 0.25])
+    p[1] *= 3.0  # unnormalised rows are fine
+    u = torch.arange(4000, dtype=torch.float64) / 4000  # 0, 0.25, 0.5, 0.75 exactly among them
+    for row in p:
+        got = sample_categorical(row.expand(4000, V).contiguous(), u, block=256)
+        c = row.double().cumsum(-1)
+        flat = torch.searchsorted(c, (u * c[-1])[:, None], right=True).squeeze(-1)
+        assert torch.equal(got, flat)
+        assert torch.bincount(got, minlength=V)[[254, 257, 511, 1023]].tolist() == [1000] * 4

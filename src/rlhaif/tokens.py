@@ -51,6 +51,7 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[t
 
 
 def eos_ids(tokenizer, model=None) -> list[int]:
+    """The token ids a response stops at: the tokenizer's EOS and the model's generation_config EOS ids."""
     ids = set()
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
