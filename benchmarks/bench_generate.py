@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-from rlhaif.generate import SamplingConfig, encode_prompts, eos_ids, generate_completions, left_pad, read_prompts
+from rlhaif.generate import SamplingConfig, generate_completions, read_prompts
 from rlhaif.models.loading import load_causal_lm
+from rlhaif.tokens import encode_prompts, eos_ids, left_pad
 
 PROMPTS = Path(__file__).resolve().parents[1] / "src/rlhaif/assets/prompts/demo_prompts.jsonl"
 

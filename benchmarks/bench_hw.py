@@ -8,7 +8,10 @@ Measures, in one process with --threads torch threads:
   decode       SmolLM2-135M, one chat prompt, --new-tokens new tokens (EOS ignored, so every row runs the same
                length), batch 1/8/32, fp32 and bf16 weights: HF ``generate`` (plain sampling) and rlhaif's
                sampler (``rlhaif.policy.rollout.sample_responses``), tokens/s (prefill included) and the share
-               of the weight-read bound; bf16 also under autocast on fp32 weights (what autocast does to decode)
+               of the batch's bound: the lower of the weight-read bound (B × weight-read rate / weight bytes)
+               and the matmul roofline (the dtype's GFLOP/s / 2 × params FLOPs a token); with --baseline-rev
+               also the sampler of that git revision, the sides interleaved --decode-reps times (medians: the
+               A/B form for a loaded machine); bf16 also under autocast on fp32 weights
   llama.cpp    llama-cpp-python (.bench-venvs/llama-cpp, ``benchmarks/setup_peer_venvs.sh llama-cpp``), the
                same GGUF file (Q4_1) the built-in model is de-quantized from, batch 1, same prompt and length
   updates      one PPO update pass (``forward_response`` on ActorCritic, mini-batch 4, loss, backward) and one
@@ -18,6 +21,7 @@ Measures, in one process with --threads torch threads:
   profile      (--profile) torch.profiler's top operators of one batch-1 and one batch-8 sampler run
 
     python benchmarks/bench_hw.py --threads 2
+    python benchmarks/bench_hw.py --threads 2 --skip hf,llama,updates --baseline-rev 3983e8e --decode-reps 5
 """
 
 from __future__ import annotations
@@ -41,13 +45,16 @@ from ppo_flops import trunk_macs_per_token  # noqa: E402
 PROMPT = "Write a short story about a cat who learns to swim."
 
 
+CLOCK = time.perf_counter  # time.process_time under --clock cpu: every rate and bound in CPU seconds
+
+
 def best_seconds(fn, reps: int) -> float:
     fn()  # warm-up
     best = float("inf")
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, CLOCK() - t0)
     return best
 
 
@@ -83,10 +90,35 @@ def weight_bytes(model) -> int:
     return n
 
 
+def param_count(model) -> int:
+    """Parameters, the tied embedding / LM head once: a decode step does 2 × this many FLOPs a token."""
+    return sum({p.data_ptr(): p.numel() for p in model.parameters()}.values())
+
+
+def batch_bound(batch: int, bound1: float, roof_gflops: float, params: int) -> tuple[float, str]:
+    """(tokens/s, which binds) the lower of the weight-read bound (``batch`` × ``bound1``, the batch-1 rate
+    at which the weights can be read) and the matmul roofline (2 × params × batch FLOPs a step)."""
+    compute = roof_gflops * 1e9 / (2 * params)
+    return (batch * bound1, "weight reads") if batch * bound1 <= compute else (compute, "matmul roofline")
+
+
+def sampler_at(rev: str):
+    """``sample_responses`` as git revision ``rev`` wrote it (the A side of an A/B run), loaded from its
+    source text into a module of its own."""
+    import types
+
+    src = subprocess.run(["git", "show", f"{rev}:src/rlhaif/policy/rollout.py"], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    mod = types.ModuleType(f"rollout_{rev}")
+    exec(compile(src, f"{rev}:rollout.py", "exec"), mod.__dict__)
+    return mod.sample_responses
+
+
 def decode_rate(kind: str, model, prompt_ids: list[int], batch: int, new_tokens: int, pad_id: int,
-                autocast: bool = False) -> float:
+                autocast: bool = False, sampler=None) -> float:
     from rlhaif.policy.rollout import sample_responses
 
+    sampler = sampler or sample_responses
     ids = torch.tensor([prompt_ids] * batch)
 
     def run(n):
@@ -97,12 +129,12 @@ def decode_rate(kind: str, model, prompt_ids: list[int], batch: int, new_tokens:
                                min_new_tokens=n, do_sample=True, temperature=0.7, top_k=0, top_p=1.0,
                                pad_token_id=pad_id)
             else:
-                sample_responses(model, [prompt_ids] * batch, pad_id, [-1], n, 0.7)
+                sampler(model, [prompt_ids] * batch, pad_id, [-1], n, 0.7)
 
     run(2)  # warm-up: a short run (kernels picked, caches allocated)
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     run(new_tokens)
-    return batch * new_tokens / (time.perf_counter() - t0)
+    return batch * new_tokens / (CLOCK() - t0)
 
 
 def llama_cpp_rate(gguf: str, prompt_ids: list[int], new_tokens: int, threads: int) -> dict | None:
@@ -212,14 +244,22 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3, help="repetitions of the micro-benchmarks (best is kept)")
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--batches", default="1,8,32")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: decode,llama,updates")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: decode,hf,llama,updates")
+    ap.add_argument("--baseline-rev", help="also time the sampler of this git revision (A/B, interleaved)")
+    ap.add_argument("--decode-reps", type=int, default=1, help="interleaved repetitions of each decode run "
+                    "(the median is kept)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="rates and bounds per wall second, or per CPU second of this process (cpu: an A/B on a "
+                    "loaded machine, where waiting for a core is not the sampler's time; with --threads 1)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--json", help="also write the figures to this file")
     a = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if a.clock == "cpu" else time.perf_counter
     torch.set_num_threads(a.threads)
     skip = set(filter(None, a.skip.split(",")))
-    from rlhaif.generate import encode_prompts
     from rlhaif.models.loading import load_causal_lm
+    from rlhaif.tokens import encode_prompts
 
     up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"threads={torch.get_num_threads()} torch={torch.__version__} cpu={torch.backends.cpu.get_cpu_capability()}"
@@ -245,17 +285,32 @@ def main() -> None:
         bf16 = sampling_copy(model, PrecisionChoice("bfloat16", "bf16", "cpu", "benchmark"))
     if "decode" not in skip:
         fig["decode"] = []
+        params = param_count(model)
+        if a.clock == "cpu":
+            print("rates and bounds per CPU second of this process (--clock cpu)")
+        sides = {"hf": ("HF generate", None)} if "hf" not in skip else {}
+        if a.baseline_rev:
+            sides["baseline"] = (f"sampler @ {a.baseline_rev}", sampler_at(a.baseline_rev))
+        sides["rlhaif"] = ("rlhaif sampler", None)
         for dt, m in (("fp32", model), ("bf16", bf16)):
             bound1 = read * 1e9 / weight_bytes(m)
-            print(f"decode bound ({dt}, {weight_bytes(m) / 2 ** 20:.0f} MiB of weights): {bound1:.1f} tokens/s "
-                  f"per row", flush=True)
+            print(f"decode bound ({dt}, {weight_bytes(m) / 2 ** 20:.0f} MiB of weights, {params / 1e6:.0f}M "
+                  f"params): weight reads {bound1:.1f} tokens/s per row, matmul roofline "
+                  f"{roof[dt] * 1e9 / (2 * params):.0f} tokens/s", flush=True)
             for b in map(int, a.batches.split(",")):
-                for kind in ("hf", "rlhaif"):
-                    r = decode_rate(kind, m, prompt_ids, b, a.new_tokens, pad)
+                bound, binds = batch_bound(b, bound1, roof[dt], params)
+                rates: dict[str, list[float]] = {k: [] for k in sides}
+                for _ in range(a.decode_reps):  # interleaved: load changes hit every side alike
+                    for kind, (_, fn) in sides.items():
+                        rates[kind].append(decode_rate("hf" if kind == "hf" else "rlhaif", m, prompt_ids, b,
+                                                       a.new_tokens, pad, sampler=fn))
+                for kind, (label, _) in sides.items():
+                    r = sorted(rates[kind])[len(rates[kind]) // 2]
                     fig["decode"].append({"dtype": dt, "batch": b, "side": kind, "tokens_per_s": r,
-                                          "bound": b * bound1})
-                    print(f"  {dt} batch {b:2d} {'HF generate' if kind == 'hf' else 'rlhaif sampler':15s} "
-                          f"{r:7.1f} tokens/s  ({r / (b * bound1):.0%} of {b * bound1:.0f})", flush=True)
+                                          "all_tokens_per_s": rates[kind], "bound": bound, "binds": binds})
+                    print(f"  {dt} batch {b:2d} {label:22s} {r:7.1f} tokens/s  ({r / bound:.0%} of {bound:.0f}, "
+                          f"{binds})" + (f"  runs {', '.join(f'{x:.0f}' for x in rates[kind])}"
+                                         if a.decode_reps > 1 else ""), flush=True)
         r = decode_rate("rlhaif", model, prompt_ids, 1, a.new_tokens, pad, autocast=True)
         print(f"  fp32 weights under bf16 autocast, batch 1, rlhaif sampler: {r:.1f} tokens/s", flush=True)
         fig["decode_autocast_b1"] = r

@@ -26,8 +26,9 @@ import torch
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 from rlhaif.engines.vllm_engine import VLLMEngine, rollout_from_samples  # noqa: E402
-from rlhaif.generate import SamplingConfig, encode_prompts, eos_ids, read_prompts, sample  # noqa: E402
+from rlhaif.generate import SamplingConfig, read_prompts, sample  # noqa: E402
 from rlhaif.policy.rollout import response_logprobs  # noqa: E402
+from rlhaif.tokens import encode_prompts, eos_ids  # noqa: E402
 
 PROMPTS = Path(__file__).resolve().parents[1] / "src/rlhaif/assets/prompts/demo_prompts.jsonl"
 

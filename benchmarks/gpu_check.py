@@ -97,7 +97,7 @@ def part_train(model, device, steps: int, batch: int, seq: int) -> None:
 
 
 def prompts_for(tok, n: int) -> list[list[int]]:
-    from rlhaif.generate import encode_prompts
+    from rlhaif.tokens import encode_prompts
 
     words = ["tell me about the cat", "what is the sun", "how do i help a dog", "why is the sky blue"]
     return encode_prompts(tok, [words[i % len(words)] + f" {i % 7}" for i in range(n)])
@@ -130,9 +130,10 @@ def part_generate(model, tok, engine, new_tokens: int, batches: list[int], weigh
 
 def part_rl(model, tok, engine, steps: int, prompts: int, k: int, new_tokens: int, cap: float) -> None:
     from rlhaif.engines.vllm_engine import EngineSample, rollout_from_samples
-    from rlhaif.generate import SamplingConfig, eos_ids, sample
+    from rlhaif.generate import SamplingConfig, sample
     from rlhaif.policy.importance import tis_weights
     from rlhaif.policy.rollout import response_logprobs
+    from rlhaif.tokens import eos_ids
 
     device = next(model.parameters()).device
     s = SamplingConfig(max_new_tokens=new_tokens, temperature=1.0)

@@ -71,16 +71,16 @@ def test_rounds_follow_the_seeded_draw_and_chain_revisions(tmp_path, tiny_lm):
 def test_each_round_asks_with_the_drawn_principles_own_requests(tmp_path, tiny_lm, monkeypatch):
     """The model sees, per round, the drawn principle's critique request, then its critique and the same
     principle's revision request, after the answer being critiqued."""
-    import rlhaif.generate
+    import rlhaif.tokens
 
     contexts = []  # every batch of chat contexts handed to the model, in call order
-    real = rlhaif.generate.encode_prompts
+    real = rlhaif.tokens.encode_prompts
 
     def spy(tokenizer, prompts, *a, **k):
         contexts.extend([[(m.role, m.content) for m in p] for p in prompts])
         return real(tokenizer, prompts, *a, **k)
 
-    monkeypatch.setattr(rlhaif.generate, "encode_prompts", spy)
+    monkeypatch.setattr(rlhaif.tokens, "encode_prompts", spy)
     model, tok = tiny_lm
     run_revise(_cfg(tmp_path, batch_size=4, fewshot="none"), model, tok)
     rows = {(r["prompt_id"], r["round"]): r for r in _rows(tmp_path)}

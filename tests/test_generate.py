@@ -8,7 +8,8 @@ import torch
 
 from rlhaif.data.records import PromptRecord
 from rlhaif.errors import DataError, RlhaifError
-from rlhaif.generate import (SamplingConfig, encode_prompts, generate_completions, left_pad, read_prompts, sample)
+from rlhaif.generate import SamplingConfig, generate_completions, read_prompts, sample
+from rlhaif.tokens import encode_prompts, left_pad
 from rlhaif.models.tiny import make_tiny_causal_lm
 
 PROMPTS = [PromptRecord(id="p0", prompt="hello"),

@@ -426,7 +426,8 @@ def test_generate_stage_vllm_and_hf_write_the_same_format(tiny, tmp_path, monkey
     stand-in here) the stage hands it the chat-templated prompt ids, K times each, with the sampling settings
     and the seed, and writes HF's record format from its samples."""
     from rlhaif.engines import vllm_engine
-    from rlhaif.generate import encode_prompts, read_prompts
+    from rlhaif.generate import read_prompts
+    from rlhaif.tokens import encode_prompts
     from rlhaif.models.loading import load_tokenizer
     from rlhaif.generate import GenerateConfig, run_generate
 

@@ -15,6 +15,17 @@ from rlhaif.policy.rollout import sample_responses
 EOS, PAD, V = 3, 0, 20
 
 
+class RowCache:
+    """A stand-in KV cache that remembers which original row each batch row is (the sampler drops finished
+    rows from the batch through ``batch_select_indices``, as from transformers' caches)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def batch_select_indices(self, indices):
+        self.rows = [self.rows[i] for i in indices.tolist()]
+
+
 class ScriptedLM(nn.Module):
     """Emits token script[row][k] at the k-th generated position, whatever the prompt."""
 
@@ -26,10 +37,12 @@ class ScriptedLM(nn.Module):
     def forward(self, input_ids, attention_mask, position_ids=None, use_cache=False, logits_to_keep=0,
                 past_key_values=None):
         k = attention_mask.shape[1] - self.prompt_len  # tokens generated so far
+        cache = past_key_values or RowCache(list(range(input_ids.shape[0])))
         logits = torch.full((input_ids.shape[0], 1, V), -1e9)
-        for b, row in enumerate(self.script):
+        for b, r in enumerate(cache.rows):
+            row = self.script[r]
             logits[b, 0, row[min(k, len(row) - 1)]] = 0.0
-        return types.SimpleNamespace(logits=logits, past_key_values=None)
+        return types.SimpleNamespace(logits=logits, past_key_values=cache)
 
 
 def test_rollout_masks_and_eos_look_at_the_response_only():

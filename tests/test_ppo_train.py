@@ -258,3 +258,13 @@ def test_a_classifier_label_logit_is_the_reward_of_an_rloo_run(setup):
     with torch.no_grad():
         assert probe[0] == pytest.approx(model(**tok(["the sun is good"], return_tensors="pt")).logits[0, 1].item(),
                                          abs=1e-4)
+
+
+@pytest.mark.parametrize("mixed_precision", ["no", "bf16"])
+def test_each_steps_first_ratio_is_one_with_the_samplers_own_streams(setup, mixed_precision):
+    """The rollout draws with per-row streams and drops finished rows, but the old log-probs the update uses are
+    still the policy's under the update's precision: one epoch of one minibatch sees a ratio of exactly 1."""
+    out = run_ppo(tiny_cfg(setup, f"ratio-{mixed_precision}", steps=2, ppo_epochs=1, mini_batch_size=8,
+                           mixed_precision=mixed_precision))
+    for r in rows(out["output_dir"]):
+        assert abs(r["policy/ratio"] - 1) < 1e-6 and r["policy/clipfrac"] == 0 and r["policy/approx_kl"] < 1e-7, r

@@ -10,10 +10,11 @@ import torch
 pytest.importorskip("vllm")
 
 from rlhaif.engines.vllm_engine import VLLMEngine, plain_state_dict, rollout_from_samples  # noqa: E402
-from rlhaif.generate import SamplingConfig, eos_ids, sample  # noqa: E402
+from rlhaif.generate import SamplingConfig, sample  # noqa: E402
 from rlhaif.models.tiny import make_tiny_causal_lm  # noqa: E402
 from rlhaif.policy.importance import tis_weights  # noqa: E402
 from rlhaif.policy.rollout import response_logprobs  # noqa: E402
+from rlhaif.tokens import eos_ids  # noqa: E402
 
 # vLLM's CPU attention kernels serve head sizes of 32 and up: 128 hidden / 4 heads (the tests' default,
 # 64 / 4 = 16, fails with "Unsupported CPU attention configuration: head_dim=16").

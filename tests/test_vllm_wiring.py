@@ -13,7 +13,8 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed here: run scripts/test-vllm.sh (builds its own venv)")
 
-from rlhaif.generate import GenerateConfig, SamplingConfig, eos_ids, run_generate, sample  # noqa: E402
+from rlhaif.generate import GenerateConfig, SamplingConfig, run_generate, sample  # noqa: E402
+from rlhaif.tokens import eos_ids  # noqa: E402
 from rlhaif.models.loading import load_causal_lm  # noqa: E402
 from rlhaif.models.tiny import WORDS, make_tiny_causal_lm  # noqa: E402
 from rlhaif.policy import ppo  # noqa: E402

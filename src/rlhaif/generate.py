@@ -4,8 +4,8 @@ recipes' ``generate`` stage both run ``run_generate``).
 Batched HF ``generate`` with left padding, KV cache and stop at EOS; seeded; the chat template is applied
 when the tokenizer has one. With ``backend: vllm`` (or ``auto`` where vLLM is installed and a GPU is present)
 the real vLLM engine (``rlhaif.engines.vllm_engine.VLLMEngine``) samples instead, through the same ``sample``
-and the same records; ``rlhaif evaluate`` samples through ``sample`` too. ``encode_prompts``, ``left_pad``
-and ``sample`` are shared with the PPO rollout.
+and the same records; ``rlhaif evaluate`` samples through ``sample`` too: the one sampling interface every
+stage uses. The token helpers (``encode_prompts``, ``left_pad``, ``eos_ids``) live in ``rlhaif.tokens``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import torch
 from pydantic import model_validator
 
 from rlhaif.config import StageConfig
-from rlhaif.data.records import CompletionRecord, Prompt, PromptRecord, as_messages, prompt_text
+from rlhaif.data.records import CompletionRecord, PromptRecord
 from rlhaif.errors import DataError, RlhaifError
+from rlhaif.tokens import encode_prompts, eos_ids, left_pad
 
 
 class GenerateConfig(StageConfig):
@@ -91,40 +92,6 @@ class GenerateConfig(StageConfig):
         return data
 
 
-def encode_prompts(tokenizer, prompts: Sequence[Prompt], max_prompt_length: int | None = None,
-                   truncate: bool = False) -> list[list[int]]:
-    """Token ids of each prompt with the chat template's generation prompt appended (plain text when the
-    tokenizer has no chat template). Too-long prompts are an error, or left-truncated when ``truncate``."""
-    out = []
-    for i, p in enumerate(prompts):
-        if getattr(tokenizer, "chat_template", None):
-            ids = tokenizer.apply_chat_template(as_messages(p), add_generation_prompt=True, tokenize=True)
-            if isinstance(ids, dict) or hasattr(ids, "keys"):
-                ids = ids["input_ids"]
-        else:
-            ids = tokenizer(prompt_text(p), add_special_tokens=True)["input_ids"]
-        ids = list(ids)
-        if max_prompt_length and len(ids) > max_prompt_length:
-            if not truncate:
-                raise RlhaifError(f"prompt {i} is {len(ids)} tokens, longer than max_prompt_length="
-                                  f"{max_prompt_length}; raise max_prompt_length or shorten the prompt")
-            ids = ids[-max_prompt_length:]
-        out.append(ids)
-    return out
-
-
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask), both (B, T), padded on the left so generation continues each row."""
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if len(s):
-            ids[i, T - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, T - len(s):] = 1
-    return ids.to(device), mask.to(device)
-
-
 @dataclass
 class SamplingConfig:
     """Settings passed to HF ``generate``; written into every CompletionRecord's ``sampling``."""
@@ -137,16 +104,6 @@ class SamplingConfig:
     repetition_penalty: float = 1.0
 
 
-def eos_ids(tokenizer, model=None) -> list[int]:
-    ids = set()
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    gc = getattr(model, "generation_config", None)
-    if gc is not None and gc.eos_token_id is not None:
-        ids.update([gc.eos_token_id] if isinstance(gc.eos_token_id, int) else gc.eos_token_id)
-    return sorted(ids)
-
-
 def plain_sampling(sampling: SamplingConfig) -> bool:
     """Temperature sampling with nothing else (no top-p, top-k or repetition penalty): what rlhaif's own
     KV-cache sampler (``rlhaif.policy.rollout.sample_responses``, the one PPO uses) draws from."""
@@ -156,9 +113,15 @@ def plain_sampling(sampling: SamplingConfig) -> bool:
 
 @torch.no_grad()
 def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: SamplingConfig,
-           batch_size: int = 16, precision=None, *, engine=None, seed: int = 0) -> list[tuple[list[int], bool]]:
-    """For each prompt, one sampled response: (response token ids without padding, reached EOS).
-    The EOS token is kept in the ids when reached. Seed with ``torch.manual_seed`` before.
+           batch_size: int = 16, precision=None, *, engine=None, seed: int = 0,
+           row_seeds: Sequence[int] | None = None, logprobs: bool = False) -> list[tuple]:
+    """For each prompt, one sampled response: (response token ids without padding, reached EOS), and with
+    ``logprobs`` a third element: rlhaif's sampler's own fp32 log-probability of each token (the distribution
+    that drew it), None where vLLM or HF ``generate`` drew. The EOS token is kept in the ids when reached.
+    ``row_seeds`` (one per prompt, e.g.
+    ``rlhaif.policy.rollout.row_seed(seed, prompt index, sample index)``) give each row of rlhaif's sampler its
+    own random stream, so a row's response does not depend on the batch it is in; without them, and for HF
+    ``generate``, the streams come from the global one: seed with ``torch.manual_seed`` before.
 
     With ``engine`` (a ``VLLMEngine`` holding ``model``'s weights) the engine samples every prompt in one call,
     each prompt with its own stream derived from ``seed``. Otherwise plain temperature sampling runs rlhaif's
@@ -167,9 +130,10 @@ def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: Samp
     anything else goes through HF ``generate`` in batches of ``batch_size``."""
     eos = eos_ids(tokenizer, model)
     if engine is not None:
-        return [(r[0].token_ids, r[0].finished) for r in engine.sample(prompt_ids, 1, sampling, eos, seed)]
+        return [(r[0].token_ids, r[0].finished) + ((None,) if logprobs else ())
+                for r in engine.sample(prompt_ids, 1, sampling, eos, seed)]
     device = next(model.parameters()).device
-    results: list[tuple[list[int], bool]] = []
+    results: list[tuple] = []
     was_training = model.training
     model.eval()
     if plain_sampling(sampling):
@@ -179,9 +143,11 @@ def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: Samp
         sampler = sampling_copy(model, precision) if precision is not None else model
         for start in range(0, len(prompt_ids), batch_size):
             ro = sample_responses(sampler, prompt_ids[start:start + batch_size], tokenizer.pad_token_id, eos,
-                                  sampling.max_new_tokens, sampling.temperature)
-            for row, m, fin in zip(ro.response_ids.tolist(), ro.response_mask.tolist(), ro.eos_reached.tolist()):
-                results.append((row[:sum(m)], bool(fin)))
+                                  sampling.max_new_tokens, sampling.temperature,
+                                  None if row_seeds is None else row_seeds[start:start + batch_size])
+            for row, m, fin, lp in zip(ro.response_ids.tolist(), ro.response_mask.tolist(),
+                                       ro.eos_reached.tolist(), ro.logprobs.tolist()):
+                results.append((row[:sum(m)], bool(fin)) + ((lp[:sum(m)],) if logprobs else ()))
         model.train(was_training)
         return results
     for start in range(0, len(prompt_ids), batch_size):
@@ -205,7 +171,7 @@ def sample(model, tokenizer, prompt_ids: Sequence[Sequence[int]], sampling: Samp
             if not finished:
                 while resp and resp[-1] == tokenizer.pad_token_id and tokenizer.pad_token_id not in eos:
                     resp.pop()
-            results.append((resp, finished))
+            results.append((resp, finished) + ((None,) if logprobs else ()))
     if was_training:
         model.train()
     return results
@@ -246,6 +212,7 @@ def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: i
     """K responses per prompt as CompletionRecords, plus throughput stats (new tokens per second).
     ``precision``: a ``rlhaif.precision.PrecisionChoice`` for rlhaif's sampler; with ``engine`` (a ``VLLMEngine``
     holding ``model``'s weights) the engine samples all of them in one call (see ``sample``)."""
+    from rlhaif.policy.rollout import row_seed
     from rlhaif.precision import sampling_copy
 
     torch.manual_seed(seed)
@@ -259,7 +226,7 @@ def generate_completions(model, tokenizer, prompts: Sequence[PromptRecord], k: i
     chunk = len(flat_ids) if engine is not None else batch_size  # the engine batches (and seeds) by itself
     for start in range(0, len(flat_ids), chunk):
         results += sample(sampler, tokenizer, flat_ids[start:start + chunk], sampling, batch_size, engine=engine,
-                          seed=seed)
+                          seed=seed, row_seeds=[row_seed(seed, i, j) for i, j in flat[start:start + chunk]])
         if progress is not None:
             progress(min(start + chunk, len(flat_ids)), len(flat_ids))
     elapsed = time.perf_counter() - t0

@@ -167,10 +167,12 @@ def run_evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     from rlhaif.data.io import write_jsonl
     from rlhaif.evaluate import metrics as M
     from rlhaif.evaluate.report import write_report
-    from rlhaif.generate import SamplingConfig, encode_prompts, engine_for, sample, use_vllm
+    from rlhaif.generate import SamplingConfig, engine_for, sample, use_vllm
     from rlhaif.metrics import MetricsLogger
     from rlhaif.models.loading import load_causal_lm
     from rlhaif.policy.kl import sequence_kl
+    from rlhaif.policy.rollout import row_seed
+    from rlhaif.tokens import encode_prompts
 
     if not cfg.models:
         raise ConfigError("evaluate: 'models' is empty; give at least one name: path")
@@ -211,16 +213,17 @@ def run_evaluate(cfg: EvaluateConfig) -> EvaluateResult:
             p_ids = encode_prompts(tok, prompts)
             if vllm:
                 engine = engine_for(model, tok, max(map(len, p_ids)) + cfg.max_new_tokens, cfg.seed, cfg.dtype, engine)
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(cfg.seed)  # every model draws with the same streams, row by row (paired samples)
             sampled = sample(model, tok, p_ids, sampling, cfg.batch_size, precision=prec, engine=engine,
-                             seed=cfg.seed)
-            r_ids = [ids for ids, _ in sampled]
+                             seed=cfg.seed, row_seeds=[row_seed(cfg.seed, i // cfg.k, i % cfg.k)
+                                                       for i in range(len(p_ids))], logprobs=True)
+            r_ids = [ids for ids, _, _ in sampled]
             texts = [tok.decode(ids, skip_special_tokens=True).strip() for ids in r_ids]
-            lengths = [len(ids) - int(fin) for ids, fin in sampled]
+            lengths = [len(ids) - int(fin) for ids, fin, _ in sampled]
             row: dict[str, Any] = {"path": path, "length": M.mean_length(lengths),
                                    "distinct_1": M.distinct_n(texts, 1), "distinct_2": M.distinct_n(texts, 2),
                                    "refusal_rate": M.refusal_rate(texts),
-                                   "finished_share": sum(f for _, f in sampled) / len(sampled)}
+                                   "finished_share": sum(f for _, f, _ in sampled) / len(sampled)}
             per_sample: dict[str, list[float]] = {}
             for kind, scorer in scorers.items():
                 per_sample[kind] = run_scorer(scorer, prompts, texts, kind)
@@ -228,7 +231,10 @@ def run_evaluate(cfg: EvaluateConfig) -> EvaluateResult:
             if model is ref_model:
                 kls = [0.0] * len(texts)
             elif _same_tokenizer(tok, ref_tok):
-                lp = response_logprobs(model, p_ids, r_ids, tok.pad_token_id, cfg.temperature, cfg.batch_size)
+                # the sampler's own log-probs: the distribution that drew the tokens, no second pass over them
+                # (that pass was half of a model's evaluation time); vLLM or HF generate: the model's pass
+                lp = ([torch.tensor(s[2]) for s in sampled] if all(s[2] is not None for s in sampled) else
+                      response_logprobs(model, p_ids, r_ids, tok.pad_token_id, cfg.temperature, cfg.batch_size))
                 ref_lp = response_logprobs(ref_model, p_ids, r_ids, tok.pad_token_id, cfg.temperature,
                                            cfg.batch_size)
                 kls = [float(sequence_kl(a, b, torch.ones_like(a))) for a, b in zip(lp, ref_lp)]

@@ -336,7 +336,7 @@ def context_length(model) -> int | None:
 
 
 def encode_all_prompts(cfg: PPOConfig, tok, records, context: int | None) -> list[list[int]]:
-    from rlhaif.generate import encode_prompts
+    from rlhaif.tokens import encode_prompts
 
     try:
         ids = encode_prompts(tok, [r.prompt for r in records], cfg.max_prompt_length)
@@ -637,7 +637,7 @@ class ExperienceMaker:
                ) -> tuple[Rollout, Optional[torch.Tensor]]:
         """(Rollout, the sampler's log-probs or None when the policy sampled) at the current weights, plain
         softmax at T: a bf16 copy of the policy (refreshed here) or the policy itself, or the vLLM engine."""
-        from rlhaif.policy.rollout import sample_responses
+        from rlhaif.policy.rollout import row_seed, sample_responses
         from rlhaif.precision import sampling_copy
 
         cfg, acc = self.cfg, self.acc
@@ -645,8 +645,11 @@ class ExperienceMaker:
             return engine_rollout(self.engine, cfg, prompt_ids, self.tok.pad_token_id, self.eos, step,
                                   acc.process_index, acc.num_processes, acc.device, sampling_round)
         self.sampler = sampling_copy(acc.unwrap_model(self.model).policy, self.precision, into=self.sampler)
+        # a random stream per row, from (seed, step, rank, row) and, for dynamic sampling's extra rounds, the round
+        key = (cfg.seed, step, acc.process_index) + ((sampling_round,) if sampling_round else ())
+        seeds = [row_seed(*key, r) for r in range(len(prompt_ids))]
         return sample_responses(self.sampler, prompt_ids, self.tok.pad_token_id, self.eos, cfg.max_new_tokens,
-                                cfg.temperature), None
+                                cfg.temperature, seeds), None
 
     def sampling_policy_pass(self, rollout: Rollout, mask: torch.Tensor):
         """(old log-probs (B, R), values (B, R), entropy): the policy's pass over its rollout; with reused
@@ -824,12 +827,13 @@ class PPOResult(TrainResult):
 
 
 def run_ppo(cfg: PPOConfig) -> PPOResult:
-    from rlhaif.generate import eos_ids, read_prompts
+    from rlhaif.generate import read_prompts
     from rlhaif.metrics import MetricsLogger
     from rlhaif.policy.group_advantages import group_prompt_indices
     from rlhaif.policy.kl_control import AdaptiveKLController, FixedKLController
     from rlhaif.precision import choose_precision
     from rlhaif.scorers import load_scorer as load_spec
+    from rlhaif.tokens import eos_ids
     from rlhaif.training import (finish_run, load_checkpoint, make_accelerator, make_optimizer, save_checkpoint,
                                  seed_everything, start_run)
 

@@ -128,8 +128,8 @@ class HFBackend:
     def _score_batch(self, batch: list[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
         import torch
 
-        from rlhaif.generate import left_pad
         from rlhaif.policy.rollout import cache_argument, returned_cache
+        from rlhaif.tokens import left_pad
 
         device = next(self.model.parameters()).device
         C = len(batch[0][1])

@@ -124,9 +124,10 @@ def run_revise(cfg: ReviseConfig, model=None, tokenizer=None) -> ReviseResult:
     from rlhaif.data.io import append_jsonl, read_jsonl_tolerant, write_jsonl, write_records
     from rlhaif.data.records import DemoRecord, PairRecord
     from rlhaif.feedback.ai.constitution import load_constitution, load_fewshot
-    from rlhaif.generate import SamplingConfig, encode_prompts, sample
+    from rlhaif.generate import SamplingConfig, sample
     from rlhaif.manifest import write_stage_manifest
     from rlhaif.metrics import MetricsLogger
+    from rlhaif.tokens import encode_prompts
 
     t0 = time.time()
     out = Path(cfg.output_dir)
