@@ -556,3 +556,41 @@ def test_every_stage_returns_a_frozen_result_record(stage):
     fields = [f.name for f in dataclasses.fields(record)]
     example = record(**{name: f"{name}-value" for name in fields})
     assert stage_outputs(example) == {name: f"{name}-value" for name in fields}
+
+
+SEEDED = '''
+from pathlib import Path
+from rlhaif.config import StageConfig
+
+class SeededConfig(StageConfig):
+    output_dir: str
+    seed: int = 0
+
+def run_seeded(cfg: SeededConfig) -> dict:
+    return {"seed": cfg.seed}
+'''
+
+
+def test_a_recipe_seed_reaches_every_stage_that_sets_none(tmp_path, monkeypatch):
+    """`rlhaif run/demo --seed N`: the recipe's seed is every stage's seed unless the stage sets its own."""
+    (tmp_path / "seeded.py").write_text(SEEDED)
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def run(**top):
+        r = recipe_from_dict({"run_dir": str(tmp_path / f"run{top.get('seed')}"), **top, "stages": [
+            {"stage": "seeded:run_seeded", "name": "a"}, {"stage": "seeded:run_seeded", "name": "b", "seed": 7}]})
+        return [s["outputs"]["seed"] for s in run_recipe(r, log=lambda m: None)["stages"]]
+
+    assert run() == [0, 7]
+    assert run(seed=3) == [3, 7]
+    with pytest.raises(ConfigError, match="seed must be an integer >= 0"):
+        recipe_from_dict({"run_dir": "x", "seed": -1, "stages": [{"stage": "seeded:run_seeded"}]})
+
+
+def test_demo_seed_runs_into_its_own_folder(capsys):
+    from rlhaif.cli import main
+
+    main(["demo", "--seed", "2", "--check"])
+    assert "stages into runs/demo-seed2" in capsys.readouterr().out
+    main(["demo", "--check"])
+    assert "stages into runs/demo\n" in capsys.readouterr().out

@@ -266,5 +266,5 @@ def test_each_steps_first_ratio_is_one_with_the_samplers_own_streams(setup, mixe
     still the policy's under the update's precision: one epoch of one minibatch sees a ratio of exactly 1."""
     out = run_ppo(tiny_cfg(setup, f"ratio-{mixed_precision}", steps=2, ppo_epochs=1, mini_batch_size=8,
                            mixed_precision=mixed_precision))
-    for r in rows(out["output_dir"]):
+    for r in rows(out.output_dir):
         assert abs(r["policy/ratio"] - 1) < 1e-6 and r["policy/clipfrac"] == 0 and r["policy/approx_kl"] < 1e-7, r

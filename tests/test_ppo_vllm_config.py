@@ -21,8 +21,8 @@ def test_vllm_rollouts_refuse_several_processes_and_a_bad_cap(tmp_path):
     with pytest.raises(ConfigError, match=r"one process.*has 2.*rollout_backend 'hf'"):
         check_batch_sizes(cfg(tmp_path), world_size=2)
     check_batch_sizes(cfg(tmp_path, rollout_backend="hf"), world_size=2)  # HF rollouts: fine
-    with pytest.raises(ConfigError, match="tis_cap must be > 0"):
-        check_batch_sizes(cfg(tmp_path, tis_cap=0.0))
+    with pytest.raises(ConfigError, match=r"ppo.yaml: key 'tis_cap': must be > 0 \(got 0.0\)"):  # before any load
+        PPOConfig.validate_dict({**cfg(tmp_path).model_dump(), "tis_cap": 0.0}, "ppo.yaml")
 
 
 def test_vllm_rollouts_without_vllm_say_how_to_get_it(tmp_path):

@@ -105,5 +105,5 @@ def test_an_empty_response_makes_no_pair_instead_of_stopping_the_export(tmp_path
             output_dir=str(out), completions=str(tmp_path / "completions.jsonl"), kind=kind, overlap=1,
             annotators=[AnnotatorSpec(name="a", noise=0.0)]))
         pairs = read_records(out / "pairs.jsonl", PairRecord)
-        assert res["n_pairs"] == len(pairs) == 3  # per prompt: the two non-empty answers, longer preferred
+        assert res.n_pairs == len(pairs) == 3  # per prompt: the two non-empty answers, longer preferred
         assert all(p.chosen == "a much longer answer here" and p.rejected == "a short answer" for p in pairs)

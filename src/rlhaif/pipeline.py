@@ -88,6 +88,8 @@ class Recipe(BaseModel):
     rounds: int = 1
     stages: list[StageSpec]
     source: str = "<recipe>"
+    seed: Optional[int] = None
+    """The seed of every stage that takes one and does not set its own (``rlhaif run/demo --seed``)."""
 
 
 def packaged_recipes() -> dict[str, Path]:
@@ -117,7 +119,7 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, Any] | None = None
 
 
 def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
-    known = {"run_dir", "policy", "rounds", "stages", "description"}
+    known = {"run_dir", "policy", "rounds", "stages", "description", "seed"}
     for k in data:
         if k not in known:
             raise ConfigError(f"{source}: unknown top-level key '{k}'; known keys: {', '.join(sorted(known))}")
@@ -143,8 +145,11 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     rounds = int(data.get("rounds", 1))
     if rounds < 1:
         raise ConfigError(f"{source}: rounds must be >= 1, got {rounds}")
+    seed = data.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(f"{source}: seed must be an integer >= 0, got {seed!r}")
     return Recipe(run_dir=str(data["run_dir"]), policy=data.get("policy"), rounds=rounds, stages=specs,
-                  source=source)
+                  source=source, seed=seed)
 
 
 def stage_function(kind: str, source: str = "<recipe>") -> tuple[Callable, type[StageConfig]]:
@@ -180,6 +185,7 @@ class _Scope:
         self.outputs: dict[str, dict[str, Any]] = {}  # stage name -> {"dir": ..., **returned}
         self.recipe = recipe_identity(recipe)
         self.force = False  # run_recipe(force=True): replace what other recipes wrote in run_dir
+        self.seed = recipe.seed
 
     def lookup(self, expr: str, where: str) -> Any:
         expr = expr.strip()
@@ -320,6 +326,8 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
     if "output_dir" not in cfg_cls.model_fields:
         raise RlhaifError(f"{where}: {cfg_cls.__name__} has no 'output_dir' field; a recipe stage needs one")
     settings.setdefault("output_dir", str(Path(scope.run_dir) / sub))
+    if scope.seed is not None and "seed" in cfg_cls.model_fields:
+        settings.setdefault("seed", scope.seed)  # the recipe's seed, where the stage sets none of its own
     cfg = cfg_cls.validate_dict(settings, where)
     out_dir = Path(cfg.output_dir)
     config = cfg.model_dump(mode="json")

@@ -32,6 +32,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                      f"packaged recipe: {', '.join(PACKAGED)}."),
         run_dir: Optional[str] = typer.Option(None, help="Override the recipe's run_dir."),
         rounds: Optional[int] = typer.Option(None, help="Override the recipe's rounds (iterated RLHF)."),
+        seed: Optional[int] = typer.Option(None, min=0, help="The seed of every stage that sets none of its own."),
         only: Optional[str] = typer.Option(None, help="Run only these stages (comma-separated names); "
                                            "the others must have finished before."),
         check: bool = typer.Option(False, "--check", help="Only check the recipe (stages exist, keys and "
@@ -46,7 +47,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if show:
             typer.echo(recipe_path(recipe).read_text(encoding="utf-8"), nl=False)
             return
-        r = load_recipe(recipe, {"run_dir": run_dir, "rounds": rounds})
+        r = load_recipe(recipe, {"run_dir": run_dir, "rounds": rounds, "seed": seed})
         if check:
             for line in check_recipe(r):
                 typer.echo(line)
@@ -69,12 +70,16 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         check: bool = typer.Option(False, "--check", help="Only check the demo's recipe (with --human / --cai "
                                    "as given); run nothing."),
         force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+        seed: int = typer.Option(0, min=0, help="The seed of every stage (a seed other than 0 runs into its own "
+                                 "folder, -seed<N> added)."),
     ):
         """The whole loop on SmolLM2-135M-Instruct + LoRA on bundled prompts; prints where report.html is."""
         from rlhaif.pipeline import check_recipe, demo_recipe, demo_run_dir, run_recipe
 
-        run_dir = run_dir or demo_run_dir(cai=cai, hh_rlhf=bool(hh_rlhf), human=human)
+        run_dir = run_dir or demo_run_dir(cai=cai, hh_rlhf=bool(hh_rlhf), human=human) + (f"-seed{seed}" if seed else "")
         recipe = demo_recipe("cai" if cai else "rlhf", run_dir=run_dir, hh_rlhf=hh_rlhf, human=human)
+        if seed:
+            recipe = recipe.model_copy(update={"seed": seed})
         if check:
             for line in check_recipe(recipe):
                 typer.echo(line)

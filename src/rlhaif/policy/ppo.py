@@ -208,8 +208,6 @@ def check_batch_sizes(cfg: PPOConfig, world_size: int = 1) -> None:
         raise ConfigError(f"rollout_backend 'vllm' runs in one process (the engine is colocated in it and sets "
                           f"up its own one-process group); this launch has {world_size}: use rollout_backend "
                           f"'hf' under several processes")
-    if cfg.tis_cap <= 0:
-        raise ConfigError(f"tis_cap must be > 0 (the cap of the importance weight), got {cfg.tis_cap}")
     check_group_settings(cfg.advantage_estimator, cfg.num_generations, cfg.batch_size, kl_in_reward(cfg),
                          cfg.kl_target, cfg.value_model)
     check_knob_settings(cfg)
