@@ -204,7 +204,8 @@ def test_shipped_recipes_check_and_load_by_name(tmp_path, monkeypatch):
 
     root = Path(__file__).parent.parent
     shipped = packaged_recipes()
-    assert set(shipped) == {"rlhf", "cai", "dpo", "online_dpo", "rejection_sampling", "study-knobs", "study-overoptimization"}
+    assert set(shipped) == {"rlhf", "rlhf-hh", "cai", "dpo", "online_dpo", "rejection_sampling", "study-knobs",
+                            "study-overoptimization"}
     assert not list((root / "recipes").glob("*.yaml")), "recipes/ holds a second copy of a packaged recipe"
     for name, path in shipped.items():
         assert path.parent == ASSETS / "recipes"
@@ -285,11 +286,21 @@ def test_demo_recipe_and_bundled_assets(hh_path, tmp_path):
     assert r.run_dir == str(tmp_path / "demo") and r.policy == "smollm2-135m-instruct"
     gold = next(s for s in r.stages if s.name == "gold_pairs")
     assert gold.settings["inputs"] == ["${assets}/preferences/demo_pairs.jsonl"]
+    # --hh-rlhf: the rlhf-hh recipe, a harmlessness gold from the file beside the bundled gold, both optimised
     r = demo_recipe("rlhf", run_dir=str(tmp_path / "demo"), hh_rlhf=hh_path)
-    gold = next(s for s in r.stages if s.name == "gold_pairs")
-    assert gold.settings["inputs"] == [hh_path] and gold.settings["skip_invalid"]
+    stages = {s.name: s for s in r.stages}
+    assert stages["hh_pairs"].settings["inputs"] == [hh_path] and stages["hh_pairs"].settings["skip_invalid"]
+    assert stages["gold_pairs"].settings["inputs"] == ["${assets}/preferences/demo_pairs.jsonl"]
+    assert stages["panel_harmless"].settings["scorer"] == "reward_model:${hh_gold}"
+    assert stages["panel_helpful"].settings["scorer"] == "reward_model:${gold_rm}"
+    rl = stages["rl"].settings
+    assert rl["combine"] == "gated" and rl["objectives"] == {"helpful": "${proxy_helpful}",
+                                                             "harmless": "${proxy_harmless}"}
+    assert stages["evaluate"].settings["gold_scorers"] == {"harmless": "${hh_gold}", "helpful_harmless": "${gold_rm}"}
     with pytest.raises(RlhaifError, match="file not found"):
         demo_recipe("rlhf", hh_rlhf=str(tmp_path / "missing.jsonl"))
+    with pytest.raises(RlhaifError, match="--human with --hh-rlhf"):
+        demo_recipe("rlhf", hh_rlhf=hh_path, human=True)
     # --human: the annotation app takes the simulated panel's place (same name, so later stages still resolve)
     r = demo_recipe("rlhf", run_dir=str(tmp_path / "demo"), human=True)
     human = next(s for s in r.stages if s.name == "simulate")

@@ -487,15 +487,23 @@ def demo_run_dir(cai: bool = False, hh_rlhf: bool = False, human: bool = False) 
 def demo_recipe(name: str = "rlhf", run_dir: Optional[str] = None, hh_rlhf: Optional[str] = None,
                 human: bool = False) -> Recipe:
     """The recipe `rlhaif demo` runs: the bundled ``assets/recipes/<name>.yaml`` with ``run_dir`` set (default
-    ``demo_run_dir``); ``hh_rlhf`` trains the gold reward model on that hh-rlhf file instead of the bundled
-    pairs."""
+    ``demo_run_dir``). With ``hh_rlhf`` (an hh-rlhf file), the rlhf demo becomes the ``rlhf-hh`` recipe (a
+    harmlessness gold learned from that file beside the bundled helpful-and-harmless one, both optimised by the
+    gated rule) and the cai demo's gold reward model learns from that file instead of the bundled pairs."""
+    if hh_rlhf and not Path(hh_rlhf).exists():
+        raise RlhaifError(f"--hh-rlhf {hh_rlhf}: file not found")
+    cai = name == "cai"
+    if hh_rlhf and name == "rlhf":
+        if human:
+            raise RlhaifError("--human with --hh-rlhf: the hh-rlhf demo has two simulated panels (harmlessness and "
+                              "helpfulness); label one yourself with `rlhaif run rlhf-hh --show`, edited")
+        name = "rlhf-hh"
     path = packaged_recipes()[name]
     data = load_yaml(path)
-    data["run_dir"] = run_dir or demo_run_dir(cai=name == "cai", hh_rlhf=bool(hh_rlhf), human=human)
+    data["run_dir"] = run_dir or demo_run_dir(cai=cai, hh_rlhf=bool(hh_rlhf), human=human)
+    hh_stage = "hh_pairs" if name == "rlhf-hh" else "gold_pairs"
     for st in data["stages"]:
-        if hh_rlhf and st.get("name") == "gold_pairs":
-            if not Path(hh_rlhf).exists():
-                raise RlhaifError(f"--hh-rlhf {hh_rlhf}: file not found")
+        if hh_rlhf and st.get("name") == hh_stage:
             st.update(inputs=[str(hh_rlhf)], limit=800, skip_invalid=True)
     if human:
         if not any(st.get("stage") == "simulate" for st in data["stages"]):
