@@ -11,6 +11,7 @@ from rlhaif.errors import RlhaifError
 from rlhaif.feedback.ai.calibration import (agreement_scores, apply_temperature, fit_temperature, mean_log_loss,
                                             measure_labeler)
 from rlhaif.feedback.ai.judge import AILabelConfig, run_ai_label
+from test_ai_judge import GoodWordBackend as CopyingJudge  # agrees with the people of write_calibration
 
 
 def test_agreement_scores_by_hand():
@@ -70,17 +71,6 @@ def write_completions(path):
     with open(path, "w") as f:
         for i, r in enumerate(["good one", "bad one"]):
             f.write(json.dumps({"prompt_id": "p0", "prompt": "hello", "index": i, "response": r}) + "\n")
-
-
-class CopyingJudge:
-    """ℓ = 0 for an option holding 'good', −2 otherwise: agrees with the people of write_calibration."""
-
-    def continuation_logprobs(self, queries):
-        out = []
-        for q in queries:
-            a, b = q.messages[-1]["content"].split("\n(A) ", 1)[1].split("\n(B) ", 1)
-            out.append((0.0 if "good" in a else -2.0, 0.0 if "good" in b else -2.0))
-        return out
 
 
 class CoinJudge:

@@ -7,6 +7,7 @@ import torch
 from rlhaif.data.records import Message
 from rlhaif.errors import ConfigError
 from rlhaif.scorers import ScorerSpec, load_scorer, parse_scorer
+from test_ai_judge import GoodWordBackend  # a judge with known log-probabilities
 
 RESPONSES = ["you are kind", "i hate this", "the sun is good and kind"]
 PROMPTS = ["say", "say", [Message(role="user", content="say")]]
@@ -147,17 +148,6 @@ def test_an_ensemble_of_tiny_reward_models_combines_its_members(tmp_path):
         load_scorer(f"ensemble:{tmp_path / 'ens' / 'member-0'}")
 
 
-class GoodWordJudge:
-    """ℓ = 0 for an option holding 'good', −2 otherwise: P(A) is σ(2), σ(−2) or ½ (test_ai_judge.py's)."""
-
-    def continuation_logprobs(self, queries):
-        out = []
-        for q in queries:
-            a, b = q.messages[-1]["content"].split("\n(A) ", 1)[1].split("\n(B) ", 1)
-            out.append((0.0 if "good" in a else -2.0, 0.0 if "good" in b else -2.0))
-        return out
-
-
 def test_judge_scorer_is_the_debiased_probability_over_the_reference(tmp_path):
     import json
     import math
@@ -170,7 +160,7 @@ def test_judge_scorer_is_the_debiased_probability_over_the_reference(tmp_path):
                     + json.dumps({"prompt": "q2", "response": "a good answer"}) + "\n")
     spec = parse_scorer(f"judge:some-judge?references={refs}")
     assert spec.kind == "judge" and spec.path == "some-judge"
-    scorer = JudgeScorer(GoodWordJudge(), reference_lookup(spec, dict(spec.options)), load_constitution())
+    scorer = JudgeScorer(GoodWordBackend(), reference_lookup(spec, dict(spec.options)), load_constitution())
     s = 1 / (1 + math.exp(-2))  # σ(2)
     # q1: good vs poor: P(A) = σ(2) shown first, σ(−2) shown second → p = ½(σ(2) + 1 − σ(−2)) = σ(2)
     # q2: poor vs good: p = 1 − σ(2); q1 with 'poor' vs 'poor': ½
