@@ -14,15 +14,15 @@ when the other two conditions hold (they become pairs across a prompt's response
 from __future__ import annotations
 
 import statistics
-from typing import Any, Iterable, Sequence
+from typing import Any, Collection, Iterable, Sequence
 
 from rlhaif.feedback import aggregate as agg
 
 STRICT = ("pairwise", "ranking", "aspects")
 
 
-def is_usable(judgment: dict[str, Any], flagged: Iterable[str], gold: dict[tuple, float]) -> bool:
-    if judgment["annotator"] in set(flagged):
+def is_usable(judgment: dict[str, Any], flagged: Collection[str], gold: dict[tuple, float]) -> bool:
+    if judgment["annotator"] in flagged:
         return False
     decided = agg.decisions(judgment)
     if any(unit in gold and gold[unit] != y for unit, y in decided.items()):
