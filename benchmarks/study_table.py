@@ -26,12 +26,15 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def curve_table(run_dir: Path, arms: list[str], window: int) -> str:
-    by_arm = {arm: read_metrics(run_dir / "round1" / arm / "metrics.jsonl") for arm in arms}
+    by_arm = {arm: read_metrics(run_dir / "round1" / arm / "metrics.jsonl") for arm in arms
+              if (run_dir / "round1" / arm / "metrics.jsonl").is_file()}
     n = min(len(rows) for rows in by_arm.values()) // window
     lines = ["| arm | steps | wall s | " + " | ".join(f"steps {i * window + 1}–{(i + 1) * window}" for i in range(n))
              + " |", "|---" * (3 + n) + "|"]
     for arm, rows in by_arm.items():
-        for key, name in (("objective/score", "proxy"), ("monitor/gold", "gold"), ("objective/kl", "KL")):
+        # the one proxy: the reward itself, or watching where the arm optimizes something else (an ensemble)
+        proxy = "monitor/proxy" if rows and "monitor/proxy" in rows[0] else "objective/score"
+        for key, name in ((proxy, "proxy"), ("monitor/gold", "gold"), ("objective/kl", "KL")):
             if not all(key in r for r in rows):  # e.g. no KL in a kl_free run
                 continue
             means = [y for _, y in window_means([(r["step"], r[key]) for r in rows], window)[:n]]
@@ -107,7 +110,7 @@ def pairs_table(eval_dir: Path, report: dict, arms: list[str]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir", type=Path)
-    ap.add_argument("--arms", nargs="+", default=["ppo", "rloo", "grpo"])
+    ap.add_argument("--arms", nargs="+", default=["ppo", "rloo", "grpo", "rloo_ensemble"])
     ap.add_argument("--window", type=int, default=4, help="steps per column of the training table")
     ap.add_argument("--eval", default="study_eval", help="the evaluate stage's folder name")
     a = ap.parse_args()

@@ -71,6 +71,8 @@ def test_study_table_reads_the_arms_curves_and_the_paired_gains(tmp_path):
         d.mkdir(parents=True)
         rows = [{"step": s, "time": 10.0 * s, "objective/score": scale * s, "monitor/gold": -s, "objective/kl": 0.5 * s}
                 for s in range(1, 9)]
+        if arm == "rloo":  # an arm optimizing an ensemble watches the one proxy: its curve is the proxy's
+            rows = [{**r, "monitor/proxy": 3.0 * r["step"]} for r in rows]
         (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"final": true}\n')
     paired = [{"model": "ppo", "against": "sft", "kind": k, "mean": m, "low": m - 0.1, "high": m + 0.1, "mde": 0.18,
                "prompts": 120, "samples_per_prompt": 2} for k, m in (("gold", 0.25), ("proxy", 0.5), ("length", 3.0))]
@@ -86,7 +88,7 @@ def test_study_table_reads_the_arms_curves_and_the_paired_gains(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.splitlines()
     assert "| ppo proxy | 8 | 80 | +2.500 | +6.500 |" in lines      # means of steps 1-4 and 5-8
-    assert "| rloo proxy | 8 | 80 | +5.000 | +13.000 |" in lines
+    assert "| rloo proxy | 8 | 80 | +7.500 | +19.500 |" in lines    # monitor/proxy, not objective/score
     assert "| ppo gold | 8 | 80 | -2.500 | -6.500 |" in lines
     assert "| ppo KL | 8 | 80 | 1.25 | 3.25 |" in lines
     assert "| ppo | +0.250 [+0.150, +0.350] | +0.500 [+0.400, +0.600] | +3.0 [+2.9, +3.1] | 2.50 |" in lines

@@ -67,6 +67,22 @@ def test_objectives_combine_update_and_state():
     assert gate.after_step({"h": 1.0, "s": 0.5}) == {} and gate.state_dict() == {}
 
 
+def test_weights_scale_the_scores_before_gated_and_constrained():
+    # a harmlessness score s as the cost c = −s: λ = 1, (h − 1·(−1·s)) / 2 = (h + s) / 2
+    obj = Objectives({"help": "length", "harmless": "length"}, "constrained",
+                     roles={"help": "help", "harmless": "cost"}, weights={"harmless": -1.0},
+                     cost_limit=-0.5, lagrange_lr=0.5, lagrange_init=1.0)
+    close(obj.combine({"help": torch.tensor([2.0, 0.0]), "harmless": torch.tensor([1.0, -3.0])}, [{}, {}]),
+          [(2 + 1) / 2, (0 - 3) / 2])
+    # mean harmless 0.2 → mean cost −0.2, over the limit −0.5: λ = 1 + 0.5·(−0.2 + 0.5) = 1.15
+    assert obj.after_step({"help": 1.0, "harmless": 0.2}) == {"objective/lambda": 1.0}
+    assert obj.state_dict()["lagrangian"]["lam"] == pytest.approx(1.15)
+    # gated: τ = 0.15 is compared with the scaled safety score (2·0.1 = 0.2 ≥ 0.15: help stays)
+    gate = Objectives({"h": "length", "s": "length"}, "gated", roles={"h": "help", "s": "safety"},
+                      weights={"h": 3.0, "s": 2.0}, safety_threshold=0.15)
+    close(gate.combine({"h": torch.tensor([1.0, 1.0]), "s": torch.tensor([0.1, 0.05])}, [{}, {}]), [3.0, 0.1])
+
+
 @pytest.mark.parametrize("kw, message", [
     (dict(rule="lexicographic"), "unknown combination rule 'lexicographic'; use one of: weighted, gated, constrained"),
     (dict(weights={"helpful": 1.0, "harmles": 0.5}), "objective_weights names 'harmles', which is not a scorer"),

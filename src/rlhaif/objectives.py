@@ -9,7 +9,8 @@ as pure functions (docs/ppo.md, "Several objectives"; ../DESIGN.md).
 
 Each scorer of an objective has a role: ``help`` (the reward to raise), ``safety`` (gated's safety score) or
 ``cost`` (constrained's cost, kept under the limit d). ``weighted`` combines every scorer by its weight, whatever
-its role.
+its role. Under ``gated`` and ``constrained`` a weight scales its scorer's score before the rule sees it (w = −1
+makes a harmlessness score a cost: c = −s).
 """
 
 from __future__ import annotations
@@ -140,10 +141,15 @@ class Objectives:
             return torch.zeros(len(records), dtype=torch.bool)
         return torch.tensor([str(prompt_field(r, self.risky_field)) in self.risky_values for r in records])
 
+    def scaled(self, scores: Mapping[str, Any]) -> dict[str, Any]:
+        """Each scorer's score times its weight (default 1): what ``gated`` and ``constrained`` combine."""
+        return {name: float(self.weights.get(name, 1.0)) * s for name, s in scores.items()}
+
     def combine(self, scores: Mapping[str, torch.Tensor], records: Sequence[Any]) -> torch.Tensor:
         """The one reward R per response from every scorer's scores (name → (B,)) and the prompts' records."""
         if self.rule == "weighted":
             return weighted(scores, self.weights)
+        scores = self.scaled(scores)
         if self.rule == "gated":
             return gated(scores[self.scorer_of("help")], scores[self.scorer_of("safety")], self.risky(records),
                          self.safety_threshold)
@@ -155,7 +161,7 @@ class Objectives:
         if self.lagrangian is None:
             return {}
         used = self.lagrangian.lam
-        self.lagrangian.update(mean_scores[self.scorer_of("cost")])
+        self.lagrangian.update(self.scaled(mean_scores)[self.scorer_of("cost")])
         return {"objective/lambda": used}
 
     def state_dict(self) -> dict[str, Any]:
@@ -222,8 +228,6 @@ def check_objectives(specs: Mapping[str, str], rule: str, roles: Mapping[str, st
     if cost_limit is not None and "cost" not in roles.values():
         raise ConfigError(f"cost_limit {cost_limit} is set but no objective has the role 'cost' "
                           f"(objective_roles: {dict(roles) or 'none'}): give the cost scorer role 'cost'")
-    if weights and rule != "weighted":
-        raise ConfigError(f"objective_weights are for the 'weighted' rule; combine is '{rule}'")
     needed = RULE_ROLES.get(rule, ())
     for role in needed:
         have = [n for n, r in roles.items() if r == role]
@@ -259,7 +263,9 @@ class ObjectivesConfig(StageConfig):
     """Each objective's role, name -> help | safety | cost: 'gated' needs one help and one safety scorer,
     'constrained' one help and one cost scorer; 'weighted' needs none."""
     objective_weights: dict[str, float] = {}
-    """'weighted': name -> weight w (default 1; a negative weight penalizes)."""
+    """name -> weight w (default 1). 'weighted': R = Σ w·s (a negative weight penalizes); 'gated' and
+    'constrained': each score is scaled by its w before the rule (w = -1 turns a harmlessness score into a cost);
+    objective/<name> logs the unscaled score."""
     risky_field: Optional[str] = None
     """'gated': the prompt-file field that flags a risky prompt (e.g. kind); every prompt must have it."""
     risky_values: list[str] = []
