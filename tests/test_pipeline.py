@@ -205,16 +205,16 @@ def test_shipped_recipes_check_and_load_by_name(tmp_path, monkeypatch):
     root = Path(__file__).parent.parent
     shipped = packaged_recipes()
     assert set(shipped) == {"rlhf", "rlhf-hh", "cai", "dpo", "online_dpo", "rejection_sampling", "study-knobs",
-                            "study-overoptimization"}
+                            "study-overoptimization", "active-labels"}
     assert not list((root / "recipes").glob("*.yaml")), "recipes/ holds a second copy of a packaged recipe"
     for name, path in shipped.items():
         assert path.parent == ASSETS / "recipes"
-        assert len(check_recipe(load_recipe(name))) >= 4  # every stage importable, every key a config field
+        assert len(check_recipe(load_recipe(name))) >= 3  # every stage importable, every key a config field
     assert len(check_recipe(load_recipe("study-overoptimization"))) == 10
     monkeypatch.chdir(tmp_path)  # a file of that name wins over the packaged recipe
     (tmp_path / "rlhf").write_text(yaml.safe_dump({"run_dir": "mine", "stages": [{"stage": "sft", "data": "d"}]}))
     assert load_recipe("rlhf").run_dir == "mine" and load_recipe("dpo").source == str(shipped["dpo"])
-    with pytest.raises(ConfigError, match=r"nope: no such recipe file.*packaged: cai, dpo"):
+    with pytest.raises(ConfigError, match=r"nope: no such recipe file.*packaged: active-labels, cai, dpo"):
         load_recipe("nope")
     with pytest.raises(ConfigError, match="no such recipe file"):
         load_recipe("sub/rlhf")  # a path is a path
@@ -549,8 +549,8 @@ def test_a_typed_stage_result_becomes_the_outputs_a_recipe_reads():
     assert stage_outputs({"pairs": "p.jsonl"}) == {"pairs": "p.jsonl"} and stage_outputs(None) == {}
 
 
-@pytest.mark.parametrize("stage", ["sft", "generate", "simulate", "ai_label", "revise", "pairs", "human", "reward",
-                                   "dpo", "evaluate", "ppo", "rlhaif.best_of_n:run_best_of_n",
+@pytest.mark.parametrize("stage", ["sft", "generate", "simulate", "ai_label", "revise", "pairs", "select", "human",
+                                   "reward", "dpo", "evaluate", "ppo", "rlhaif.best_of_n:run_best_of_n",
                                    "rlhaif.best_of_n:run_scored_pairs", "rlhaif.reward.evaluate:run_reward_eval",
                                    "rlhaif.reward.evaluate:run_reward_score"])
 def test_every_stage_returns_a_frozen_result_record(stage):

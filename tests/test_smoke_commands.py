@@ -582,6 +582,6 @@ def test_run_help_names_every_packaged_recipe(monkeypatch):
     from rlhaif.cli.run import PACKAGED
 
     monkeypatch.setenv("COLUMNS", "200")  # a narrow terminal cuts the help's lines short
-    assert PACKAGED == sorted(_packaged()) and len(PACKAGED) == 8
+    assert PACKAGED == sorted(_packaged()) and len(PACKAGED) == 9
     text = re.sub(r"[\s│]", "", cli("run", "--help").ok().out)  # rich wraps and boxes the help
     assert all(name in text for name in PACKAGED)

@@ -30,7 +30,7 @@ RANGES: dict[str, str] = {
     **dict.fromkeys(("batch_size", "eval_batch_size", "mini_batch_size", "gradient_accumulation_steps", "max_steps",
                      "steps", "ppo_epochs", "k", "num_generations", "max_length", "max_new_tokens",
                      "max_prompt_length", "cot_max_new_tokens", "n_rounds", "kl_horizon", "concurrency", "overlap",
-                     "max_prompts", "max_pairs", "limit", "best_of", "n", "per_prompt"), _AT_LEAST_1),
+                     "max_prompts", "max_pairs", "limit", "best_of", "n", "per_prompt", "budget"), _AT_LEAST_1),
     **dict.fromkeys(("eval_fraction",), _SHARE),
     **dict.fromkeys(("top_p", "top_share"), _PROBABILITY),
     "gamma": ">= 0, <= 1", "lam": ">= 0, <= 1", "label_smoothing": ">= 0, <= 0.5", "port": ">= 0, <= 65535",

@@ -19,7 +19,11 @@ the stage's config fields (the same keys as its command's --config YAML). ``outp
 - ``${run_dir}``, ``${round}``, ``${assets}`` (the files bundled with rlhaif), ``${base}`` (the starting policy),
   ``${policy}`` (the latest policy: updated by every sft, ppo and dpo stage);
 - ``${<name>}``: the output folder of the stage called <name> (its latest run); ``${<name>.<key>}``: a value
-  the stage returned (also kept in its manifest.json ``outputs``), e.g. ``${ppo.model}``, ``${pairs.pairs}``.
+  the stage returned (also kept in its manifest.json ``outputs``), e.g. ``${ppo.model}``, ``${pairs.pairs}``;
+- ``${prev.<name>}``, ``${prev.<name>.<key>}`` (in a repeated stage, of a repeated stage): the same from the
+  previous round, e.g. the newest reward model before this round's is trained (``scorer: ${prev.rm}`` of the
+  ``select`` stage). Round 1 has no previous round: there the reference is empty (null; a list item that is
+  only such a reference is dropped) and the log says so. It must be a whole value or list item.
 
 A stage whose manifest matches (same config, same input file hashes) is skipped on a re-run; a stage that
 was interrupted runs again and resumes from its own last checkpoint. A stage whose folder holds results of
@@ -61,6 +65,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "ai_label": ("rlhaif.feedback.ai.judge", "run_ai_label"),
     "revise": ("rlhaif.feedback.ai.critique_revise", "run_revise"),
     "pairs": ("rlhaif.feedback.mix", "run_pairs"),
+    "select": ("rlhaif.feedback.select_stage", "run_select"),
     "human": ("rlhaif.feedback.human.collect", "run_human_feedback"),
     "reward": ("rlhaif.reward.train", "run_reward_train"),
     "ppo": ("rlhaif.policy.ppo", "run_ppo"),
@@ -70,6 +75,7 @@ STAGES: dict[str, tuple[str, str]] = {
 # Stages whose result is a new policy: ${policy} follows their `model` output.
 POLICY_STAGES = ("sft", "ppo", "dpo")
 _REF = re.compile(r"\$\{([^}]+)\}")
+PREV = "prev"  # ${prev.<name>...}: a repeated stage's outputs of the previous round (no stage takes this name)
 
 
 # ----------------------------------------------------------------------------------------- the runner
@@ -135,6 +141,9 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
         repeat = bool(st.pop("repeat", False))
         if name in names:
             raise ConfigError(f"{source}: two stages are called '{name}'; give one a different 'name'")
+        if name == PREV:
+            raise ConfigError(f"{source}: stages[{i}]: '{PREV}' is not a stage name (${{{PREV}.<name>}} refers to the "
+                              "previous round); give it another 'name'")
         names.add(name)
         specs.append(StageSpec(stage=kind, name=name, repeat=repeat, settings=st))
     flags = [s.repeat for s in specs]
@@ -142,6 +151,7 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
         first, last = flags.index(True), len(flags) - 1 - flags[::-1].index(True)
         if not all(flags[first:last + 1]):
             raise ConfigError(f"{source}: the stages marked 'repeat: true' must be next to each other")
+    _check_previous_round_refs(specs, source)
     rounds = int(data.get("rounds", 1))
     if rounds < 1:
         raise ConfigError(f"{source}: rounds must be >= 1, got {rounds}")
@@ -150,6 +160,51 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
         raise ConfigError(f"{source}: seed must be an integer >= 0, got {seed!r}")
     return Recipe(run_dir=str(data["run_dir"]), policy=data.get("policy"), rounds=rounds, stages=specs,
                   source=source, seed=seed)
+
+
+def _refs(value: Any) -> list[tuple[str, bool]]:
+    """Every ``${...}`` in a setting: (its expression, whether it is the whole string)."""
+    if isinstance(value, dict):
+        return [r for v in value.values() for r in _refs(v)]
+    if isinstance(value, list):
+        return [r for v in value for r in _refs(v)]
+    if not isinstance(value, str):
+        return []
+    whole = _REF.fullmatch(value.strip())
+    return [(m.group(1).strip(), whole is not None) for m in _REF.finditer(value)]
+
+
+def _is_previous_round_ref(value: Any) -> bool:
+    """Whether a setting is a whole ``${prev...}`` reference."""
+    refs = _refs(value) if isinstance(value, str) else []
+    return len(refs) == 1 and refs[0][1] and refs[0][0].partition(".")[0] == PREV
+
+
+def _check_previous_round_refs(specs: list[StageSpec], source: str) -> None:
+    """``${prev.<name>...}`` only in a repeated stage, only of a repeated stage, only as a whole value: an error
+    here is found by ``--check``, before anything runs."""
+    repeated = {s.name: s.repeat for s in specs}
+    for spec in specs:
+        for expr, whole in _refs(spec.settings):
+            head, _, rest = expr.partition(".")
+            if head != PREV:
+                continue
+            ref, where = f"${{{expr}}}", f"{source}: stage '{spec.name}'"
+            name = rest.partition(".")[0]
+            if not name:
+                raise ConfigError(f"{where}: {ref}: name the stage, as in ${{{PREV}.<name>}} or "
+                                  f"${{{PREV}.<name>.<key>}}")
+            if not spec.repeat:
+                raise ConfigError(f"{where}: {ref}: only a repeated stage (repeat: true) has a previous round; "
+                                  f"refer to the latest run as ${{{rest}}}")
+            if name not in repeated:
+                raise ConfigError(f"{where}: {ref} refers to no stage called '{name}' (the stages are "
+                                  f"{', '.join(repeated)})")
+            if not repeated[name]:
+                raise ConfigError(f"{where}: {ref}: stage '{name}' runs once (it is not repeat: true), so it has no "
+                                  f"previous round; refer to it as ${{{rest}}}")
+            if not whole:
+                raise ConfigError(f"{where}: {ref} must be a whole value (or list item): in round 1 it is empty")
 
 
 def stage_function(kind: str, source: str = "<recipe>") -> tuple[Callable, type[StageConfig]]:
@@ -183,6 +238,8 @@ class _Scope:
         self.vars: dict[str, Any] = {"run_dir": self.run_dir, "assets": str(ASSETS), "round": 1,
                                      "base": recipe.policy, "policy": recipe.policy}
         self.outputs: dict[str, dict[str, Any]] = {}  # stage name -> {"dir": ..., **returned}
+        self.by_round: dict[tuple[str, int], dict[str, Any]] = {}  # (repeated stage, round) -> the same
+        self.notes: list[str] = []  # where a ${prev...} was empty (round 1), for the log
         self.recipe = recipe_identity(recipe)
         self.force = False  # run_recipe(force=True): replace what other recipes wrote in run_dir
         self.seed = recipe.seed
@@ -194,9 +251,21 @@ class _Scope:
                 raise ConfigError(f"{where}: ${{{expr}}} is not set (give the recipe a top-level 'policy')")
             return self.vars[expr]
         name, _, key = expr.partition(".")
+        if name == PREV:  # recipe_from_dict checked that a repeated stage refers to a repeated one
+            name, _, key = key.partition(".")
+            before = self.vars["round"] - 1
+            if before < 1:
+                self.notes.append(f"{where}: ${{{expr}}}")
+                return None
+            if (name, before) not in self.by_round:
+                raise ConfigError(f"{where}: ${{{expr}}}: stage '{name}' did not run in round {before}")
+            return self._value(self.by_round[name, before], name, key, expr, where)
         if name not in self.outputs:
             raise ConfigError(f"{where}: ${{{expr}}} refers to stage '{name}', which has not run before this one")
-        out = self.outputs[name]
+        return self._value(self.outputs[name], name, key, expr, where)
+
+    @staticmethod
+    def _value(out: dict[str, Any], name: str, key: str, expr: str, where: str) -> Any:
         if not key:
             return out["dir"]
         val: Any = out
@@ -207,6 +276,15 @@ class _Scope:
             val = val[part]
         return val
 
+    def record(self, spec: StageSpec, round_: int, repeated: bool, out_dir: Path, outputs: dict[str, Any],
+               where: str) -> None:
+        """A stage's outputs, for ``${<name>...}`` (and ``${prev.<name>...}`` in the next round)."""
+        self.outputs[spec.name] = {"dir": str(out_dir), **outputs}
+        if repeated:
+            self.by_round[spec.name, round_] = self.outputs[spec.name]
+        if spec.stage in POLICY_STAGES:
+            self.vars["policy"] = _policy_of(outputs, where)
+
     def resolve(self, value: Any, where: str) -> Any:
         if isinstance(value, str):
             whole = _REF.fullmatch(value.strip())
@@ -215,8 +293,9 @@ class _Scope:
             return _REF.sub(lambda m: str(self.lookup(m.group(1), where)), value)
         if isinstance(value, dict):
             return {k: self.resolve(v, f"{where}.{k}") for k, v in value.items()}
-        if isinstance(value, list):
-            return [self.resolve(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, list):  # round 1's empty ${prev...} items are dropped
+            items = [(v, self.resolve(v, f"{where}[{i}]")) for i, v in enumerate(value)]
+            return [r for v, r in items if not (r is None and _is_previous_round_ref(v))]
         return value
 
 
@@ -322,6 +401,11 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
     where = f"{source}: stage '{spec.name}'"
     fn, cfg_cls = stage_function(spec.stage, source)
     settings = scope.resolve(spec.settings, where)
+    for note in scope.notes:  # "<where>.<key>: ${prev...}"
+        if _is_main_process():
+            log(f"[prev] {spec.name} round {round_}: {note[len(where):].lstrip('.')} is empty: there is no "
+                "previous round")
+    scope.notes.clear()
     sub = f"round{round_}/{spec.name}" if repeated else spec.name
     if "output_dir" not in cfg_cls.model_fields:
         raise RlhaifError(f"{where}: {cfg_cls.__name__} has no 'output_dir' field; a recipe stage needs one")
@@ -353,9 +437,7 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
             log(f"[done] {spec.name}{f' round {round_}' if repeated else ''}: {wall:.1f} s (cpu {cpu:.1f} s)")
         _wait_for_file(lambda: manifest_matches(out_dir, fp))  # nobody reads outputs before the manifest exists
         status = "ran"
-    scope.outputs[spec.name] = {"dir": str(out_dir), **outputs}
-    if spec.stage in POLICY_STAGES:
-        scope.vars["policy"] = _policy_of(outputs, where)
+    scope.record(spec, round_, repeated, out_dir, outputs, where)
     # wall_time_s: the stage's own run time (from its manifest when skipped: the run that made the outputs)
     return {"name": spec.name, "stage": spec.stage, "round": round_ if repeated else None, "status": status,
             "wall_time_s": wall, "cpu_time_s": cpu, "output_dir": str(out_dir), "outputs": outputs}
@@ -452,15 +534,14 @@ def _restore(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, source
     """Take a finished stage's outputs from its manifest without running it (for ``only``)."""
     where = f"{source}: stage '{spec.name}'"
     settings = scope.resolve(spec.settings, where)
+    scope.notes.clear()
     sub = f"round{round_}/{spec.name}" if repeated else spec.name
     out_dir = Path(settings.get("output_dir") or Path(scope.run_dir) / sub)
     man = out_dir / "manifest.json"
     if not man.exists():
         raise RlhaifError(f"{where} has not finished ({man} missing); run it first, or drop --only")
     outputs = json.loads(man.read_text()).get("outputs") or {}
-    scope.outputs[spec.name] = {"dir": str(out_dir), **outputs}
-    if spec.stage in POLICY_STAGES:
-        scope.vars["policy"] = _policy_of(outputs, where)
+    scope.record(spec, round_, repeated, out_dir, outputs, where)
 
 
 def check_recipe(recipe: Recipe) -> list[str]:

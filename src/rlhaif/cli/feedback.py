@@ -103,7 +103,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                                                         "margins first). Pairwise campaigns; docs/feedback.md."),
                    budget: Optional[int] = typer.Option(None, help="With --select: how many comparisons to import."),
                    scorer: list[str] = typer.Option([], "--scorer", help="With --select uncertainty|disagreement: a "
-                                                    "reward model (rlhaif.scorers syntax); repeat it for an ensemble."),
+                                                    "reward model (rlhaif.scorers syntax); repeat it, or give an "
+                                                    "ensemble folder, for disagreement."),
                    seed: int = typer.Option(0, help="With --select: the seed of the shuffle and of tie-breaking.")):
         """Import completions as annotation tasks and assign them to the annotators; with --select and
         --budget, only the comparisons a selection rule asks first."""
@@ -118,8 +119,9 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                 raise RlhaifError(f"{guidelines}: guidelines file not found")
             text = guidelines.read_text(encoding="utf-8")
         if select is not None or budget is not None or scorer:
-            from rlhaif.feedback.select import check_selection
+            from rlhaif.feedback.select import check_selection, committee
 
+            scorer = committee(select or "random", scorer)  # disagreement: an ensemble folder is its members
             check_selection(select or "random", budget, len(scorer))
             if kind != "pairwise":
                 raise RlhaifError(f"--select chooses comparisons: use it with --kind pairwise, not {kind}")

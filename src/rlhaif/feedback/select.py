@@ -120,6 +120,21 @@ def check_selection(rule: str, budget: int | None, n_scorers: int) -> None:
         raise RlhaifError("--select random uses no scorer; drop --scorer or choose uncertainty / disagreement")
 
 
+def committee(rule: str, specs: Sequence[str]) -> list[str]:
+    """The scorer specs a rule scores with: for ``disagreement`` a reward-model ensemble folder (``rlhaif reward
+    train --ensemble N``, or ``ensemble:PATH``) counts as its members, whose margins spread; otherwise each spec
+    is one scorer (an ensemble scores as its rule combines it). Nothing is loaded."""
+    from rlhaif.scorers import ensemble_members, parse_scorer
+
+    if rule != "disagreement":
+        return list(specs)
+    out = []
+    for spec in specs:
+        parsed = parse_scorer(spec)
+        out += ensemble_members(parsed) if parsed.kind == "ensemble" else [spec]
+    return out
+
+
 def select(rule: str, candidates: Sequence[Candidate], budget: int, scorers: dict[str, Scorer] | None = None,
            seed: int = 0) -> list[Selected]:
     """The ``budget`` candidates a rule asks first, in order. Nothing is written here: a failing scorer or a
@@ -157,6 +172,18 @@ class LabeledPool:
             self._p_first[cand.prompt_id] = 1.0 - p.p if flip else p.p
         self.bought: list[str] = []
 
+    def restore(self, ids: Sequence[str]) -> None:
+        """Mark comparisons bought before (their candidate ids: an earlier round's), so they are not offered
+        again."""
+        known = {c.prompt_id for c in self.candidates}
+        for i in ids:
+            if i not in known:
+                raise RlhaifError(f"comparison {i!r} was bought before but is not in this pool (a different pool "
+                                  "file or range of lines?)")
+            if i in self.bought:
+                raise RlhaifError(f"comparison {i} was bought already")
+            self.bought.append(i)
+
     def unasked(self) -> list[Candidate]:
         done = set(self.bought)
         return [c for c in self.candidates if c.prompt_id not in done]
@@ -174,5 +201,5 @@ class LabeledPool:
             p = self._p_first[c.prompt_id]
             better, worse = (c.first_text, c.second_text) if p >= 0.5 else (c.second_text, c.first_text)
             out.append(PairRecord(prompt=c.prompt, chosen=better, rejected=worse, p=max(p, 1.0 - p),
-                                  source="pool", selection=s.record()))
+                                  source="pool", selection=s.record(), pool_id=c.prompt_id))
         return out
