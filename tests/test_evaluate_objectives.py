@@ -63,6 +63,11 @@ def test_evaluate_by_objective_and_prompt_field(tiny_setup):  # noqa: F811
     assert row["length_gain"] == pytest.approx(sum(s["tuned"][i]["tokens"] - s["base"][i]["tokens"] for i in red) / 4)
     html = (d / "by_kind" / "report.html").read_text()
     assert html.index("Gains by objective and prompt group") < html.index("Paired gains") < html.index("<h2>Models</h2>")
+    # with gold_scorers and no gold_scorer: every objective in the paired gains, the headline and the leaderboard
+    assert {(p["model"], p["kind"]) for p in rep["paired"]} == {("tuned", k) for k in ("helpful", "good", "length")}
+    assert rep["headline"][0].startswith("tuned over base: ") and " helpful" in rep["headline"][0] \
+        and " good" in rep["headline"][0]
+    assert rep["leaderboard_scorer"] == "helpful"
 
 
 def test_evaluate_by_several_prompt_files(tiny_setup):  # noqa: F811

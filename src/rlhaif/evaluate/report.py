@@ -204,8 +204,9 @@ def headline_lines(paired: list[dict], results: dict[str, dict[str, Any]], ancho
         rows = {r["kind"]: r for r in paired if r["model"] == name and r["against"] == anchor}
         if not rows:
             continue
+        kinds = ["gold", "proxy", *[k for k in rows if k not in ("gold", "proxy", "length")]]  # + gold_scorers
         parts = [f"{_signed(rows[k]['mean'])} [{_signed(rows[k]['low'])}, {_signed(rows[k]['high'])}] {k}"
-                 for k in ("gold", "proxy") if k in rows]
+                 for k in kinds if k in rows]
         kl = results[name].get("kl", {}).get("mean")
         text = f"{name} over {anchor}: " + ", ".join(parts or ["no scorer"])
         if kl is not None and math.isfinite(kl):
@@ -274,7 +275,8 @@ def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_i
     series = {n: {**s, **({"length": [float(x) for x in lengths[n]]} if lengths[n] else {})}
               for n, s in per_model.items()}
     objectives = [k for k in ("gold", *getattr(cfg, "gold_scorers", {})) if any(k in v for v in per_model.values())]
-    paired = paired_comparisons(series, anchors, cfg.k, kinds=("gold", "proxy", "length", *objectives[1:]),
+    paired = paired_comparisons(series, anchors, cfg.k,
+                                kinds=("gold", "proxy", "length", *[o for o in objectives if o != "gold"]),
                                 seed=cfg.seed)
     by_objective = objective_table(series, responses, groups, objectives, anchors, cfg.k, seed=cfg.seed)
     headline = headline_lines(paired, results, anchors, list(results))
@@ -285,7 +287,9 @@ def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_i
     dist = score_distributions(per_model)
     if dist:
         plots["score_distributions"] = dist
-    kind = "gold" if cfg.gold_scorer else "proxy" if cfg.proxy_scorer else None
+    # the leaderboard ranks by the gold scorer, else the first of gold_scorers, else the proxy
+    kind = next((o for o in objectives if o in next(iter(per_model.values()), {})), None) \
+        or ("proxy" if cfg.proxy_scorer else None)
     board, why = (leaderboard({n: s[kind] for n, s in per_model.items()}, cfg.bootstrap_rounds, cfg.seed)
                   if kind else (None, "no scorer: no leaderboard"))
     if why:
