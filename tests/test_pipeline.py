@@ -210,7 +210,7 @@ def test_shipped_recipes_check_and_load_by_name(tmp_path, monkeypatch):
     for name, path in shipped.items():
         assert path.parent == ASSETS / "recipes"
         assert len(check_recipe(load_recipe(name))) >= 3  # every stage importable, every key a config field
-    assert len(check_recipe(load_recipe("study-overoptimization"))) == 10
+    assert len(check_recipe(load_recipe("study-overoptimization"))) == 12  # + proxy_ensemble, rloo_ensemble
     monkeypatch.chdir(tmp_path)  # a file of that name wins over the packaged recipe
     (tmp_path / "rlhf").write_text(yaml.safe_dump({"run_dir": "mine", "stages": [{"stage": "sft", "data": "d"}]}))
     assert load_recipe("rlhf").run_dir == "mine" and load_recipe("dpo").source == str(shipped["dpo"])
