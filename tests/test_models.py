@@ -83,6 +83,9 @@ def test_lora_attach_train_only_adapter_and_merge(tmp_path):
     merged, tok2 = load_causal_lm(str(tmp_path / "adapter"), merge_adapter=True)
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, lora_logits, atol=1e-5)
+    # merged, it is a plain model: every weight trainable, as when loaded from a full folder (full fine-tuning
+    # from an SFT adapter, `--lora-r 0`, found no trainable parameter before)
+    assert all(p.requires_grad for p in merged.parameters())
     assert tok2(TEXT)["input_ids"] == ids[0].tolist()
 
 

@@ -222,8 +222,8 @@ def load_causal_lm(name_or_path: str, dtype: str | torch.dtype | None = "float32
             base_path, _ = resolve_model(base_name)
             base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
             model = PeftModel.from_pretrained(base, path)
-            if merge_adapter:
-                model = model.merge_and_unload()
+            if merge_adapter:  # a plain model now: trainable as one loaded from a full folder (PEFT froze it)
+                model = model.merge_and_unload().requires_grad_(True)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, **kw)
     except (OSError, ValueError) as e:
