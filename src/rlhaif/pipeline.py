@@ -162,22 +162,23 @@ def recipe_from_dict(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
                   source=source, seed=seed)
 
 
-def _refs(value: Any) -> list[tuple[str, bool]]:
-    """Every ``${...}`` in a setting: (its expression, whether it is the whole string)."""
+def _refs(value: Any, path: str = "") -> list[tuple[str, str, bool]]:
+    """Every ``${...}`` in a setting: (where it sits, e.g. ``inputs[0]``; its expression; whether it is the
+    whole string)."""
     if isinstance(value, dict):
-        return [r for v in value.values() for r in _refs(v)]
+        return [r for k, v in value.items() for r in _refs(v, f"{path}.{k}" if path else str(k))]
     if isinstance(value, list):
-        return [r for v in value for r in _refs(v)]
+        return [r for i, v in enumerate(value) for r in _refs(v, f"{path}[{i}]")]
     if not isinstance(value, str):
         return []
     whole = _REF.fullmatch(value.strip())
-    return [(m.group(1).strip(), whole is not None) for m in _REF.finditer(value)]
+    return [(path, m.group(1).strip(), whole is not None) for m in _REF.finditer(value)]
 
 
 def _is_previous_round_ref(value: Any) -> bool:
     """Whether a setting is a whole ``${prev...}`` reference."""
     refs = _refs(value) if isinstance(value, str) else []
-    return len(refs) == 1 and refs[0][1] and refs[0][0].partition(".")[0] == PREV
+    return len(refs) == 1 and refs[0][2] and refs[0][1].partition(".")[0] == PREV
 
 
 def _check_previous_round_refs(specs: list[StageSpec], source: str) -> None:
@@ -185,7 +186,7 @@ def _check_previous_round_refs(specs: list[StageSpec], source: str) -> None:
     here is found by ``--check``, before anything runs."""
     repeated = {s.name: s.repeat for s in specs}
     for spec in specs:
-        for expr, whole in _refs(spec.settings):
+        for _, expr, whole in _refs(spec.settings):
             head, _, rest = expr.partition(".")
             if head != PREV:
                 continue
@@ -239,7 +240,6 @@ class _Scope:
                                      "base": recipe.policy, "policy": recipe.policy}
         self.outputs: dict[str, dict[str, Any]] = {}  # stage name -> {"dir": ..., **returned}
         self.by_round: dict[tuple[str, int], dict[str, Any]] = {}  # (repeated stage, round) -> the same
-        self.notes: list[str] = []  # where a ${prev...} was empty (round 1), for the log
         self.recipe = recipe_identity(recipe)
         self.force = False  # run_recipe(force=True): replace what other recipes wrote in run_dir
         self.seed = recipe.seed
@@ -254,8 +254,7 @@ class _Scope:
         if name == PREV:  # recipe_from_dict checked that a repeated stage refers to a repeated one
             name, _, key = key.partition(".")
             before = self.vars["round"] - 1
-            if before < 1:
-                self.notes.append(f"{where}: ${{{expr}}}")
+            if before < 1:  # round 1: empty (run_stage logs it)
                 return None
             if (name, before) not in self.by_round:
                 raise ConfigError(f"{where}: ${{{expr}}}: stage '{name}' did not run in round {before}")
@@ -401,11 +400,10 @@ def run_stage(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, sourc
     where = f"{source}: stage '{spec.name}'"
     fn, cfg_cls = stage_function(spec.stage, source)
     settings = scope.resolve(spec.settings, where)
-    for note in scope.notes:  # "<where>.<key>: ${prev...}"
-        if _is_main_process():
-            log(f"[prev] {spec.name} round {round_}: {note[len(where):].lstrip('.')} is empty: there is no "
-                "previous round")
-    scope.notes.clear()
+    if repeated and round_ == 1 and _is_main_process():  # ${prev...} resolved empty
+        for path, expr, _ in _refs(spec.settings):
+            if expr.partition(".")[0] == PREV:
+                log(f"[prev] {spec.name} round 1: {path}: ${{{expr}}} is empty: there is no previous round")
     sub = f"round{round_}/{spec.name}" if repeated else spec.name
     if "output_dir" not in cfg_cls.model_fields:
         raise RlhaifError(f"{where}: {cfg_cls.__name__} has no 'output_dir' field; a recipe stage needs one")
@@ -534,7 +532,6 @@ def _restore(spec: StageSpec, scope: _Scope, round_: int, repeated: bool, source
     """Take a finished stage's outputs from its manifest without running it (for ``only``)."""
     where = f"{source}: stage '{spec.name}'"
     settings = scope.resolve(spec.settings, where)
-    scope.notes.clear()
     sub = f"round{round_}/{spec.name}" if repeated else spec.name
     out_dir = Path(settings.get("output_dir") or Path(scope.run_dir) / sub)
     man = out_dir / "manifest.json"
