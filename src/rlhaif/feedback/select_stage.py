@@ -128,7 +128,8 @@ def _previous(cfg: SelectConfig) -> tuple[list[dict[str, Any]], list[Any]]:
 
 
 def _candidates(cfg: SelectConfig, before: list[dict[str, Any]]):
-    """(the pool's candidates not chosen before, the LabeledPool that reveals their labels or None)."""
+    """(the pool's candidates not chosen before, the LabeledPool that reveals their labels or None, the
+    completion records of ``completions`` or None)."""
     from rlhaif.feedback.select import LabeledPool, candidate_pairs
 
     if cfg.pool is not None:
@@ -136,12 +137,13 @@ def _candidates(cfg: SelectConfig, before: list[dict[str, Any]]):
 
         pool = LabeledPool(load_pairs(cfg.pool, parse_lines(cfg.pool_lines, "pool_lines")), seed=cfg.seed)
         pool.restore([row["id"] for row in before])
-        return pool.unasked(), pool
+        return pool.unasked(), pool, None
     from rlhaif.data.io import read_records
     from rlhaif.data.records import CompletionRecord
 
     asked = {(row["id"], row["first_text"], row["second_text"]) for row in before}
-    return candidate_pairs(read_records(cfg.completions, CompletionRecord), exclude=asked), None
+    records = read_records(cfg.completions, CompletionRecord)
+    return candidate_pairs(records, exclude=asked), None, records
 
 
 def run_select(cfg: SelectConfig) -> SelectResult:
@@ -154,7 +156,7 @@ def run_select(cfg: SelectConfig) -> SelectResult:
 
     t0 = time.time()
     before, kept = _previous(cfg)
-    candidates, pool = _candidates(cfg, before)
+    candidates, pool, records = _candidates(cfg, before)
     if cfg.budget > len(candidates):
         raise RlhaifError(f"select: budget {cfg.budget} is larger than what is left of the pool: {len(candidates)} "
                           f"comparisons not chosen yet ({len(before)} chosen in earlier rounds)")
@@ -182,7 +184,7 @@ def run_select(cfg: SelectConfig) -> SelectResult:
         fields["n_pairs"] = write_records(out / "pairs.jsonl", kept + bought)
         fields["pairs"] = str(out / "pairs.jsonl")
     else:
-        write_records(out / "completions.jsonl", _to_label(cfg.completions, chosen, batch))
+        write_records(out / "completions.jsonl", _to_label(records, chosen, batch))
         fields["completions"] = str(out / "completions.jsonl")
     print(f"select: batch {batch}: {len(chosen)} comparisons by {rule}"
           + (f" of {', '.join(specs)}" if specs else "") + f"; {len(candidates) - len(chosen)} left in the pool",
@@ -193,13 +195,10 @@ def run_select(cfg: SelectConfig) -> SelectResult:
     return result
 
 
-def _to_label(path: str, chosen, batch: int) -> list[Any]:
-    """Each chosen comparison as two completions under a prompt id of its own (``<prompt id>/<i>-<j>``), with
-    why it was chosen: a labelling stage asks exactly these pairs."""
-    from rlhaif.data.io import read_records
-    from rlhaif.data.records import CompletionRecord
-
-    by_key = {(r.prompt_id, r.index): r for r in read_records(path, CompletionRecord)}
+def _to_label(records: list[Any], chosen, batch: int) -> list[Any]:
+    """Each chosen comparison as two completions (of ``records``) under a prompt id of its own (``<prompt
+    id>/<i>-<j>``), with why it was chosen: a labelling stage asks exactly these pairs."""
+    by_key = {(r.prompt_id, r.index): r for r in records}
     out = []
     for s in chosen:
         c = s.candidate
