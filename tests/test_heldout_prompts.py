@@ -8,6 +8,7 @@ from pathlib import Path
 import yaml
 
 from rlhaif.generate import read_prompts
+from rlhaif.reward.pairs import parse_lines
 
 ASSETS = Path(__file__).resolve().parents[1] / "src" / "rlhaif" / "assets"
 HELDOUT = ASSETS / "prompts" / "heldout_eval_prompts.jsonl"
@@ -50,8 +51,8 @@ def _asset_files(value) -> list[str]:
 
 
 def _lines(spec: str) -> set[int]:
-    first, _, last = spec.partition("-")
-    return set(range(int(first), int(last or first) + 1))
+    first, last = parse_lines(spec, "lines")  # the reader's own parser of "1-62"
+    return set(range(first, last + 1))
 
 
 def test_no_recipe_trains_on_the_prompts_it_evaluates_on():
