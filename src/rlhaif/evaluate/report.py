@@ -288,8 +288,7 @@ def write_report(out: Path, cfg, baseline: str, prompts: Sequence[Any], prompt_i
     if dist:
         plots["score_distributions"] = dist
     # the leaderboard ranks by the gold scorer, else the first of gold_scorers, else the proxy
-    kind = next((o for o in objectives if o in next(iter(per_model.values()), {})), None) \
-        or ("proxy" if cfg.proxy_scorer else None)
+    kind = objectives[0] if objectives else "proxy" if cfg.proxy_scorer else None
     board, why = (leaderboard({n: s[kind] for n, s in per_model.items()}, cfg.bootstrap_rounds, cfg.seed)
                   if kind else (None, "no scorer: no leaderboard"))
     if why:
