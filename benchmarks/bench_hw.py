@@ -7,8 +7,9 @@ Measures, in one process with --threads torch threads:
   lm head      8 × 576 @ 576 × 49,152 alone (GB/s of weights read), fp32 and bf16
   decode       SmolLM2-135M, one chat prompt, --new-tokens new tokens (EOS ignored, so every row runs the same
                length), batch 1/8/32, fp32 and bf16 weights: HF ``generate`` (plain sampling) and rlhaif's
-               sampler (``rlhaif.policy.rollout.sample_responses``), tokens/s (prefill included) and the share
-               of the batch's bound: the lower of the weight-read bound (B × weight-read rate / weight bytes)
+               sampler (``rlhaif.policy.rollout.sample_responses``), tokens/s (prefill included; and the decode
+               steps alone: the extra tokens of the long call over a 1-token call's, over the extra time) and
+               the share of the batch's bound: the lower of the weight-read bound (B × weight-read rate / weight bytes)
                and the matmul roofline (the dtype's GFLOP/s / 2 × params FLOPs a token); with --baseline-rev
                also the sampler of that git revision, the sides interleaved --decode-reps times (medians: the
                A/B form for a loaded machine); bf16 also under autocast on fp32 weights
@@ -133,8 +134,13 @@ def decode_rate(kind: str, model, prompt_ids: list[int], batch: int, new_tokens:
 
     run(2)  # warm-up: a short run (kernels picked, caches allocated)
     t0 = CLOCK()
+    run(1)  # the prompt's prefill and one token
+    t1 = CLOCK()
     run(new_tokens)
-    return batch * new_tokens / (CLOCK() - t0)
+    t2 = CLOCK()
+    # (all new tokens over the whole call, prefill included; the decode steps alone: the extra tokens over the
+    # extra time of the long call)
+    return batch * new_tokens / (t2 - t1), batch * (new_tokens - 1) / max(1e-9, (t2 - t1) - (t1 - t0))
 
 
 def llama_cpp_rate(gguf: str, prompt_ids: list[int], new_tokens: int, threads: int) -> dict | None:
@@ -299,19 +305,22 @@ def main() -> None:
                   f"{roof[dt] * 1e9 / (2 * params):.0f} tokens/s", flush=True)
             for b in map(int, a.batches.split(",")):
                 bound, binds = batch_bound(b, bound1, roof[dt], params)
-                rates: dict[str, list[float]] = {k: [] for k in sides}
+                rates: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
                 for _ in range(a.decode_reps):  # interleaved: load changes hit every side alike
                     for kind, (_, fn) in sides.items():
                         rates[kind].append(decode_rate("hf" if kind == "hf" else "rlhaif", m, prompt_ids, b,
                                                        a.new_tokens, pad, sampler=fn))
                 for kind, (label, _) in sides.items():
-                    r = sorted(rates[kind])[len(rates[kind]) // 2]
-                    fig["decode"].append({"dtype": dt, "batch": b, "side": kind, "tokens_per_s": r,
-                                          "all_tokens_per_s": rates[kind], "bound": bound, "binds": binds})
-                    print(f"  {dt} batch {b:2d} {label:22s} {r:7.1f} tokens/s  ({r / bound:.0%} of {bound:.0f}, "
-                          f"{binds})" + (f"  runs {', '.join(f'{x:.0f}' for x in rates[kind])}"
-                                         if a.decode_reps > 1 else ""), flush=True)
-        r = decode_rate("rlhaif", model, prompt_ids, 1, a.new_tokens, pad, autocast=True)
+                    whole = sorted(x for x, _ in rates[kind])[len(rates[kind]) // 2]
+                    steps = sorted(y for _, y in rates[kind])[len(rates[kind]) // 2]
+                    fig["decode"].append({"dtype": dt, "batch": b, "side": kind, "tokens_per_s": whole,
+                                          "steps_tokens_per_s": steps, "all_tokens_per_s": rates[kind],
+                                          "bound": bound, "binds": binds})
+                    print(f"  {dt} batch {b:2d} {label:22s} {whole:7.1f} tokens/s  ({whole / bound:.0%} of {bound:.0f}, "
+                          f"{binds}); decode steps alone {steps:7.1f} ({steps / bound:.0%})"
+                          + (f"  runs {', '.join(f'{x:.0f}' for x, _ in rates[kind])}" if a.decode_reps > 1 else ""),
+                          flush=True)
+        r, _ = decode_rate("rlhaif", model, prompt_ids, 1, a.new_tokens, pad, autocast=True)
         print(f"  fp32 weights under bf16 autocast, batch 1, rlhaif sampler: {r:.1f} tokens/s", flush=True)
         fig["decode_autocast_b1"] = r
     if "llama" not in skip:

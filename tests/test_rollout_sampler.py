@@ -48,9 +48,13 @@ def reference_sample(model, prompts, eos, max_new_tokens, temperature, seeds):
     return torch.stack(toks, 1), torch.stack(masks, 1), done, torch.stack(lps, 1)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_sampler_draws_what_the_no_cache_reference_draws(dtype):
-    lm, tok = make_tiny_causal_lm("llama")
+@pytest.mark.parametrize("arch,dtype", [("llama", "float32"), ("qwen2", "float32"), ("gpt2", "float32"),
+                                        ("gpt2", "bfloat16")])
+def test_sampler_draws_what_the_no_cache_reference_draws(arch, dtype):
+    """llama and qwen2 run the static-cache decoder, gpt2 transformers' cache. In bf16 the static-cache decoder
+    rounds differently from the model's own forward (its decode attention is two products and an fp32 softmax),
+    so a draw at a boundary may differ: its bf16 case is the next test."""
+    lm, tok = make_tiny_causal_lm(arch)
     lm.eval()
     model = sampling_copy(lm, PrecisionChoice(dtype, "test", "cpu", "test"))
     prompts = [[4, 9, 12, 15, 20], [5, 6], [7, 8, 9], [30, 31, 32, 33]]
@@ -62,6 +66,24 @@ def test_sampler_draws_what_the_no_cache_reference_draws(dtype):
         assert torch.equal(ro.response_ids, ids), (seed, ro.response_ids, ids)
         assert torch.equal(ro.response_mask, mask) and torch.equal(ro.eos_reached, done)
         assert (ro.logprobs - lp).abs().max() < (1e-5 if dtype == "float32" else 0.02)  # bf16 logits: 2^-8
+
+
+def test_bf16_static_cache_logprobs_are_the_bf16_models_of_the_same_tokens():
+    """Honest draws from the bf16 copy: the log-probs the static-cache sampler reports are the bf16 model's own
+    forward of the same tokens (teacher-forced) up to bf16 rounding."""
+    lm, tok = make_tiny_causal_lm("llama")
+    with torch.no_grad():  # sharper logits (std ~1.4 of a log-prob): a wrong position or mask moves them by 0.9-3.6
+        for p in lm.parameters():
+            if p.dim() == 2:
+                p.mul_(8)
+    model = sampling_copy(lm.eval(), PrecisionChoice("bfloat16", "test", "cpu", "test"))
+    prompts = [[4, 9, 12, 15, 20], [5, 6], [7, 8, 9], [30, 31, 32, 33]]
+    ro = sample_responses(model, prompts, PAD, [tok.eos_token_id, 11, 13, 17], 12, 0.8,
+                          seeds=[row_seed(5, i) for i in range(len(prompts))])
+    with torch.no_grad():
+        lp = response_logprobs(model, ro, 0.8)
+    m = ro.response_mask.bool()
+    assert m.sum() > 20 and (ro.logprobs - lp)[m].abs().max() < 0.15  # measured 0.04: bf16 rounding
 
 
 def _rows_stopping_at_different_lengths(model, tok, prompts, seeds):

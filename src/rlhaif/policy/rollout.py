@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
+from rlhaif.policy.decoder import decoder_for
 from rlhaif.policy.logprobs import selective_log_softmax
 from rlhaif.precision import PrecisionChoice, autocast
 from rlhaif.tokens import left_pad
@@ -111,19 +111,6 @@ def last_positions(length: int, n: int, device=None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def cache_argument(model) -> str:
-    """The name the model's forward takes the KV cache by: ``cache`` from transformers 5.24 on (which deprecates
-    ``past_key_values`` with a warning on every call), ``past_key_values`` before."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT's forward takes **kwargs
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-def returned_cache(out):
-    """The KV cache a forward with ``use_cache=True`` returned, under either name."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
 def sample_responses(model, prompt_ids: Sequence[Sequence[int]], pad_id: int, eos: Sequence[int],
                      max_new_tokens: int, temperature: float = 1.0, seeds: Sequence[int] | None = None) -> Rollout:
     """Sample one response per prompt with a KV cache, stopping each row at EOS or ``max_new_tokens``.
@@ -149,29 +136,21 @@ def sample_responses(model, prompt_ids: Sequence[Sequence[int]], pad_id: int, eo
     mask = torch.zeros((B, max_new_tokens), dtype=torch.long, device=device)
     eos_reached = torch.zeros(B, dtype=torch.bool, device=device)
     live = torch.arange(B, device=device)  # the original rows still running, in batch order
-    attn = query_mask
-    pos = (attn.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=query_ids, attention_mask=attn, position_ids=pos, use_cache=True,
-                logits_to_keep=last_positions(P, 1, device))
-    cache_name, steps = cache_argument(model), 0
+    decoder = decoder_for(model)
+    logits, steps = decoder.start(query_ids, query_mask, max_new_tokens), 0
     for t in range(max_new_tokens):
-        rows = live.tolist()
-        nxt, lp = draw_tokens(out.logits[:, -1], temperature, [generators[i] for i in rows])  # (b,)
+        nxt, lp = draw_tokens(logits, temperature, [generators[i] for i in live.tolist()])  # (b,)
         tokens[live, t], logprobs[live, t], mask[live, t] = nxt, lp, 1
         stop = torch.isin(nxt, eos_t)
         eos_reached[live] = stop
         steps = t + 1
         if t + 1 == max_new_tokens or bool(stop.all()):
             break
-        cache = returned_cache(out)
         if bool(stop.any()):  # finished rows leave the batch: no more compute on them
             keep = (~stop).nonzero().squeeze(-1)
-            live, nxt, attn, pos = live[keep], nxt[keep], attn[keep], pos[keep]
-            cache.batch_select_indices(keep)
-        attn = torch.cat([attn, attn.new_ones(len(live), 1)], dim=1)
-        pos = pos[:, -1:] + 1
-        out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos, **{cache_name: cache},
-                    use_cache=True)
+            live, nxt = live[keep], nxt[keep]
+            decoder.keep(keep)
+        logits = decoder.step(nxt)
     return Rollout(query_ids, query_mask, tokens[:, :steps], mask[:, :steps], eos_reached,
                    logprobs[:, :steps])
 

@@ -128,7 +128,7 @@ class HFBackend:
     def _score_batch(self, batch: list[tuple[list[int], list[list[int]]]]) -> list[list[float]]:
         import torch
 
-        from rlhaif.policy.rollout import cache_argument, returned_cache
+        from rlhaif.policy.decoder import cache_argument, returned_cache
         from rlhaif.tokens import left_pad
 
         device = next(self.model.parameters()).device
