@@ -113,10 +113,11 @@ def run_scorer(scorer: Scorer, prompts: Sequence[Any], responses: Sequence[str],
 
 @torch.no_grad()
 def response_logprobs(model, prompt_ids: list[list[int]], response_ids: list[list[int]], pad_id: int,
-                      temperature: float, batch_size: int) -> list[torch.Tensor]:
+                      temperature: float, batch_size: int, precision=None) -> list[torch.Tensor]:
     """Per-token log-probabilities of each response (1-D tensors) under ``model`` at ``temperature``: the PPO
-    rollout's pass (``rlhaif.policy.rollout.response_logprobs``, fp32, only the response positions through the
-    LM head), prompts left-padded and responses right-padded as in a rollout."""
+    rollout's pass (``rlhaif.policy.rollout.response_logprobs``, only the response positions through the
+    LM head; its products under ``rlhaif.precision.autocast(precision)``, the log-softmax in fp32), prompts
+    left-padded and responses right-padded as in a rollout."""
     from rlhaif.policy.rollout import response_logprobs as rollout_logprobs, rollout_from_ids
 
     out: list[torch.Tensor] = []
@@ -125,7 +126,7 @@ def response_logprobs(model, prompt_ids: list[list[int]], response_ids: list[lis
     for s in range(0, len(prompt_ids), batch_size):
         resp = response_ids[s:s + batch_size]
         lp = rollout_logprobs(model, rollout_from_ids(prompt_ids[s:s + batch_size], resp, pad_id, device=device),
-                              temperature)
+                              temperature, precision)
         out += [lp[i, :len(r)].float().cpu() for i, r in enumerate(resp)]
     return out
 
@@ -234,9 +235,11 @@ def run_evaluate(cfg: EvaluateConfig) -> EvaluateResult:
                 # the sampler's own log-probs: the distribution that drew the tokens, no second pass over them
                 # (that pass was half of a model's evaluation time); vLLM or HF generate: the model's pass
                 lp = ([torch.tensor(s[2]) for s in sampled] if all(s[2] is not None for s in sampled) else
-                      response_logprobs(model, p_ids, r_ids, tok.pad_token_id, cfg.temperature, cfg.batch_size))
+                      response_logprobs(model, p_ids, r_ids, tok.pad_token_id, cfg.temperature, cfg.batch_size,
+                                        prec))
+                # a compute-bound pass: bf16 products where the precision is bf16 (as updates and scoring)
                 ref_lp = response_logprobs(ref_model, p_ids, r_ids, tok.pad_token_id, cfg.temperature,
-                                           cfg.batch_size)
+                                           cfg.batch_size, prec)
                 kls = [float(sequence_kl(a, b, torch.ones_like(a))) for a, b in zip(lp, ref_lp)]
             else:
                 kls = None
