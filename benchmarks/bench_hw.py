@@ -115,12 +115,20 @@ def sampler_at(rev: str):
     return mod.sample_responses
 
 
+def distinct_rows(prompt_ids: list[int], batch: int) -> list[list[int]]:
+    """``batch`` prompts of the same length that differ in their middle token: the sampler runs the prefill of
+    identical prompts once, which would flatter it against HF ``generate`` here."""
+    mid = len(prompt_ids) // 2
+    return [prompt_ids[:mid] + [100 + (prompt_ids[mid] + i) % 10_000] + prompt_ids[mid + 1:] for i in range(batch)]
+
+
 def decode_rate(kind: str, model, prompt_ids: list[int], batch: int, new_tokens: int, pad_id: int,
                 autocast: bool = False, sampler=None) -> float:
     from rlhaif.policy.rollout import sample_responses
 
     sampler = sampler or sample_responses
-    ids = torch.tensor([prompt_ids] * batch)
+    rows = distinct_rows(prompt_ids, batch)
+    ids = torch.tensor(rows)
 
     def run(n):
         torch.manual_seed(0)
@@ -130,7 +138,7 @@ def decode_rate(kind: str, model, prompt_ids: list[int], batch: int, new_tokens:
                                min_new_tokens=n, do_sample=True, temperature=0.7, top_k=0, top_p=1.0,
                                pad_token_id=pad_id)
             else:
-                sampler(model, [prompt_ids] * batch, pad_id, [-1], n, 0.7)
+                sampler(model, rows, pad_id, [-1], n, 0.7)
 
     run(2)  # warm-up: a short run (kernels picked, caches allocated)
     t0 = CLOCK()
@@ -235,10 +243,10 @@ def profile(model, prompt_ids, pad_id) -> None:
     from rlhaif.policy.rollout import sample_responses
 
     for batch in (1, 8):
-        sample_responses(model, [prompt_ids] * batch, pad_id, [-1], 4, 0.7)
+        sample_responses(model, distinct_rows(prompt_ids, batch), pad_id, [-1], 4, 0.7)
         t0 = time.perf_counter()
         with tprofile(activities=[ProfilerActivity.CPU]) as prof:
-            sample_responses(model, [prompt_ids] * batch, pad_id, [-1], 16, 0.7)
+            sample_responses(model, distinct_rows(prompt_ids, batch), pad_id, [-1], 16, 0.7)
         wall = time.perf_counter() - t0
         print(f"\nprofile: sampler batch {batch}, 16 new tokens, {wall:.2f} s wall under the profiler")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))

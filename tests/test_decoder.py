@@ -68,3 +68,69 @@ def test_the_decoder_is_chosen_by_architecture():
     qwen, _ = make_tiny_causal_lm("qwen2")
     qwen.config.layer_types = ["sliding_attention"] * qwen.config.num_hidden_layers
     assert not static_cache_supported(qwen)  # a sliding window: transformers' own cache
+
+
+@torch.no_grad()
+def test_a_prompt_on_several_rows_is_prefilled_once_and_each_row_goes_its_own_way():
+    model, _ = make_tiny_causal_lm("llama")
+    model.eval()
+    prompts = [PROMPTS[0], PROMPTS[0], PROMPTS[1], PROMPTS[2], PROMPTS[2], PROMPTS[2]]
+    ids, attn = left_pad(prompts, PAD)
+    dec = decoder_for(model)
+    calls = []
+    prefill = dec.prefill
+    dec.prefill = lambda q, m, n: calls.append(len(q)) or prefill(q, m, n)
+    logits = dec.start(ids, attn, max_new_tokens=3)
+    assert calls == [3] and logits.shape[0] == 6  # three distinct prompts run, six rows come back
+    assert (logits - full_forward_last(model, ids, attn)).abs().max() < 1e-5
+    for t in range(3):  # different tokens on the rows of one prompt: their caches must not be shared
+        nxt = torch.tensor([10, 11, 12, 13, 14, 15]) + t
+        ids, attn = torch.cat([ids, nxt[:, None]], 1), torch.cat([attn, torch.ones_like(attn[:, :1])], 1)
+        assert (dec.step(nxt) - full_forward_last(model, ids, attn)).abs().max() < 1e-5, t
+
+
+@torch.no_grad()
+def test_a_packed_group_of_lora_layers_computes_what_peft_computes():
+    """q/k/v as one packed product with their adapters (A's stacked, B's block-diagonal, each scaled) against the
+    three bf16 PEFT layers' own forwards."""
+    from rlhaif.policy.decoder import PackedLinear, onednn_bf16
+    from rlhaif.precision import PrecisionChoice, sampling_copy
+
+    if not onednn_bf16():
+        pytest.skip("no oneDNN bf16 kernels on this CPU")
+    model, _ = make_tiny_causal_lm("qwen2")  # q/k/v with biases
+    peft = lora(model).eval()
+    with torch.no_grad():  # a different scaling on k: each B block takes its own
+        peft.base_model.model.model.layers[0].self_attn.k_proj.scaling["default"] = 0.5
+    cp = sampling_copy(peft, PrecisionChoice("bfloat16", "test", "cpu", "test"))
+    attn = cp.base_model.model.model.layers[0].self_attn
+    x = torch.randn(8, 64).bfloat16()
+    got = PackedLinear([attn.q_proj, attn.k_proj, attn.v_proj], 8)(x)
+    base = PackedLinear([attn.q_proj.get_base_layer(), attn.k_proj.get_base_layer(), attn.v_proj.get_base_layer()], 8)(x)
+    for g, b, layer in zip(got, base, (attn.q_proj, attn.k_proj, attn.v_proj)):
+        ref = layer(x).float()
+        err = (g.float() - ref).abs().max()
+        assert err < 0.02 * ref.abs().max() and (g.float() - b.float()).abs().max() > 10 * err
+
+
+@torch.no_grad()
+def test_the_packed_decoder_on_a_bf16_lora_copy_gives_the_copys_own_logits():
+    from rlhaif.policy.decoder import packable
+    from rlhaif.precision import PrecisionChoice, sampling_copy
+
+    model, _ = make_tiny_causal_lm("llama")
+    cp = sampling_copy(lora(model).eval(), PrecisionChoice("bfloat16", "test", "cpu", "test"))
+    if not packable(cp):
+        pytest.skip("no oneDNN bf16 kernels on this CPU")
+    ids, attn = left_pad(PROMPTS, PAD)
+    dec = decoder_for(cp)
+    dec.start(ids, attn, max_new_tokens=2)
+    assert dec.packed and dec.layers is not dec.modules
+    nxt = torch.tensor([10, 11, 12, 13])
+    got = dec.step(nxt).float()
+    ref = full_forward_last(cp, torch.cat([ids, nxt[:, None]], 1), torch.cat([attn, torch.ones_like(attn[:, :1])], 1))
+    with cp.disable_adapter():
+        no_lora = full_forward_last(cp, torch.cat([ids, nxt[:, None]], 1),
+                                    torch.cat([attn, torch.ones_like(attn[:, :1])], 1)).float()
+    err = (got - ref.float()).abs().max()
+    assert err < 0.05 * ref.float().abs().max() and (got - no_lora).abs().max() > 5 * err  # the adapters count

@@ -163,41 +163,22 @@ def test_sampling_copy_is_bf16_and_refreshes_from_the_master():
     assert ro.response_ids.shape[0] == 2 and ro.response_ids.dtype == torch.long
 
 
-def test_the_sampling_copy_of_a_lora_model_is_the_plain_model_with_the_adapters_merged():
+def test_the_sampling_copy_of_a_lora_model_keeps_its_adapters_and_follows_them():
     from peft import LoraConfig, get_peft_model
-    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.tuners.lora import Linear as LoraLinear
 
-    from rlhaif.precision import merged_parameters
-
-    lm = make_tiny_causal_lm("llama")[0]
-    peft = get_peft_model(lm, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
-    peft.eval()
-
-    def move_adapters(seed):
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            for n, p in peft.named_parameters():
-                if "lora_" in n:
-                    p.normal_(0, 0.2)
-
-    move_adapters(0)
-    ids = torch.tensor([[4, 9, 12, 15], [5, 6, 7, 8]])
-    # the merged fp32 weights give the adapter model's logits
-    plain = make_tiny_causal_lm("llama", seed=5)[0].eval()
-    with torch.no_grad():
-        for n, p in plain.named_parameters():
-            p.copy_(dict(merged_parameters(peft))[n])
-        assert (plain(input_ids=ids).logits - peft(input_ids=ids).logits).abs().max() < 1e-5
+    peft = get_peft_model(make_tiny_causal_lm("llama")[0],
+                          LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
     cp = sampling_copy(peft, BF16)
-    assert not any(isinstance(m, BaseTunerLayer) for m in cp.modules())  # one product a projection
-    assert {p.dtype for p in cp.parameters()} == {torch.bfloat16} and not any(p.requires_grad for p in cp.parameters())
-    move_adapters(1)  # an update: the refreshed copy follows the adapters
-    assert sampling_copy(peft, BF16, into=cp) is cp
+    assert any(isinstance(m, LoraLinear) for m in cp.modules())  # not merged: a small ΔW survives bf16
     with torch.no_grad():
-        ref = peft(input_ids=ids).logits
-        assert (cp(input_ids=ids).logits.float() - ref).abs().max() < 0.05 * ref.abs().max()
-        plain_stale = sampling_copy(peft, FP32)
-        assert plain_stale is peft
+        for n, p in peft.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.2)
+    sampling_copy(peft, BF16, into=cp)
+    for (n, p), q in zip(peft.named_parameters(), cp.parameters()):
+        assert torch.equal(q, p.detach().to(torch.bfloat16)), n
+
 
 def test_measuring_the_bf16_speedup_leaves_the_global_random_stream_alone():
     # the measurement runs once per process, inside the first stage that asks for 'auto' (after that stage has

@@ -134,91 +134,21 @@ def autocast(choice: PrecisionChoice):
     return torch.autocast(device_type=choice.device, dtype=torch.bfloat16)
 
 
-def merged_parameters(model: torch.nn.Module):
-    """(name, tensor) of ``model``'s parameters with every LoRA layer merged into its base weight
-    (W + ΔW, computed, ``model`` untouched), named as in the model PEFT wraps; ``model``'s own parameters when it
-    has no LoRA layers. None when it has adapter layers this cannot merge (DoRA, non-Linear LoRA layers)."""
-    from rlhaif.policy.decoder import base_model
-
-    inner = base_model(model)
-    if inner is model:
-        yield from model.named_parameters()
-        return
-    from peft.tuners.lora import Linear as LoraLinear
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    seen: set[int] = set()
-    for name, module in inner.named_modules():
-        prefix = f"{name}." if name else ""
-        if isinstance(module, BaseTunerLayer):
-            if not isinstance(module, LoraLinear) or any(module.use_dora.get(a) for a in module.active_adapters):
-                raise NotImplementedError(f"{name}: only plain LoRA Linear layers are merged for sampling")
-            base = module.get_base_layer()
-            w = base.weight.detach().clone()
-            for a in module.active_adapters:
-                if a in module.lora_A:
-                    w += module.get_delta_weight(a)
-            yield prefix + "weight", w
-            if base.bias is not None:
-                yield prefix + "bias", base.bias.detach()
-            seen.update(id(p) for p in module.parameters())
-            continue
-        for pname, p in module.named_parameters(recurse=False):
-            if id(p) not in seen:
-                seen.add(id(p))
-                yield prefix + pname, p.detach()
-
-
 def sampling_copy(model: torch.nn.Module, choice: PrecisionChoice, into: torch.nn.Module | None = None):
     """The model to sample from: ``model`` itself under fp32; under bf16 a frozen bf16 copy of it (``into``, when
-    given, is an earlier copy refreshed in place from ``model``'s current weights, so no new memory). The copy of
-    a LoRA model (PEFT) is the plain model with the adapters merged into its bf16 weights: a decode step then
-    runs one product a projection instead of three (the sampler draws from the merged weights and reports
-    their log-probs; the update's are the policy's own)."""
+    given, is an earlier copy refreshed in place from ``model``'s current weights, so no new memory). A LoRA
+    model's copy keeps its adapters (the sampler adds their product to the base product, as PEFT does)."""
     if not choice.is_bf16:
         return model
-    from rlhaif.policy.decoder import base_model
-
     if into is None:
-        try:
-            if base_model(model) is not model:  # a plain copy of the wrapped model, filled with merged weights
-                into = copy.deepcopy(base_model(model)).to(torch.bfloat16)
-                _remove_adapters(into)
-                into = _fill(into, model)
-            else:
-                into = copy.deepcopy(model).to(torch.bfloat16)
-        except NotImplementedError:
-            into = copy.deepcopy(model).to(torch.bfloat16)
-        into.eval()
+        into = copy.deepcopy(model).to(torch.bfloat16).eval()
         into.requires_grad_(False)
         return into
-    return _fill(into, model)
-
-
-def _remove_adapters(plain: torch.nn.Module) -> None:
-    """Replace each adapter layer of a deep-copied PEFT inner model by its base layer, in place."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    for name, module in list(plain.named_modules()):
-        if isinstance(module, BaseTunerLayer):
-            parent, _, child = name.rpartition(".")
-            setattr(plain.get_submodule(parent) if parent else plain, child, module.get_base_layer())
-
-
-@torch.no_grad()
-def _fill(into: torch.nn.Module, model: torch.nn.Module) -> torch.nn.Module:
-    """Copy ``model``'s (merged) parameters into ``into`` by name, one tensor at a time."""
-    dst = dict(into.named_parameters())
-    same = dst.keys() == dict(model.named_parameters()).keys()
-    filled = set()
-    for name, value in (model.named_parameters() if same else merged_parameters(model)):
-        if name in dst:
-            dst[name].copy_(value)
-            filled.add(name)
-    if filled != dst.keys():
-        raise NotImplementedError(f"sampling copy: no source for {sorted(dst.keys() - filled)[:3]}")
+    with torch.no_grad():
+        for dst, src in zip(into.state_dict().values(), model.state_dict().values()):
+            dst.copy_(src)
     return into
 
 
 __all__ = ["PrecisionChoice", "choose_precision", "cpu_flags", "cpu_has_native_bf16", "measured_bf16_speedup",
-           "autocast", "sampling_copy", "merged_parameters", "REQUESTS"]
+           "autocast", "sampling_copy", "REQUESTS"]

@@ -50,34 +50,83 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
+def lora_parts(module) -> list[tuple[torch.Tensor, torch.Tensor, float]] | None:
+    """[(A, B, scaling)] of each active plain-LoRA adapter of a PEFT LoRA Linear layer ([] for a plain Linear),
+    None for anything else (DoRA and other variants, merged or disabled adapters, dropout in training mode)."""
+    if type(module) is torch.nn.Linear:
+        return []
+    try:
+        from peft.tuners.lora import Linear as LoraLinear
+    except ImportError:
+        return None
+    if (not isinstance(module, LoraLinear) or type(module.get_base_layer()) is not torch.nn.Linear
+            or module.merged or module.disable_adapters or getattr(module, "fan_in_fan_out", False)):
+        return None
+    parts = []
+    for name in module.active_adapters:
+        if name not in module.lora_A:
+            continue
+        if name in getattr(module, "lora_variant", {}) or (module.training and not isinstance(
+                module.lora_dropout[name], torch.nn.Identity)):
+            return None
+        parts.append((module.lora_A[name].weight, module.lora_B[name].weight, float(module.scaling[name])))
+    return parts
+
+
+def onednn_bf16() -> bool:
+    """oneDNN is there and has bf16 kernels on this CPU."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def packable(model) -> bool:
-    """A frozen bf16 copy on the CPU (the sampler's ``rlhaif.precision.sampling_copy``) with plain Linear
-    projections, where oneDNN has bf16 kernels: its products can run on pre-packed weights."""
+    """A frozen bf16 copy on the CPU (the sampler's ``rlhaif.precision.sampling_copy``) whose projections are
+    plain Linear or plain-LoRA layers, where oneDNN has bf16 kernels: its products can run on pre-packed weights."""
     params = list(model.parameters())
-    return (all(p.dtype == torch.bfloat16 and p.device.type == "cpu" and not p.requires_grad for p in params)
-            and base_model(model) is model and torch.backends.mkldnn.is_available()
-            and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-            and all(type(m) is torch.nn.Linear for m in model.modules() if isinstance(m, torch.nn.Linear)))
+    if not (all(p.dtype == torch.bfloat16 and p.device.type == "cpu" and not p.requires_grad for p in params)
+            and onednn_bf16()):
+        return False
+    inner = base_model(model)
+    projections = [m for layer in inner.model.layers
+                   for m in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
+                             layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj)]
+    return (all(hasattr(layer.mlp, a) for layer in inner.model.layers for a in ("gate_proj", "up_proj", "down_proj"))
+            and all(lora_parts(m) is not None for m in projections + [inner.lm_head]))
 
 
 class PackedLinear:
     """One product for several Linear layers of the same input (their weights concatenated), on a copy of the
     weights that oneDNN has re-laid out once for about ``rows`` input rows: ``torch.nn.functional.linear``
     re-packs them on every call, which at a decode step's few rows is most of the product's time (SmolLM2 bf16,
-    a step's products: 23.7 → 14.5 ms at 1 row, 29.0 → 14.3 at 8, 43.9 → 30.2 at 32, two threads, measured;
-    the same numbers bit for bit). Returns each layer's output, in order."""
+    a step's products: 23.7 → 14.5 ms at 1 row, 29.0 → 14.3 at 8, 43.9 → 30.2 at 32, two threads,
+    ``benchmarks/bench_decode_parts.py``; the same numbers bit for bit). LoRA layers keep their adapters apart,
+    as PEFT's forward does: x Aᵀ for every adapter of the group in one product, then one product with the B's
+    laid block-diagonally (each scaled), added to the base product. Returns each layer's output, in order."""
 
-    def __init__(self, linears: list[torch.nn.Linear], rows: int):
-        self.sizes = [m.out_features for m in linears]
-        biases = [m.bias for m in linears]
+    def __init__(self, linears: list, rows: int):
+        bases = [m if type(m) is torch.nn.Linear else m.get_base_layer() for m in linears]
+        self.sizes = [m.out_features for m in bases]
+        biases = [m.bias for m in bases]
         self.bias = None if all(b is None for b in biases) else torch.cat(
             [b.detach() if b is not None else torch.zeros(m.out_features, dtype=m.weight.dtype)
-             for m, b in zip(linears, biases)])
-        weight = torch.cat([m.weight.detach() for m in linears]) if len(linears) > 1 else linears[0].weight.detach()
+             for m, b in zip(bases, biases)])
+        weight = torch.cat([m.weight.detach() for m in bases]) if len(bases) > 1 else bases[0].weight.detach()
         self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, rows)
+        parts = [(i, a, b, scale) for i, m in enumerate(linears) for a, b, scale in lora_parts(m)]
+        self.lora_a = self.lora_b = None
+        if parts:
+            self.lora_a = torch.cat([a.detach() for _, a, _, _ in parts])  # (Σ r, in)
+            self.lora_b = torch.zeros(sum(self.sizes), len(self.lora_a), dtype=weight.dtype)  # block-diagonal
+            starts = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+            col = 0
+            for i, a, b, scale in parts:
+                r = a.shape[0]
+                self.lora_b[starts[i]:starts[i] + self.sizes[i], col:col + r] = (b.detach().float() * scale).to(weight.dtype)
+                col += r
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         y = torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+        if self.lora_a is not None:
+            y = y + F.linear(F.linear(x, self.lora_a), self.lora_b)
         return y.split(self.sizes, dim=-1) if len(self.sizes) > 1 else (y,)
 
 
@@ -122,10 +171,21 @@ class StaticCacheDecoder:
         self.head = lambda h: head(h)[0]
 
     def start(self, query_ids: torch.Tensor, query_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Logits (B, V) at each row's last prompt position; the cache is laid out for ``max_new_tokens``."""
+        """Logits (B, V) at each row's last prompt position; the cache is laid out for ``max_new_tokens``. A
+        prompt that fills several rows (K samples of one prompt, side by side in generate, evaluate and the RL
+        rollout) is run once: its cache rows and logits are copied to each of its rows."""
+        self.prepare(len(query_ids))
+        uniq, inverse = torch.unique(torch.cat([query_ids, query_mask], 1), dim=0, return_inverse=True)
+        if len(uniq) == len(query_ids):
+            return self.prefill(query_ids, query_mask, max_new_tokens)
+        P = query_ids.shape[1]
+        logits = self.prefill(uniq[:, :P], uniq[:, P:], max_new_tokens)
+        self.keep(inverse)
+        return logits[inverse]
+
+    def prefill(self, query_ids: torch.Tensor, query_mask: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
         B, P = query_ids.shape
         T = P + max_new_tokens
-        self.prepare(B)
         shape = (len(self.inner.layers), B, self.kv_heads, T, self.head_dim)
         self.k = torch.zeros(shape, dtype=torch.float32, device=query_ids.device)
         self.v = torch.zeros_like(self.k)
@@ -148,7 +208,7 @@ class StaticCacheDecoder:
         return logits
 
     def keep(self, rows: torch.Tensor) -> None:
-        """Keep only ``rows`` (indices into the running batch) from now on."""
+        """Keep only ``rows`` (indices into the running batch, in their order; repeats copy a row) from now on."""
         self.k, self.v = self.k[:, rows], self.v[:, rows]
         self.valid, self.pos = self.valid[rows], self.pos[rows]
 
@@ -236,5 +296,5 @@ def decoder_for(model):
     return StaticCacheDecoder(model) if static_cache_supported(model) else HFCacheDecoder(model)
 
 
-__all__ = ["StaticCacheDecoder", "HFCacheDecoder", "decoder_for", "static_cache_supported", "base_model", "cache_argument",
+__all__ = ["StaticCacheDecoder", "PackedLinear", "packable", "onednn_bf16", "lora_parts", "HFCacheDecoder", "decoder_for", "static_cache_supported", "base_model", "cache_argument",
            "returned_cache"]
