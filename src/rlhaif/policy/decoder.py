@@ -4,12 +4,14 @@ Two implementations of one small interface (``start`` → logits of each row's l
 logits of the next position, ``keep`` → drop finished rows):
 
 - ``StaticCacheDecoder`` for the Llama family (``llama``, ``qwen2``, ``mistral`` without a sliding window; SmolLM2
-  is a Llama): it calls the model's own modules (embedding, norms, projections — LoRA or bias included —,
-  rotary embedding, MLP, LM head), so it reads the very weights the model holds and sees every in-place update,
-  but keeps its own pre-allocated KV cache and calls ``scaled_dot_product_attention`` directly. Per step that
-  skips what transformers does around the same products on every call (mask construction, cache objects,
-  attention dispatch, output records). The same numbers as the model's forward up to float rounding (tested
-  against it in fp32 on left-padded batches).
+  is a Llama): it calls the model's own modules (embedding, norms, rotary embedding, LM head; projections and MLP
+  too, or packed copies of their weights, below), so it reads the very weights the model holds, but keeps its own
+  fp32 KV cache allocated once a batch and skips what transformers does around the same products on every call
+  (mask construction, cache objects, attention dispatch, output records). A decode step attends with two small
+  fp32 products (``scaled_dot_product_attention``'s CPU kernel was a third of SmolLM2's batch-32 step); on a
+  frozen bf16 sampling copy its products run on weights oneDNN packed once a batch (``PackedLinear``), q/k/v and
+  gate/up each one product; a prompt on several rows (K samples of it) is prefilled once. The same numbers as
+  the model's forward up to float rounding (tested against it in fp32 on left-padded batches).
 - ``HFCacheDecoder``: the model's own forward with transformers' dynamic cache, for every other architecture.
 
 ``decoder_for(model)`` picks one. A pad position's query attends to itself as well as to the positions before
@@ -96,8 +98,8 @@ def packable(model) -> bool:
 class PackedLinear:
     """One product for several Linear layers of the same input (their weights concatenated), on a copy of the
     weights that oneDNN has re-laid out once for about ``rows`` input rows: ``torch.nn.functional.linear``
-    re-packs them on every call, which at a decode step's few rows is most of the product's time (SmolLM2 bf16,
-    a step's products: 23.7 → 14.5 ms at 1 row, 29.0 → 14.3 at 8, 43.9 → 30.2 at 32, two threads,
+    re-packs them on every call, which at a decode step's few rows is much of the product's time (SmolLM2 bf16,
+    a step's products: 20.3 → 14.8 ms at 1 row, 24.8 → 15.8 at 8, 39.1 → 29.5 at 32, two threads, AMD EPYC,
     ``benchmarks/bench_decode_parts.py``; the same numbers bit for bit). LoRA layers keep their adapters apart,
     as PEFT's forward does: x Aᵀ for every adapter of the group in one product, then one product with the B's
     laid block-diagonally (each scaled), added to the base product. Returns each layer's output, in order."""
