@@ -116,10 +116,20 @@ def test_a_rows_tokens_do_not_depend_on_its_batch_or_when_the_others_stop(dtype)
         assert other.response_ids[k, :lengths[i]].tolist() == ro.response_ids[i, :lengths[i]].tolist()
 
 
-def test_the_samplers_logprobs_are_the_policys_in_fp32():
+@pytest.mark.parametrize("arch,adapter", [("llama", False), ("qwen2", False), ("gpt2", False), ("llama", True)])
+def test_the_samplers_logprobs_are_the_policys_in_fp32(arch, adapter):
     """Honest draws: the fp32 log-probs the sampler reports for its tokens are the policy's recomputed ones
-    (``response_logprobs``, one full forward) within 1e-5."""
-    lm, tok = make_tiny_causal_lm("llama")
+    (``response_logprobs``, one full forward) within 1e-5 — static-cache decoder (llama, qwen2, a LoRA policy)
+    and transformers' cache (gpt2)."""
+    lm, tok = make_tiny_causal_lm(arch)
+    if adapter:
+        from peft import LoraConfig, get_peft_model
+
+        lm = get_peft_model(lm, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+        with torch.no_grad():
+            for n, p in lm.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.2)
     lm.eval()
     prompts = [[4, 9, 12, 15, 20], [5, 6], [7, 8, 9], [30, 31, 32, 33]]
     ro, _, _ = _rows_stopping_at_different_lengths(lm, tok, prompts, [row_seed(3, i) for i in range(4)])
