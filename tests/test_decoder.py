@@ -100,8 +100,7 @@ def test_a_packed_group_of_lora_layers_computes_what_peft_computes():
         pytest.skip("no oneDNN bf16 kernels on this CPU")
     model, _ = make_tiny_causal_lm("qwen2")  # q/k/v with biases
     peft = lora(model).eval()
-    with torch.no_grad():  # a different scaling on k: each B block takes its own
-        peft.base_model.model.model.layers[0].self_attn.k_proj.scaling["default"] = 0.5
+    peft.base_model.model.model.layers[0].self_attn.k_proj.scaling["default"] = 0.5  # each B block: its own scale
     cp = sampling_copy(peft, PrecisionChoice("bfloat16", "test", "cpu", "test"))
     attn = cp.base_model.model.model.layers[0].self_attn
     x = torch.randn(8, 64).bfloat16()
